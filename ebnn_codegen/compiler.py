@@ -1,0 +1,60 @@
+"""The compiler driver: named stages from a torch model to C files.
+
+``step_lower`` (torch -> IR), ``step_fold`` (BN + sign -> thresholds, exit BN
+-> fixed point), ``step_pack`` (weights -> bytes), ``step_plan`` (buffers),
+``step_render`` (IR -> C).  Each stage prints ``[n/N] name`` when a log
+function is given, and the IR can be saved after every stage for inspection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import codegen
+from . import ir as ir_mod
+from .lower import lower
+from .passes import FoldBatchNormIntoThreshold, FoldExitBatchNormIntoFixedPoint, PackBinaryWeights, PlanBuffers, run_passes
+
+Log = Callable[[str], None]
+
+STAGES: tuple[tuple[str, tuple[Any, ...]], ...] = (
+    ("step_fold", (FoldBatchNormIntoThreshold(), FoldExitBatchNormIntoFixedPoint())),
+    ("step_pack", (PackBinaryWeights(),)),
+    ("step_plan", (PlanBuffers(),)),
+)
+
+
+def compile_model(
+    model: torch.nn.Module,
+    *,
+    name: str | None = None,
+    log: Log | None = None,
+    save_ir: str | Path | None = None,
+) -> ir_mod.Model:
+    """Lower a device section and run the pass pipeline; returns the final IR."""
+    total = len(STAGES) + 1
+    if log:
+        log(f"[1/{total}] step_lower: torch -> IR")
+    graph = lower(model)
+    if name is not None:
+        from .config import check_identifier
+
+        graph.name = check_identifier(name, "--name")
+    if save_ir is not None:
+        ir_mod.save(graph, Path(save_ir) / "0_lower")
+    for n, (stage, passes) in enumerate(STAGES, start=2):
+        if log:
+            log(f"[{n}/{total}] {stage}: " + ", ".join(type(p).__name__ for p in passes))
+        graph = run_passes(graph, passes)
+        if save_ir is not None:
+            ir_mod.save(graph, Path(save_ir) / f"{n - 1}_{stage[5:]}")
+    return graph
+
+
+def render(graph: ir_mod.Model, kernels: str = "fast", options: dict[str, Any] | None = None) -> dict[str, str]:
+    """``step_render``: the C files of a compiled IR, {filename: text}."""
+    return codegen.render_model(graph, kernels, options)

@@ -1,0 +1,188 @@
+"""The framework-free IR: plain dataclasses and numpy arrays.
+
+The torch model is lowered into a :class:`Model` whose :class:`Block` s carry
+the binary weights (int8 ±1, conv layout F×C×kh×kw; a linear block is a
+convolution whose kernel covers its whole input) and, until the fold passes
+run, a *sign table*: for every output channel the runs of sign(BN(acc)) over
+every integer ``acc`` the accumulator can reach, evaluated by the module's own
+batch norm.  The passes in :mod:`ebnn_codegen.passes` fill in the integer
+thresholds, the exit's fixed-point affine, the packed weights and the buffer
+plan.  ``save``/``load`` write the IR as ``ir.json`` plus ``arrays.npz``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CodegenError
+
+# direction of a hidden block's per-channel threshold
+GE, LE, CONST = 1, -1, 0
+
+
+@dataclass
+class Pool:
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+
+
+@dataclass
+class Block:
+    index: int
+    kind: str  # "conv" | "bconv" | "blinear" | "exit"
+    in_shape: tuple[int, int, int]
+    conv_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    pool: Pool | None
+    weights: np.ndarray  # int8 ±1, (F, C, kh, kw)
+    acc_bound: int  # max |accumulator|
+    bn: dict[str, np.ndarray] = field(default_factory=dict)  # float64 gamma, beta, mean, var, eps
+    # sign(BN(acc)) per channel as runs [[start_acc, sign], ...] over [-acc_bound, acc_bound]
+    sign_runs: list[list[list[int]]] | None = None
+    # set by FoldBatchNormIntoThreshold (hidden blocks)
+    threshold: np.ndarray | None = None  # int32 (F,)
+    direction: np.ndarray | None = None  # int8 (F,): GE, LE or CONST
+    constant: np.ndarray | None = None  # int8 (F,): the output of CONST channels, else 0
+    # set by FoldExitBatchNormIntoFixedPoint (exit block): score = mul * acc + add
+    score_mul: np.ndarray | None = None  # int32 (K,)
+    score_add: np.ndarray | None = None  # int32 (K,)
+    # set by PackBinaryWeights
+    packed_weights: np.ndarray | None = None  # uint8 (F, bytes per filter)
+
+    @property
+    def is_first(self) -> bool:
+        return self.kind == "conv"
+
+    @property
+    def is_exit(self) -> bool:
+        return self.kind == "exit"
+
+    @property
+    def out_channels(self) -> int:
+        return self.conv_shape[0]
+
+    @property
+    def fan_in(self) -> int:
+        return self.in_shape[0] * self.kernel[0] * self.kernel[1]
+
+    @property
+    def binary_macs(self) -> int:
+        """MACs of the conv/linear part: every conv output once (pool windows may overlap)."""
+        c, h, w = self.conv_shape
+        return c * h * w * self.fan_in
+
+    @property
+    def torch_shape(self) -> tuple[int, ...]:
+        """Shape of one sample's output as torch gives it: (F,) for linear blocks, else (C, H, W)."""
+        return (self.out_channels,) if self.kind in ("blinear", "exit") else self.out_shape
+
+    @property
+    def out_bytes(self) -> int:
+        """Size of this block's packed output (activation layout)."""
+        c, h, w = self.out_shape
+        return h * w * ((c + 7) // 8)
+
+
+@dataclass
+class Model:
+    name: str
+    input_shape: tuple[int, int, int]
+    blocks: list[Block]
+    source_hash: str = ""
+    tool_version: str = ""
+    score_scale_log2: int | None = None  # scores / 2**score_scale_log2 ~ float scores
+    score_resolution: float | None = None  # worst-case |int/scale - exact affine|
+    buffers: dict[str, Any] | None = None  # set by PlanBuffers
+
+    @property
+    def hidden(self) -> list[Block]:
+        return self.blocks[:-1]
+
+    @property
+    def exit(self) -> Block:
+        return self.blocks[-1]
+
+    @property
+    def num_classes(self) -> int:
+        return self.exit.out_channels
+
+    @property
+    def input_bytes(self) -> int:
+        c, h, w = self.input_shape
+        return c * h * w
+
+    @property
+    def score_scale(self) -> float:
+        if self.score_scale_log2 is None:
+            raise CodegenError("the exit block has not been folded yet (no score scale)")
+        return float(2.0**self.score_scale_log2)
+
+
+_ARRAY_FIELDS = ("weights", "threshold", "direction", "constant", "score_mul", "score_add", "packed_weights")
+
+
+def save(model: Model, directory: str | Path) -> None:
+    """Write the IR as ``ir.json`` (everything but arrays) and ``arrays.npz``."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {}
+    blocks = []
+    for b in model.blocks:
+        entry = {}
+        for f in dataclasses.fields(b):
+            v = getattr(b, f.name)
+            if f.name in _ARRAY_FIELDS:
+                if v is not None:
+                    arrays[f"b{b.index}.{f.name}"] = v
+                entry[f.name] = None if v is None else f"b{b.index}.{f.name}"
+            elif f.name == "bn":
+                for k, arr in v.items():
+                    arrays[f"b{b.index}.bn.{k}"] = arr
+                entry["bn"] = sorted(v)
+            elif f.name == "pool":
+                entry["pool"] = None if v is None else dataclasses.asdict(v)
+            else:
+                entry[f.name] = v
+        blocks.append(entry)
+    meta = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name != "blocks"}
+    meta["blocks"] = blocks
+    (d / "ir.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    np.savez(d / "arrays.npz", **arrays)
+
+
+def _tuple(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
+
+
+def load(directory: str | Path) -> Model:
+    d = Path(directory)
+    meta = json.loads((d / "ir.json").read_text())
+    with np.load(d / "arrays.npz", allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    blocks = []
+    for entry in meta.pop("blocks"):
+        kw = {}
+        for key, value in entry.items():
+            if key in _ARRAY_FIELDS:
+                kw[key] = None if value is None else arrays[value]
+            elif key == "bn":
+                kw["bn"] = {k: arrays[f"b{entry['index']}.bn.{k}"] for k in value}
+            elif key == "pool":
+                kw["pool"] = None if value is None else Pool(*(tuple(value[k]) for k in ("kernel", "stride", "padding")))
+            elif key == "sign_runs":
+                kw[key] = value
+            else:
+                kw[key] = _tuple(value)
+        blocks.append(Block(**kw))
+    meta["input_shape"] = tuple(meta["input_shape"])
+    return Model(blocks=blocks, **meta)

@@ -1,0 +1,130 @@
+"""Lowering: a trained torch device section -> the IR (the only torch-aware step).
+
+For each block this reads the binary weights (sign of the shadow weights,
+sign(0) = +1) and evaluates the block's *own* eval-mode batch norm on every
+integer its accumulator can reach, recording where sign(BN(acc)) changes.
+The fold passes turn that table into integer thresholds.  Evaluating the
+module itself (twice, in two memory layouts, which must agree) makes the
+thresholds exact to PyTorch's float arithmetic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import __version__
+from .checkpoint import content_hash
+from .errors import LoweringError
+from .ir import Block, Model, Pool
+from .nn.blocks import ConvBlock, ExitBlock, LinearBlock, binary_weight
+from .nn.model import DeviceSection
+
+CHUNK = 1 << 20  # values per batch-norm evaluation
+
+
+def _bn_params(bn: torch.nn.Module, where: str) -> dict[str, np.ndarray]:
+    params = {
+        "gamma": bn.weight.detach().double().numpy().copy(),
+        "beta": bn.bias.detach().double().numpy().copy(),
+        "mean": bn.running_mean.detach().double().numpy().copy(),
+        "var": bn.running_var.detach().double().numpy().copy(),
+        "eps": np.array(float(bn.eps)),
+    }
+    for key in ("gamma", "beta", "mean", "var"):
+        bad = ~np.isfinite(params[key])
+        if bad.any():
+            raise LoweringError(f"{where}: batch-norm {key} of channel {int(np.flatnonzero(bad)[0])} is not finite")
+    if (params["var"] < 0).any():
+        raise LoweringError(f"{where}: batch-norm running variance of channel {int(np.flatnonzero(params['var'] < 0)[0])} is negative")
+    return params
+
+
+@torch.no_grad()
+def sign_runs(bn: torch.nn.Module, bound: int, where: str) -> list[list[list[int]]]:
+    """Runs of sign(bn(acc)) for acc in [-bound, bound], per channel: [[start, sign], ...]."""
+    bn = bn.eval()
+    f = bn.num_features
+    two_d = isinstance(bn, torch.nn.BatchNorm2d)
+    runs: list[list[list[int]]] = [[] for _ in range(f)]
+    last = np.zeros(f, np.int8)
+    step = max(1, CHUNK // f)
+    for start in range(-bound, bound + 1, step):
+        xs = torch.arange(start, min(start + step, bound + 1), dtype=torch.float32)
+        n = xs.numel()
+        # layout 1: values along the spatial axis of one sample (as in a forward pass)
+        a = xs.view(1, 1, n).expand(1, f, n).contiguous()
+        # layout 2: values along the batch axis
+        b = xs.view(n, 1).expand(n, f).contiguous()
+        if two_d:
+            ya = bn(a.unsqueeze(-1)).squeeze(-1)[0]
+            yb = bn(b.view(n, f, 1, 1)).view(n, f).t()
+        else:
+            ya = bn(a)[0]
+            yb = bn(b).t()
+        sa = (ya >= 0).numpy()
+        sb = (yb >= 0).numpy()
+        if not np.array_equal(sa, sb):
+            c, i = np.argwhere(sa != sb)[0]
+            raise LoweringError(
+                f"{where} channel {int(c)}: batch norm rounds differently with the memory layout at acc = {start + int(i)}"
+            )
+        if torch.isnan(ya).any():
+            c = int(torch.nonzero(torch.isnan(ya))[0, 0])
+            raise LoweringError(f"{where} channel {c}: batch norm produces NaN")
+        s = np.where(sa, 1, -1).astype(np.int8)
+        for c in range(f):
+            col = s[c]
+            if not runs[c]:
+                runs[c].append([start, int(col[0])])
+            elif col[0] != last[c]:
+                runs[c].append([start, int(col[0])])
+            idx = np.flatnonzero(col[1:] != col[:-1]) + 1
+            for i in idx:
+                runs[c].append([start + int(i), int(col[i])])
+            last[c] = col[-1]
+    return runs
+
+
+def lower(model: DeviceSection) -> Model:
+    """Lower a device section (in eval mode semantics) to an IR Model."""
+    if not isinstance(model, DeviceSection):
+        raise LoweringError(f"expected an ebnn_codegen device section, got {type(model).__name__}")
+    spec = model.spec
+    blocks: list[Block] = []
+    for ls, module in zip(spec.layers, [*model.blocks, model.exit]):
+        where = f"block {ls.index} ({ls.type})"
+        if isinstance(module, ConvBlock):
+            w = binary_weight(module.conv)
+        elif isinstance(module, (LinearBlock, ExitBlock)):
+            w = binary_weight(module.linear).view(ls.out_channels, *ls.in_shape)
+        else:  # pragma: no cover
+            raise LoweringError(f"{where}: unsupported module {type(module).__name__}")
+        weights = w.numpy().astype(np.int8)
+        bound = ls.fan_in * (255 if ls.type == "conv" else 1)
+        pool = None if ls.pool is None else Pool(ls.pool.kernel, ls.pool.stride, ls.pool.padding)
+        bn = _bn_params(module.bn, where)
+        block = Block(
+            index=ls.index,
+            kind=ls.type,
+            in_shape=ls.in_shape,
+            conv_shape=ls.conv_shape,
+            out_shape=ls.out_shape,
+            kernel=ls.kernel,
+            stride=ls.stride,
+            padding=ls.padding,
+            pool=pool,
+            weights=weights,
+            acc_bound=bound,
+            bn=bn,
+        )
+        if ls.type != "exit":
+            block.sign_runs = sign_runs(module.bn, bound, where)
+        blocks.append(block)
+    return Model(
+        name=spec.name,
+        input_shape=spec.input_shape,
+        blocks=blocks,
+        source_hash=content_hash(model),
+        tool_version=__version__,
+    )

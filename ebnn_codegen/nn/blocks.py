@@ -1,0 +1,130 @@
+"""Binarized layers and the fused eBNN blocks.
+
+:class:`QuantConv2d` and :class:`QuantLinear` subclass the stock layers and add
+only an ``input_quantizer`` and a ``kernel_quantizer``; with both ``None`` they
+are exactly ``nn.Conv2d``/``nn.Linear``.  The kernel quantizer binarises the
+real-valued shadow weights in the forward pass (the optimiser updates the
+shadow weights; :func:`clip_weights` keeps them in [-1, 1]).
+
+A hidden block computes, in this order (eBNN's order, which the device code
+reproduces exactly)::
+
+    conv or linear (binary weights, no bias) -> max-pool (optional, -inf padding)
+        -> BatchNorm -> sign (sign(0) = +1)
+
+The exit block is ``binary linear -> BatchNorm1d`` and returns class scores.
+No code generation lives here: the compiler reads these modules.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import LayerSpec
+from .quant import get_quantizer, sign, ste_sign
+
+
+class QuantConv2d(nn.Conv2d):
+    def __init__(self, *args, input_quantizer=None, kernel_quantizer="ste_sign", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.input_quantizer = get_quantizer(input_quantizer)
+        self.kernel_quantizer = get_quantizer(kernel_quantizer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_quantizer is not None:
+            x = self.input_quantizer(x)
+        w = self.weight if self.kernel_quantizer is None else self.kernel_quantizer(self.weight)
+        return self._conv_forward(x, w, self.bias)
+
+
+class QuantLinear(nn.Linear):
+    def __init__(self, *args, input_quantizer=None, kernel_quantizer="ste_sign", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.input_quantizer = get_quantizer(input_quantizer)
+        self.kernel_quantizer = get_quantizer(kernel_quantizer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_quantizer is not None:
+            x = self.input_quantizer(x)
+        w = self.weight if self.kernel_quantizer is None else self.kernel_quantizer(self.weight)
+        return nn.functional.linear(x, w, self.bias)
+
+
+def binary_weight(module: nn.Module) -> torch.Tensor:
+    """The ±1 weights a block uses in its forward pass (sign(0) = +1)."""
+    return sign(module.weight.detach())
+
+
+class ConvBlock(nn.Module):
+    """conv (binary weights) -> max-pool -> BatchNorm2d -> sign.
+
+    The first block (``spec.type == "conv"``) takes float pixel values 0..255;
+    a ``bconv`` block takes ±1 activations, and a zero-padded tap contributes 0.
+    """
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.conv = QuantConv2d(
+            spec.in_shape[0], spec.out_channels, spec.kernel, stride=spec.stride, padding=spec.padding, bias=False
+        )
+        self.pool = (
+            nn.MaxPool2d(spec.pool.kernel, spec.pool.stride, spec.pool.padding) if spec.pool is not None else None
+        )
+        self.bn = nn.BatchNorm2d(spec.out_channels)
+
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch-norm output before sign (what the straight-through gradient sees)."""
+        y = self.conv(x)
+        if self.pool is not None:
+            y = self.pool(y)
+        return self.bn(y)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ste_sign(self.pre_activation(x))
+
+
+class LinearBlock(nn.Module):
+    """binary linear -> BatchNorm1d -> sign, on the flattened (C, H, W) input."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.linear = QuantLinear(spec.fan_in, spec.out_channels, bias=False)
+        self.bn = nn.BatchNorm1d(spec.out_channels)
+
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.linear(torch.flatten(x, 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ste_sign(self.pre_activation(x))
+
+
+class ExitBlock(nn.Module):
+    """binary linear -> BatchNorm1d -> float class scores."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.linear = QuantLinear(spec.fan_in, spec.out_channels, bias=False)
+        self.bn = nn.BatchNorm1d(spec.out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.linear(torch.flatten(x, 1)))
+
+
+def make_block(spec: LayerSpec) -> nn.Module:
+    if spec.type in ("conv", "bconv"):
+        return ConvBlock(spec)
+    if spec.type == "blinear":
+        return LinearBlock(spec)
+    return ExitBlock(spec)
+
+
+@torch.no_grad()
+def clip_weights(model: nn.Module, bound: float = 1.0) -> None:
+    """Clip every binarised layer's real-valued shadow weights to [-bound, bound]."""
+    for m in model.modules():
+        if isinstance(m, (QuantConv2d, QuantLinear)) and m.kernel_quantizer is not None:
+            m.weight.clamp_(-bound, bound)
