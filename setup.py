@@ -36,5 +36,5 @@ setup(
         "ddnn": ["matplotlib>=3.7"],
         "lint": ["ruff>=0.4", "mypy>=1.8"],
     },
-    entry_points={"console_scripts": ["ebnn-gen=ebnn_codegen.cli:main"]},
+    entry_points={"console_scripts": ["ebnn-gen=ebnn_codegen.cli:entry"]},
 )

@@ -1,0 +1,79 @@
+"""The subcommand base class and shared argument helpers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CodegenError
+
+
+class UsageError(CodegenError):
+    """Bad command-line usage (exit 2)."""
+
+
+class Command:
+    """A subcommand: ``name``, ``help``, ``add_arguments(parser)`` and ``run(args) -> exit code``."""
+
+    name = ""
+    help = ""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        pass
+
+    def run(self, args: argparse.Namespace) -> int:
+        raise NotImplementedError
+
+
+def progress(args: argparse.Namespace):
+    """A log function for ``[n/N] step`` lines on stderr (None with --quiet)."""
+    if getattr(args, "quiet", False):
+        return None
+    return lambda msg: print(msg, file=sys.stderr, flush=True)
+
+
+def load_npy(path: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise CodegenError(f"{p}: no such file")
+    try:
+        return np.load(p, allow_pickle=False)
+    except Exception as exc:
+        raise CodegenError(f"{p}: not a readable .npy array ({str(exc).splitlines()[0][:120]})") from None
+
+
+def emit_json(data: Any, path: str | None = None) -> None:
+    text = json.dumps(data, indent=2, sort_keys=False, default=_default) + "\n"
+    if path:
+        from ..codegen import write_files
+
+        p = Path(path)
+        write_files({p.name: text}, p.parent if str(p.parent) else ".")
+    else:
+        sys.stdout.write(text)
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(type(o).__name__)
+
+
+def add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="checkpoint (.pt) saved by ebnn_codegen.save")
+
+
+def add_target(parser: argparse.ArgumentParser, default: str = "host") -> None:
+    parser.add_argument("--target", default=default, help=f"where the C runs (default: {default}); see `ebnn-gen targets`")
+    parser.add_argument(
+        "--kernels", default="fast", choices=("fast", "reference"), help="kernel strategy (default: fast)"
+    )

@@ -1,0 +1,214 @@
+"""The subcommands. Each one parses, calls the API, and prints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import api, targets
+from ..errors import CodegenError
+from .base import Command, add_model, add_target, emit_json, load_npy, progress
+
+
+class Export(Command):
+    name = "export"
+    help = "generate the C files of a model (all files or none)"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        add_model(p)
+        p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+        p.add_argument("--name", help="C name prefix (default: the config's name)")
+        p.add_argument("--target", default=None, help="refuse the model if it does not fit this target")
+        p.add_argument("--kernels", default="fast", choices=("fast", "reference"))
+        p.add_argument(
+            "--format",
+            default="c",
+            choices=("c", "arduino", "platformio", "esp-idf"),
+            help="plain C files (default), or a library/component for that ecosystem",
+        )
+        p.add_argument("--save-ir", metavar="DIR", help="also save the IR after every stage into DIR")
+
+    def run(self, args: argparse.Namespace) -> int:
+        log = progress(args)
+        graph = api.compile(args.model, name=args.name, log=log, save_ir=args.save_ir)
+        if args.target is not None:
+            check = getattr(targets.get(args.target), "check_fits", None)
+            if check is not None:
+                check(graph, args.kernels)
+        if args.format == "c":
+            written = api.export(graph, args.output, kernels=args.kernels, log=log)
+        else:
+            from ..packaging import export_package
+
+            written = export_package(graph, args.output, args.format, kernels=args.kernels, target=args.target)
+        for path in written:
+            print(path)
+        return 0
+
+
+class Run(Command):
+    name = "run"
+    help = "run the generated C on inputs and save its outputs (.npz)"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        add_model(p)
+        p.add_argument("--input", required=True, metavar="X.npy", help="uint8 array N×C×H×W")
+        p.add_argument("--output", required=True, metavar="OUT.npz")
+        add_target(p)
+
+    def run(self, args: argparse.Namespace) -> int:
+        x = load_npy(args.input)
+        graph = api.compile(args.model, log=progress(args))
+        result = api.run(graph, x, target=args.target, kernels=args.kernels)
+        out = Path(args.output)
+        tmp = out.with_name(out.name + ".tmp.npz")
+        np.savez(tmp, **result.to_npz_dict())
+        tmp.replace(out)
+        print(f"{len(x)} samples on {args.target}: predictions and scores -> {out}")
+        return 0
+
+
+class Verify(Command):
+    name = "verify"
+    help = "check that the generated C computes exactly what the PyTorch model computes"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        add_model(p)
+        src = p.add_mutually_exclusive_group()
+        src.add_argument("--input", metavar="X.npy", help="uint8 inputs N×C×H×W (default: random)")
+        src.add_argument("--samples", type=int, default=64, help="number of random inputs (default 64)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--json", metavar="OUT.json", help="also write the report as JSON")
+        add_target(p)
+
+    def run(self, args: argparse.Namespace) -> int:
+        x = load_npy(args.input) if args.input else None
+        if x is None and args.samples < 1:
+            raise CodegenError(f"--samples must be >= 1, got {args.samples}")
+        rep = api.verify(args.model, x, samples=args.samples, target=args.target, kernels=args.kernels, seed=args.seed)
+        print(rep.summary())
+        if args.json:
+            emit_json({**rep.__dict__, "ok": rep.ok}, args.json)
+        return 0 if rep.ok else 1
+
+
+class Report(Command):
+    name = "report"
+    help = "per-block MACs, flash and RAM of a model (measured on a target with --target)"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        add_model(p)
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--target", default=None, help="also measure flash, RAM and peak stack on this target")
+        p.add_argument("--kernels", default="fast", choices=("fast", "reference"))
+
+    def run(self, args: argparse.Namespace) -> int:
+        graph = api.compile(args.model)
+        rep = api.report(graph)
+        if args.target is not None:
+            measure = getattr(targets.get(args.target), "size", None)
+            if measure is None:
+                raise CodegenError(f"target '{args.target}' cannot measure sizes")
+            rep["target"] = measure(graph, args.kernels)
+        if args.json:
+            emit_json(rep)
+            return 0
+        print(format_report(rep))
+        return 0
+
+
+def format_report(rep: dict) -> str:
+    lines = [
+        f"model {rep['name']}: input {'x'.join(map(str, rep['input_shape']))}, {rep['num_classes']} classes, "
+        f"score scale 2^{rep['score_scale_log2']}",
+        f"{'block':>5} {'type':<8} {'output':>12} {'binary MACs':>12} {'weights B':>10} {'thresh B':>9} {'buffer B':>9}",
+    ]
+    for b in rep["blocks"]:
+        lines.append(
+            f"{b['index']:>5} {b['type']:<8} {'x'.join(map(str, b['output_shape'])):>12} {b['binary_macs']:>12} "
+            f"{b['weight_bytes']:>10} {b['threshold_bytes']:>9} {b['buffer_bytes']:>9}"
+        )
+    t = rep["totals"]
+    lines.append(
+        f"total: {t['binary_macs']} binary MACs, model constants (flash) {t['flash_bytes']} B, "
+        f"static RAM (workspace) {t['static_ram_bytes']} B"
+    )
+    if "target" in rep:
+        lines.append("on target: " + ", ".join(f"{k} {v}" for k, v in rep["target"].items()))
+    return "\n".join(lines)
+
+
+class Bench(Command):
+    name = "bench"
+    help = "cost of one inference: cycles (AVR), instructions (qemu targets) or time (host)"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        add_model(p)
+        add_target(p)
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p.add_argument("--samples", type=int, default=256, help="inputs timed on the host (default 256)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        graph = api.compile(args.model)
+        macs = api.report(graph)["totals"]["binary_macs"]
+        if args.target == "host":
+            x = api.random_inputs(graph.input_shape, max(1, args.samples))
+            api.run(graph, x[:1], kernels=args.kernels)  # build once
+            t0 = time.perf_counter()
+            api.run(graph, x, kernels=args.kernels)
+            dt = (time.perf_counter() - t0) / len(x)
+            data = {"target": "host", "kernels": args.kernels, "binary_macs": macs, "us_per_inference": dt * 1e6}
+        else:
+            bench = getattr(targets.get(args.target), "bench", None)
+            if bench is None:
+                raise CodegenError(f"target '{args.target}' has no benchmark")
+            data = bench(graph, args.kernels)
+        if args.json:
+            emit_json(data)
+        else:
+            for k, v in data.items():
+                print(f"{k:>20}: {v}")
+        return 0
+
+
+class Targets(Command):
+    name = "targets"
+    help = "list the targets"
+
+    def run(self, args: argparse.Namespace) -> int:
+        for t in targets.names():
+            desc = getattr(targets.get(t), "description", "native build, called through cffi")
+            print(f"{t:<12} {desc}")
+        return 0
+
+
+class Info(Command):
+    name = "info"
+    help = "show a checkpoint's config"
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        add_model(p)
+
+    def run(self, args: argparse.Namespace) -> int:
+        model = api.load(args.model)
+        emit_json(model.config)
+        return 0
+
+
+def _commands() -> list[type[Command]]:
+    cmds: list[type[Command]] = [Export, Run, Verify, Report, Bench, Targets, Info]
+    try:
+        from .ddnn import DdnnCommand
+
+        cmds.append(DdnnCommand)
+    except ImportError:
+        pass
+    return cmds
+
+
+COMMANDS = _commands()
+_ = sys

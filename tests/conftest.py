@@ -1,0 +1,88 @@
+"""Shared fixtures.
+
+Tool gating: a test that needs a toolchain or emulator calls
+``require_tools(...)``.  When a tool is missing it *fails* if ``CI=true`` (or
+``EBNN_REQUIRE_TOOLS=1``) and otherwise skips with a message naming the
+Debian package to install.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import ebnn_codegen as E
+
+os.environ.setdefault("NO_COLOR", "1")
+os.environ.setdefault("COLUMNS", "120")
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def strict_tools() -> bool:
+    return os.environ.get("CI", "").lower() == "true" or os.environ.get("EBNN_REQUIRE_TOOLS") == "1"
+
+
+def require_tools(*tools: str, package: str) -> None:
+    """Fail (CI) or skip (elsewhere) unless every tool is on PATH (or is an existing path)."""
+    missing = [t for t in tools if shutil.which(t) is None and not os.path.exists(t)]
+    if missing:
+        msg = f"missing {', '.join(missing)}: install the Debian package(s) {package}"
+        if strict_tools():
+            pytest.fail(msg + " (CI=true: tests needing tools must not skip)")
+        pytest.skip(msg)
+
+
+def randomize_bn(model: torch.nn.Module, seed: int = 0, extreme: bool = False) -> torch.nn.Module:
+    """Random batch-norm statistics, including γ < 0, γ = 0, tiny variance and large means."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            n = m.num_features
+            gamma = torch.randn(n, generator=g)
+            if extreme and n > 2:
+                gamma[0] = 0.0
+                gamma[1] = -abs(gamma[1]) - 0.1
+            m.weight.data = gamma
+            m.bias.data = torch.randn(n, generator=g) * 2
+            scale = float(getattr(m, "_acc_scale", 1.0))
+            m.running_mean.data = torch.randn(n, generator=g) * scale
+            var = torch.rand(n, generator=g) * scale * scale + 1e-3
+            if extreme and n > 3:
+                var[3] = 1e-9
+            m.running_var.data = var
+    return model.eval()
+
+
+def random_model(config: dict, seed: int = 0, extreme: bool = False) -> torch.nn.Module:
+    """A model with random weights and batch-norm statistics scaled to each block's accumulator range."""
+    torch.manual_seed(seed)
+    model = E.build(config)
+    for block in [*model.blocks, model.exit]:
+        spec = block.spec
+        fan = spec.fan_in
+        scale = (fan * 127.0) ** 0.5 * 8 if spec.type == "conv" else fan**0.5
+        block.bn._acc_scale = scale  # type: ignore[attr-defined]
+    return randomize_bn(model, seed, extreme)
+
+
+@pytest.fixture
+def tiny_config() -> dict:
+    return {
+        "name": "tiny",
+        "input": [1, 9, 7],
+        "layers": [
+            {"type": "conv", "out_channels": 5, "kernel": [3, 2], "padding": [1, 1], "pool": {"kernel": 3, "stride": 2, "padding": 1}},
+            {"type": "bconv", "out_channels": 11, "kernel": 3, "padding": 1},
+            {"type": "blinear", "out_features": 13},
+            {"type": "exit", "classes": 4},
+        ],
+    }
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
