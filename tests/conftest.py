@@ -86,3 +86,47 @@ def tiny_config() -> dict:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+def random_config(rng: np.random.Generator, name: str = "rnd", max_channels: int = 40) -> dict:
+    """A random valid config: odd and non-square sizes, stride, padding, pooling with padding,
+    1..max_channels channels, 0-2 bconv and 0-2 blinear blocks."""
+    from ebnn_codegen.config import parse_config
+    from ebnn_codegen.errors import ConfigError
+
+    def conv_entry(kind: str, h: int, w: int) -> dict:
+        kh, kw = int(rng.integers(1, min(5, h + 2) + 1)), int(rng.integers(1, min(5, w + 2) + 1))
+        entry: dict = {
+            "type": kind,
+            "out_channels": int(rng.choice([1, 2, 3, 5, 7, 8, 9, 13, 16, 17, 24, 31, 33, max_channels])),
+            "kernel": [kh, kw] if rng.random() < 0.6 else kh,
+        }
+        if rng.random() < 0.5:
+            entry["stride"] = [int(rng.integers(1, 3)), int(rng.integers(1, 4))]
+        if rng.random() < 0.6:
+            entry["padding"] = [int(rng.integers(0, kh)), int(rng.integers(0, kw))]
+        if rng.random() < 0.6:
+            pk = [int(rng.integers(1, 4)), int(rng.integers(1, 4))]
+            entry["pool"] = {
+                "kernel": pk,
+                "stride": [int(rng.integers(1, 4)), int(rng.integers(1, 3))],
+                "padding": [int(rng.integers(0, pk[0] // 2 + 1)), int(rng.integers(0, pk[1] // 2 + 1))],
+            }
+        return entry
+
+    for _ in range(1000):
+        c = int(rng.integers(1, 4))
+        h, w = int(rng.integers(3, 20)), int(rng.integers(3, 20))
+        layers = [conv_entry("conv", h, w)]
+        for _ in range(int(rng.integers(0, 3))):
+            layers.append(conv_entry("bconv", 6, 6))
+        for _ in range(int(rng.integers(0, 3))):
+            layers.append({"type": "blinear", "out_features": int(rng.integers(1, max_channels + 1))})
+        layers.append({"type": "exit", "classes": int(rng.integers(2, 11))})
+        cfg = {"name": name, "input": [c, h, w], "layers": layers}
+        try:
+            parse_config(cfg)
+        except ConfigError:
+            continue
+        return cfg
+    raise RuntimeError("no valid random config found")

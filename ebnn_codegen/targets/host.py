@@ -52,30 +52,42 @@ def _compile(files: dict[str, str], sources: list[str], out: str, flags: list[st
     return target
 
 
-def build(graph: Model, kernels: str = "fast", cc: str = "cc") -> tuple[cffi.FFI, object]:
-    files = host_sources(graph, kernels)
-    name = graph.name
-    sources = [f"{name}.c", "ebnn_runtime.c", f"{name}_batch.c"]
-    lib_path = _compile(files, sources, f"lib{name}.so", [*CFLAGS, "-shared", "-fPIC"], cc)
+def build(graph: Model | list[Model], kernels: str = "fast", cc: str = "cc") -> tuple[cffi.FFI, object]:
+    """Compile one model (or several with distinct names, into one library) and load it."""
+    graphs = graph if isinstance(graph, list) else [graph]
+    files: dict[str, str] = {}
+    sources = ["ebnn_runtime.c"]
+    for g in graphs:
+        for fname, text in host_sources(g, kernels).items():
+            if fname in files and files[fname] != text:
+                raise ToolError(f"two models in one host build both write {fname}")
+            files[fname] = text
+        sources += [f"{g.name}.c", f"{g.name}_batch.c"]
+    libname = f"lib{graphs[0].name}{'_and_more' if len(graphs) > 1 else ''}.so"
+    lib_path = _compile(files, sources, libname, [*CFLAGS, "-shared", "-fPIC"], cc)
     key = str(lib_path)
     if key not in _LOADED:
         ffi = cffi.FFI()
-        ffi.cdef(f"int {name}_run_batch(size_t, const uint8_t *, int32_t *, int32_t *, uint8_t *);")
+        ffi.cdef(
+            "\n".join(f"int {g.name}_run_batch(size_t, const uint8_t *, int32_t *, int32_t *, uint8_t *);" for g in graphs)
+        )
         _LOADED[key] = (ffi, ffi.dlopen(key))
     return _LOADED[key]
 
 
-def run(graph: Model, x: np.ndarray, kernels: str = "fast", trace: bool = True) -> RunResult:
-    """Run the host build on uint8 inputs (N, C, H, W)."""
+def run(
+    graph: Model, x: np.ndarray, kernels: str = "fast", trace: bool = True, lib: tuple[cffi.FFI, object] | None = None
+) -> RunResult:
+    """Run the host build on uint8 inputs (N, C, H, W) (``lib``: a library from :func:`build`)."""
     x = check_inputs(graph, x)
-    ffi, lib = build(graph, kernels)
+    ffi, clib = lib if lib is not None else build(graph, kernels)
     n = len(x)
     assert graph.buffers is not None
     k, tb = graph.num_classes, int(graph.buffers["trace_bytes"])
     scores = np.zeros((n, k), np.int32)
     preds = np.zeros(n, np.int32)
     traces = np.zeros((n, tb), np.uint8) if trace else None
-    rc = getattr(lib, f"{graph.name}_run_batch")(
+    rc = getattr(clib, f"{graph.name}_run_batch")(
         n,
         ffi.from_buffer("uint8_t[]", x),
         ffi.from_buffer("int32_t[]", scores, require_writable=True),

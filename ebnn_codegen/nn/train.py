@@ -1,0 +1,127 @@
+"""Training helper for device sections: Adam on the shadow weights, clipping, progress.
+
+Recipe (BinaryConnect / BinaryNet style): the forward pass binarises weights
+by sign (sign(0) = +1) and activations by sign with a straight-through
+gradient; the optimiser updates real-valued shadow weights, which are clipped
+to [-1, 1] after every step.  Inputs are the raw uint8 pixels as floats 0..255
+(the first block's batch norm normalises them).
+
+>>> from ebnn_codegen.nn.train import train  # doctest: +SKIP
+>>> train(model, x_train, y_train, epochs=10, x_val=x_test, y_val=y_test)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .blocks import clip_weights
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class History:
+    train_loss: list[float] = field(default_factory=list)
+    train_acc: list[float] = field(default_factory=list)
+    val_acc: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
+    """Top-1 accuracy of the torch model in eval mode on uint8 inputs."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(x), batch):
+        xb = torch.from_numpy(np.asarray(x[i : i + batch])).float()
+        correct += int((model(xb).argmax(1).numpy() == np.asarray(y[i : i + batch])).sum())
+    model.train(was_training)
+    return correct / max(1, len(x))
+
+
+def train(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float = 1e-2,
+    lr_end: float = 1e-4,
+    weight_decay: float = 0.0,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    seed: int = 0,
+    augment: Callable[[torch.Tensor, np.random.Generator], torch.Tensor] | None = None,
+    log: Log | None = _stderr,
+    progress_every: int = 50,
+) -> History:
+    """Train ``model`` on uint8 images ``x`` (N, C, H, W) with labels ``y``; returns a History.
+
+    The learning rate follows a cosine schedule from ``lr`` to ``lr_end``.
+    Progress (epoch, step, loss, accuracy, time) goes to ``log``; pass
+    ``log=None`` for silence.
+    """
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(x) / batch_size)
+    total = epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (lr_end + 0.5 * (lr - lr_end) * (1 + math.cos(math.pi * min(s, total) / total))) / lr
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    hist = History()
+    xt = torch.from_numpy(np.asarray(x))
+    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    for epoch in range(epochs):
+        model.train()
+        t0 = time.perf_counter()
+        perm = torch.from_numpy(rng.permutation(len(x)))
+        run_loss, run_correct, seen = 0.0, 0, 0
+        for step in range(steps_per_epoch):
+            idx = perm[step * batch_size : (step + 1) * batch_size]
+            xb = xt[idx].float()
+            if augment is not None:
+                xb = augment(xb, rng)
+            yb = yt[idx]
+            out = model(xb)
+            loss = loss_fn(out, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            clip_weights(model)
+            run_loss += float(loss) * len(idx)
+            run_correct += int((out.argmax(1) == yb).sum())
+            seen += len(idx)
+            if log and progress_every and (step + 1) % progress_every == 0:
+                log(
+                    f"  epoch {epoch + 1}/{epochs} step {step + 1}/{steps_per_epoch} "
+                    f"loss {run_loss / seen:.4f} acc {run_correct / seen:.4f}"
+                )
+        dt = time.perf_counter() - t0
+        hist.train_loss.append(run_loss / seen)
+        hist.train_acc.append(run_correct / seen)
+        hist.seconds.append(dt)
+        msg = f"[epoch {epoch + 1}/{epochs}] loss {run_loss / seen:.4f} train acc {run_correct / seen:.4f}"
+        if x_val is not None and y_val is not None:
+            hist.val_acc.append(accuracy(model, x_val, y_val))
+            msg += f" val acc {hist.val_acc[-1]:.4f}"
+        if log:
+            log(msg + f" ({dt:.1f} s)")
+    model.eval()
+    return hist
