@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Set up everything ebnn-codegen needs on Debian 12: toolchains and emulators
+# (apt, when run as root or with sudo), then a virtual environment in .venv with
+# PyTorch 2.13.0 (CPU) and the package in editable mode with its test extras.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  build-essential clang pkg-config
+  gcc-avr binutils-avr avr-libc simavr libsimavr-dev libelf-dev
+  gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+  gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc
+  arduino-builder arduino-core-avr
+  dataset-fashion-mnist
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else SUDO=none; fi
+  if [ "$SUDO" = none ]; then
+    echo "warning: cannot install Debian packages (not root, no sudo): ${missing[*]}" >&2
+  else
+    echo "[setup] apt-get install ${missing[*]}" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv" >&2
+  "$PY" -m venv .venv
+fi
+# torch first, pinned: a looser request would pull a multi-GB CUDA build.
+if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
+  echo "[setup] pip install torch==2.13.0" >&2
+  .venv/bin/python -m pip install -q torch==2.13.0
+fi
+echo "[setup] pip install -e .[test]" >&2
+.venv/bin/python -m pip install -q -e ".[test]"
+echo "[setup] done: $(.venv/bin/ebnn-gen --version)" >&2
