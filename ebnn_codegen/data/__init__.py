@@ -22,7 +22,10 @@ how to obtain the data.
 from __future__ import annotations
 
 
-class DataError(Exception):
+from ..errors import CodegenError  # noqa: E402
+
+
+class DataError(CodegenError):
     """Raised when a dataset is missing, cannot be fetched, or is malformed."""
 
 

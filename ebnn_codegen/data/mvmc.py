@@ -97,9 +97,13 @@ def load_mvmc_npz(path: PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     name = os.fspath(path)
     try:
-        with np.load(name, allow_pickle=False) as npz:
-            if not hasattr(npz, "files"):
-                raise MvmcFormatError(f"{name}: expected an .npz archive, got a single array")
+        loaded = np.load(name, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"cannot read MVMC file {name}: {exc}") from exc
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise MvmcFormatError(f"{name}: expected an .npz archive, got a single array")
+    try:
+        with loaded as npz:
             missing = [key for key in ("X", "y") if key not in npz.files]
             if missing:
                 raise MvmcFormatError(
@@ -108,9 +112,9 @@ def load_mvmc_npz(path: PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 )
             x = npz["X"]
             y_views = npz["y"]
-    except MvmcFormatError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, MvmcFormatError):
+            raise
         raise DataError(f"cannot read MVMC file {name}: {exc}") from exc
 
     if x.ndim != 5 or tuple(x.shape[1:]) != VIEW_SHAPE:
