@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,30 @@ def _describe(exc: BaseException) -> str:
     return first[:200]
 
 
+def _load_failure(path: Path, exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line."""
+    text = str(exc)
+    found = re.search(r"GLOBAL (\S+) was not an allowed global", text) or re.search(
+        r"Unsupported (?:global|class):? (\S+)", text
+    )
+    if found:
+        what = found.group(1).strip(".,")
+        return (
+            f"refused to load: the file asks to call or build '{what}', which is not a tensor "
+            "or plain data (loading it unsafely would run code)"
+        )
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError:
+        magic = b""
+    if magic == b"PK\x03\x04":
+        return "not a readable checkpoint: a damaged or truncated archive (was the copy complete?)"
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
+        return "not a checkpoint: neither a PyTorch archive nor a pickle of tensors and plain data"
+    return f"not a readable checkpoint ({_describe(exc)})"
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read and validate a checkpoint file; raise CheckpointError naming the problem."""
     p = Path(path)
@@ -43,13 +69,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged or hostile files
-        text = str(exc)
-        if "Weights only load failed" in text or "Unsupported global" in text or "unpickl" in text.lower():
-            raise CheckpointError(
-                f"{p}: refused to load: the file holds objects other than tensors and plain data "
-                "(loading it would run code)"
-            ) from None
-        raise CheckpointError(f"{p}: not a readable checkpoint ({_describe(exc)})") from None
+        raise CheckpointError(f"{p}: {_load_failure(p, exc)}") from None
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(
+            f"{p}: holds only a state_dict (no config), not an ebnn-codegen checkpoint",
+            hint="save models with ebnn_codegen.save(model, path), which stores the config with the weights",
+        )
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(
             f"{p}: not an ebnn-codegen checkpoint (expected a dict with format '{FORMAT}')",

@@ -37,13 +37,15 @@ def compile_model(
 ) -> ir_mod.Model:
     """Lower a device section and run the pass pipeline; returns the final IR."""
     total = len(STAGES) + 1
+    if name is not None:  # refuse a bad name before the (slow) lowering
+        from .config import check_identifier
+
+        check_identifier(name, "--name")
     if log:
         log(f"[1/{total}] step_lower: torch -> IR")
     graph = lower(model)
     if name is not None:
-        from .config import check_identifier
-
-        graph.name = check_identifier(name, "--name")
+        graph.name = name
     if save_ir is not None:
         ir_mod.save(graph, Path(save_ir) / "0_lower")
     for n, (stage, passes) in enumerate(STAGES, start=2):

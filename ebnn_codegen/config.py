@@ -36,6 +36,14 @@ MAX_FAN_IN = 1 << 16  # binary fan-in C*kh*kw of one output (int32 accumulators,
 MAX_FIRST_RANGE = 1 << 23  # 255*C*kh*kw: integers evaluated through batch norm, exact in float32
 MAX_MACS = 10**10
 MAX_CLASSES = 1024
+# The torch model holds every weight as float32 (4 bytes), the C image as 1 bit.
+MAX_WEIGHTS = 1 << 25  # 128 MiB in torch, 4 MiB packed: more than any MCU flash
+# step_lower evaluates each hidden channel's batch norm on all 2*bound+1 accumulator
+# values (about 10 million evaluations per second): at most about half a minute.
+MAX_LOWERING_EVALS = 1 << 28
+# Every generated name starts with the model name, so these would collide with
+# the runtime's files and header guard (compared case-insensitively, as some file systems do).
+RESERVED_NAMES = frozenset({"ebnn_runtime"})
 
 HIDDEN_TYPES = ("conv", "bconv", "blinear")
 LAYER_TYPES = HIDDEN_TYPES + ("exit",)
@@ -54,19 +62,40 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}\Z")
 def check_identifier(name: Any, what: str = "name") -> str:
     """Return ``name`` if it is a valid, non-reserved C identifier, else raise ConfigError.
 
-    Names are also used as macro prefixes, so names starting with ``__`` or
-    ``_`` + uppercase (reserved to the implementation) are refused too.
+    Names are also used upper-cased as macro prefixes (``_net`` -> ``_NET_H``),
+    so every name starting with ``_`` is refused (reserved to the implementation),
+    and so are the names of the runtime's own files (:data:`RESERVED_NAMES`).
     """
     if not isinstance(name, str):
         raise ConfigError(f"{what} must be a string, got {type(name).__name__}")
-    if not _IDENT.match(name) or name in C_KEYWORDS or name.startswith("__") or re.match(r"_[A-Z]", name):
-        shown = name.encode("unicode_escape").decode("ascii")[:60]
-        suggestion = re.sub(r"[^A-Za-z0-9_]", "_", name)[:48] or "model"
-        if not re.match(r"[A-Za-z_]", suggestion):
-            suggestion = "m_" + suggestion
+    if name.lower() in RESERVED_NAMES:
         raise ConfigError(
-            f"{what} '{shown}' is not a valid C identifier "
-            f"(letters, digits and '_', not starting with a digit, at most 48 characters, not a C keyword)",
+            f"{what} '{name}' is reserved: the runtime's files and header guard use it",
+            hint=f"use another name, e.g. '{name}_model' (export --name NAME overrides it)",
+        )
+    if not _IDENT.match(name) or name in C_KEYWORDS or name.startswith("_"):
+        shown = name.encode("unicode_escape").decode("ascii")[:60]
+        bad = re.search(r"[^A-Za-z0-9_]", name)
+        if not name:
+            reason = "it is empty"
+        elif bad:
+            char = bad.group().encode("unicode_escape").decode("ascii")
+            reason = f"it contains '{char}' (only letters, digits and '_' are allowed)"
+        elif name[0].isdigit():
+            reason = "it starts with a digit"
+        elif name.startswith("_"):
+            reason = "it starts with '_' (reserved to the C implementation)"
+        elif name in C_KEYWORDS:
+            reason = "it is a C keyword or a reserved name"
+        else:
+            reason = "it is longer than 48 characters"
+        suggestion = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_")[:42] or "model"
+        if not re.match(r"[A-Za-z]", suggestion):
+            suggestion = "m_" + suggestion
+        if suggestion in C_KEYWORDS:
+            suggestion += "_model"
+        raise ConfigError(
+            f"{what} '{shown}' is not a valid C identifier: {reason}",
             hint=f"use a name like '{suggestion}' (export --name NAME overrides it)",
         )
     return name
@@ -199,12 +228,14 @@ def parse_config(config: Any) -> ModelSpec:
 
     layers: list[LayerSpec] = []
     cur = (c, h, w)
-    total_macs = 0
+    total_macs = total_weights = total_evals = 0
     for i, entry in enumerate(layers_in):
         where = f"layers[{i}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{where} must be an object, got {entry!r}")
         kind = entry.get("type")
+        if "type" not in entry:
+            raise ConfigError(f"{where}: missing field 'type' (one of: {', '.join(LAYER_TYPES)})")
         if kind not in LAYER_TYPES:
             raise ConfigError(f"{where}.type: unknown layer type {kind!r} (supported: {', '.join(LAYER_TYPES)})")
         if i == 0 and kind != "conv":
@@ -268,6 +299,19 @@ def parse_config(config: Any) -> ModelSpec:
         total_macs += spec.macs
         if total_macs > MAX_MACS:
             raise ConfigError(f"{where}: the network needs more than {MAX_MACS} MACs per input; refusing to lower it")
+        total_weights += spec.out_channels * spec.fan_in
+        if total_weights > MAX_WEIGHTS:
+            raise ConfigError(
+                f"{where}: the network has more than {MAX_WEIGHTS} weights "
+                f"({total_weights} up to this block); refusing to build it"
+            )
+        if kind != "exit":
+            total_evals += spec.out_channels * (2 * spec.fan_in * (255 if kind == "conv" else 1) + 1)
+            if total_evals > MAX_LOWERING_EVALS:
+                raise ConfigError(
+                    f"{where}: lowering would evaluate batch norm {total_evals} times "
+                    f"(out_channels * accumulator range; the maximum is {MAX_LOWERING_EVALS}); refusing to lower it"
+                )
         layers.append(spec)
         cur = out_shape
     return ModelSpec(name, (c, h, w), tuple(layers), dict(config))

@@ -100,6 +100,15 @@ def lower(model: DeviceSection) -> Model:
             w = binary_weight(module.linear).view(ls.out_channels, *ls.in_shape)
         else:  # pragma: no cover
             raise LoweringError(f"{where}: unsupported module {type(module).__name__}")
+        shadow = (module.conv if isinstance(module, ConvBlock) else module.linear).weight.detach()
+        if not torch.isfinite(shadow).all():
+            # sign(NaN) has no binary value, and a non-finite shadow weight means training diverged
+            i = int(torch.nonzero(~torch.isfinite(shadow.reshape(-1)))[0, 0])
+            per = shadow.numel() // ls.out_channels
+            raise LoweringError(
+                f"{where}: weight {i % per} of filter {i // per} is not finite "
+                f"({float(shadow.reshape(-1)[i])}; did training diverge?)"
+            )
         weights = w.numpy().astype(np.int8)
         bound = ls.fan_in * (255 if ls.type == "conv" else 1)
         pool = None if ls.pool is None else Pool(ls.pool.kernel, ls.pool.stride, ls.pool.padding)

@@ -79,7 +79,8 @@ def check_inputs(graph: Model, x: np.ndarray) -> np.ndarray:
     if x.dtype != np.uint8:
         raise CodegenError(f"input must be uint8 pixels, got dtype {x.dtype}")
     if x.ndim != 4 or tuple(x.shape[1:]) != want:
-        raise CodegenError(f"input must be shaped N×{'×'.join(map(str, want))}, got {'×'.join(map(str, x.shape))}")
+        got = "×".join(map(str, x.shape)) or "a scalar"
+        raise CodegenError(f"input must be shaped N×{'×'.join(map(str, want))}, got {got}")
     return np.ascontiguousarray(x)
 
 
