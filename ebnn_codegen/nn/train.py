@@ -44,10 +44,11 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 1000) 
     """Top-1 accuracy of the torch model in eval mode on uint8 inputs."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     correct = 0
     for i in range(0, len(x), batch):
-        xb = torch.from_numpy(np.asarray(x[i : i + batch])).float()
-        correct += int((model(xb).argmax(1).numpy() == np.asarray(y[i : i + batch])).sum())
+        xb = torch.from_numpy(np.asarray(x[i : i + batch])).float().to(device)
+        correct += int((model(xb).argmax(1).cpu().numpy() == np.asarray(y[i : i + batch])).sum())
     model.train(was_training)
     return correct / max(1, len(x))
 
@@ -68,6 +69,7 @@ def train(
     augment: Callable[[torch.Tensor, np.random.Generator], torch.Tensor] | None = None,
     log: Log | None = _stderr,
     progress_every: int = 50,
+    device: str | torch.device = "cpu",
 ) -> History:
     """Train ``model`` on uint8 images ``x`` (N, C, H, W) with labels ``y``; returns a History.
 
@@ -77,6 +79,8 @@ def train(
     """
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
+    device = torch.device(device)
+    model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(x) / batch_size)
     total = epochs * steps_per_epoch
@@ -85,12 +89,12 @@ def train(
     )
     loss_fn = nn.CrossEntropyLoss()
     hist = History()
-    xt = torch.from_numpy(np.asarray(x))
-    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    xt = torch.from_numpy(np.asarray(x)).to(device)
+    yt = torch.from_numpy(np.asarray(y, dtype=np.int64)).to(device)
     for epoch in range(epochs):
         model.train()
         t0 = time.perf_counter()
-        perm = torch.from_numpy(rng.permutation(len(x)))
+        perm = torch.from_numpy(rng.permutation(len(x))).to(device)
         run_loss, run_correct, seen = 0.0, 0, 0
         for step in range(steps_per_epoch):
             idx = perm[step * batch_size : (step + 1) * batch_size]
@@ -105,7 +109,7 @@ def train(
             opt.step()
             sched.step()
             clip_weights(model)
-            run_loss += float(loss) * len(idx)
+            run_loss += float(loss.detach()) * len(idx)
             run_correct += int((out.argmax(1) == yb).sum())
             seen += len(idx)
             if log and progress_every and (step + 1) % progress_every == 0:
@@ -124,4 +128,5 @@ def train(
         if log:
             log(msg + f" ({dt:.1f} s)")
     model.eval()
+    model.to("cpu")
     return hist

@@ -13,7 +13,6 @@ import os
 import subprocess
 from pathlib import Path
 
-import cffi
 import numpy as np
 
 from .. import codegen
@@ -24,7 +23,7 @@ from .base import RunResult, cache_dir, check_inputs, decode_records, decode_tra
 CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Wpedantic", "-Wconversion", "-Werror"]
 SAN_FLAGS = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
 
-_LOADED: dict[str, tuple[cffi.FFI, object]] = {}
+_LOADED: dict[str, tuple[object, object]] = {}
 
 
 def host_sources(graph: Model, kernels: str) -> dict[str, str]:
@@ -52,7 +51,7 @@ def _compile(files: dict[str, str], sources: list[str], out: str, flags: list[st
     return target
 
 
-def build(graph: Model | list[Model], kernels: str = "fast", cc: str = "cc") -> tuple[cffi.FFI, object]:
+def build(graph: Model | list[Model], kernels: str = "fast", cc: str = "cc") -> tuple[object, object]:
     """Compile one model (or several with distinct names, into one library) and load it."""
     graphs = graph if isinstance(graph, list) else [graph]
     files: dict[str, str] = {}
@@ -67,6 +66,8 @@ def build(graph: Model | list[Model], kernels: str = "fast", cc: str = "cc") -> 
     lib_path = _compile(files, sources, libname, [*CFLAGS, "-shared", "-fPIC"], cc)
     key = str(lib_path)
     if key not in _LOADED:
+        import cffi  # only the host build needs it
+
         ffi = cffi.FFI()
         ffi.cdef(
             "\n".join(f"int {g.name}_run_batch(size_t, const uint8_t *, int32_t *, int32_t *, uint8_t *);" for g in graphs)
@@ -76,7 +77,7 @@ def build(graph: Model | list[Model], kernels: str = "fast", cc: str = "cc") -> 
 
 
 def run(
-    graph: Model, x: np.ndarray, kernels: str = "fast", trace: bool = True, lib: tuple[cffi.FFI, object] | None = None
+    graph: Model, x: np.ndarray, kernels: str = "fast", trace: bool = True, lib: tuple[object, object] | None = None
 ) -> RunResult:
     """Run the host build on uint8 inputs (N, C, H, W) (``lib``: a library from :func:`build`)."""
     x = check_inputs(graph, x)

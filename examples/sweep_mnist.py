@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Train several MNIST device-section configs (in parallel processes) and tabulate accuracy and cost.
+
+    python examples/sweep_mnist.py examples/configs/uno/*.json --epochs 30 --out sweep/ [--device cuda]
+
+For each config: test accuracy (torch, eval mode), first-block MACs (uint8),
+binary MACs, weight bytes and workspace bytes (from the compiler's report when
+the host toolchain is available, else from the config), and the checkpoint.
+Used to choose examples/models/mnist_uno.pt (see docs/speed.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import ebnn_codegen as E
+from ebnn_codegen.config import parse_config
+from ebnn_codegen.data.mnist import load as load_data
+from ebnn_codegen.nn.train import accuracy, train
+
+
+def shift_batch(xb: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Random per-batch shifts of up to 2 pixels (zero fill)."""
+    dy, dx = (int(v) for v in rng.integers(-2, 3, size=2))
+    out = torch.zeros_like(xb)
+    h, w = xb.shape[2], xb.shape[3]
+    out[:, :, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = xb[
+        :, :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
+def cost(config: dict) -> dict:
+    spec = parse_config(config)
+    first = spec.layers[0]
+    binary = sum(layer.macs for layer in spec.layers[1:])
+    weight_bits = sum(layer.out_channels * layer.fan_in for layer in spec.layers)
+    return {"first_macs": first.macs, "binary_macs": binary, "weight_bytes_approx": weight_bits // 8}
+
+
+def one(job: tuple[str, dict, int, str, str, int, float, int | None]) -> dict:
+    path, config, epochs, device, out, seed, lr, limit = job
+    torch.set_num_threads(2)
+    x_train, y_train = load_data("mnist", "train", n=limit)
+    x_test, y_test = load_data("mnist", "test")
+    torch.manual_seed(seed)
+    model = E.build(config)
+    t0 = time.perf_counter()
+    hist = train(model, x_train, y_train, epochs=epochs, lr=lr, x_val=x_test, y_val=y_test, seed=seed,
+                 augment=shift_batch, device=device, log=None)
+    acc = accuracy(model, x_test, y_test)
+    ckpt = Path(out) / f"{config['name']}.pt"
+    E.save(model, ckpt)
+    res = {"config": path, "name": config["name"], "test_accuracy": acc, "val_curve": hist.val_acc,
+           "train_seconds": round(time.perf_counter() - t0, 1), **cost(config)}
+    print(json.dumps({k: v for k, v in res.items() if k != "val_curve"}), flush=True)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("configs", nargs="+")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default="sweep")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--limit", type=int, default=None, help="first N training images only")
+    args = p.parse_args(argv)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    jobs = [(c, json.loads(Path(c).read_text()), args.epochs, args.device, args.out, args.seed, args.lr, args.limit) for c in args.configs]
+    if args.jobs > 1:
+        with mp.get_context("spawn").Pool(args.jobs) as pool:
+            results = pool.map(one, jobs)
+    else:
+        results = [one(j) for j in jobs]
+    (Path(args.out) / "results.json").write_text(json.dumps(results, indent=1))
+    for r in sorted(results, key=lambda r: -r["test_accuracy"]):
+        print(f"{r['name']:<16} acc {r['test_accuracy']:.4f}  first MACs {r['first_macs']:>7}  "
+              f"binary MACs {r['binary_macs']:>7}  weights {r['weight_bytes_approx']:>6} B", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
