@@ -41,8 +41,9 @@ FORMATS = ("arduino", "platformio", "esp-idf")
 
 def _environment() -> jinja2.Environment:
     loader = jinja2.FileSystemLoader([str(resource_dir("firmware")), str(resource_dir("templates"))])
-    return jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                              autoescape=False)
+    return jinja2.Environment(
+        loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )
 
 
 def default_sample(graph: Model) -> np.ndarray:
@@ -61,7 +62,13 @@ def package_files(
     """{relative path: text} of the package ``fmt`` for ``graph``."""
     if fmt not in FORMATS:
         raise CodegenError(f"unknown package format '{fmt}' (choose from: {', '.join(FORMATS)})")
-    x = default_sample(graph) if sample is None else check_inputs(graph, np.asarray(sample).reshape(1, *graph.input_shape))
+    if sample is None:
+        x = default_sample(graph)
+    else:
+        x = np.asarray(sample)
+        x = check_inputs(graph, x[None] if x.ndim == 3 else x)
+        if len(x) != 1:
+            raise CodegenError(f"the example takes one sample, got {len(x)}")
     expected = int(reference.run(graph, x).pred[0])
     options = {"format": fmt} | ({"target": target} if target else {})
     model_files = codegen.render_model(graph, kernels, options)

@@ -90,7 +90,9 @@ def _run_tool(cmd: list[str], what: str, cwd: str | Path | None = None) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
     if proc.returncode != 0:
         shown = " ".join(str(c) for c in cmd)
-        raise ToolError(f"{what} failed (exit {proc.returncode}): {shown}\n{(proc.stderr + proc.stdout).strip()[-4000:]}")
+        raise ToolError(
+            f"{what} failed (exit {proc.returncode}): {shown}\n{(proc.stderr + proc.stdout).strip()[-4000:]}"
+        )
     return proc.stdout
 
 
@@ -162,8 +164,10 @@ class McuTarget:
 
     def _compile(self, src: Path, obj: Path, includes: list[Path]) -> None:
         inc = [f"-I{p}" for p in includes]
-        _run_tool([self.cc, *self.cflags, *SECTIONS, *STRICT, *inc, "-c", str(src), "-o", str(obj)],
-                  f"{self.cc} ({self.name})")
+        _run_tool(
+            [self.cc, *self.cflags, *SECTIONS, *STRICT, *inc, "-c", str(src), "-o", str(obj)],
+            f"{self.cc} ({self.name})",
+        )
 
     def _cached(self, kind: str, key: str, make: Any) -> Path:
         """A build directory of the cache: ``make(tmpdir)`` fills it once, then it is reused."""
@@ -185,8 +189,19 @@ class McuTarget:
             objs.append(d / f"{i}_{src.stem}.o")
             self._compile(src, objs[-1], [d, *includes])
         elf = d / "firmware.elf"
-        _run_tool([self.cc, *self.cflags, *self.link_flags(fw), "-Wl,--gc-sections", *map(str, objs),
-                   *map(str, extra_objs), "-o", str(elf)], f"linking the {self.name} firmware")
+        _run_tool(
+            [
+                self.cc,
+                *self.cflags,
+                *self.link_flags(fw),
+                "-Wl,--gc-sections",
+                *map(str, objs),
+                *map(str, extra_objs),
+                "-o",
+                str(elf),
+            ],
+            f"linking the {self.name} firmware",
+        )
         return elf
 
     def _key(self, *parts: Any) -> str:
@@ -255,8 +270,9 @@ class McuTarget:
 
     def _nm(self, path: Path) -> list[tuple[str, str, int]]:
         """Defined symbols with a size: (name, nm type letter, size)."""
-        out = _run_tool([require_tool(self.prefix + "nm", self.packages), "-S", "--defined-only", str(path)],
-                        f"{self.prefix}nm")
+        out = _run_tool(
+            [require_tool(self.prefix + "nm", self.packages), "-S", "--defined-only", str(path)], f"{self.prefix}nm"
+        )
         syms = []
         for line in out.splitlines():
             parts = line.split()
@@ -367,14 +383,23 @@ class McuTarget:
         how = "predicted: model constants only; code and stack come on top"
         if measure is None:
             measure = all(shutil.which(t) for t in self.tools)
-        checked = {"target": self.name, "chip": chip.name, "flash_bytes": flash, "sram_needed_bytes": ram,
-                   "flash_budget_bytes": chip.flash_budget, "sram_budget_bytes": chip.sram_budget, "measured": False}
+        checked = {
+            "target": self.name,
+            "chip": chip.name,
+            "flash_bytes": flash,
+            "sram_needed_bytes": ram,
+            "flash_budget_bytes": chip.flash_budget,
+            "sram_budget_bytes": chip.sram_budget,
+            "measured": False,
+        }
         if flash <= chip.flash_budget and ram <= chip.sram_budget and measure:
             s = self.size(graph, kernels)
             flash, ram = s["flash_bytes"], s["sram_needed_bytes"]
-            how = (f"measured: code {s['code_bytes']} B + constants {s['constant_bytes']} B; RAM = static "
-                   f"{s['sram_bytes']} B + input {graph.input_bytes} B + scores {4 * graph.num_classes} B + "
-                   f"peak stack {s['peak_stack_bytes']} B")
+            how = (
+                f"measured: code {s['code_bytes']} B + constants {s['constant_bytes']} B; RAM = static "
+                f"{s['sram_bytes']} B + input {graph.input_bytes} B + scores {4 * graph.num_classes} B + "
+                f"peak stack {s['peak_stack_bytes']} B"
+            )
             checked.update(flash_bytes=flash, sram_needed_bytes=ram, measured=True)
         problems = []
         if flash > chip.flash_budget:
@@ -412,11 +437,18 @@ class McuTarget:
         unit = self.metric
         per_mac = f"{unit[:-1]}s_per_mac" if unit.endswith("s") else f"{unit}_per_mac"
         blocks, prev = [], 0
-        for b, count in zip(rep["blocks"], counts):
+        for b, count in zip(rep["blocks"], counts, strict=True):
             n = count - prev
             prev = count
-            blocks.append({"index": b["index"], "type": b["type"], "binary_macs": b["binary_macs"], unit: n,
-                           per_mac: round(n / b["binary_macs"], 3) if b["binary_macs"] else None})
+            blocks.append(
+                {
+                    "index": b["index"],
+                    "type": b["type"],
+                    "binary_macs": b["binary_macs"],
+                    unit: n,
+                    per_mac: round(n / b["binary_macs"], 3) if b["binary_macs"] else None,
+                }
+            )
         out = {
             "target": self.name,
             "chip": self.chip.name,
@@ -441,8 +473,14 @@ class McuTarget:
 
     # -- running ------------------------------------------------------------------------
 
-    def emulate(self, elf: Path, inputs: bytes | None = None, timeout_s: float | None = None,
-                regions: bool = False, max_cycles: int | None = None) -> Emulation:
+    def emulate(
+        self,
+        elf: Path,
+        inputs: bytes | None = None,
+        timeout_s: float | None = None,
+        regions: bool = False,
+        max_cycles: int | None = None,
+    ) -> Emulation:
         raise NotImplementedError
 
     def _check(self, emu: Emulation, n: int, elf: Path) -> None:
@@ -484,7 +522,12 @@ class AvrTarget(McuTarget):
     description = "ATmega328P (Arduino Uno), avr-gcc -Os, cycle-exact in simavr"
     metric = "cycles"
     chip = Chip(
-        "ATmega328P", 32768, 2048, 16_000_000, 512 + 2048, 384,
+        "ATmega328P",
+        32768,
+        2048,
+        16_000_000,
+        512 + 2048,
+        384,
         "budget: flash minus 512 B bootloader and 2 KB for the sketch and Arduino core; "
         "RAM minus 384 B for the Arduino core (Serial buffers), the sketch and interrupts",
     )
@@ -500,14 +543,22 @@ class AvrTarget(McuTarget):
         require_tool("pkg-config", "pkg-config")
         probe = subprocess.run(["pkg-config", "--cflags", "--libs", "simavr"], capture_output=True, text=True)
         if probe.returncode != 0:
-            raise ToolError("libsimavr not found by pkg-config", hint="install the Debian packages libsimavr-dev libelf-dev")
+            raise ToolError(
+                "libsimavr not found by pkg-config", hint="install the Debian packages libsimavr-dev libelf-dev"
+            )
         flags = probe.stdout.split()
         cflags = ["-O2", *[f for f in flags if f.startswith("-I")]]
         libs = [f for f in flags if not f.startswith("-I")] + ["-lelf"]
         return host_tool(resource_dir("firmware") / self.runner_source, "simavr_runner", cflags, libs, "simavr runner")
 
-    def emulate(self, elf: Path, inputs: bytes | None = None, timeout_s: float | None = None,
-                regions: bool = False, max_cycles: int | None = None) -> Emulation:
+    def emulate(
+        self,
+        elf: Path,
+        inputs: bytes | None = None,
+        timeout_s: float | None = None,
+        regions: bool = False,
+        max_cycles: int | None = None,
+    ) -> Emulation:
         timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
         max_cycles = max_cycles if max_cycles is not None else 10**13
         cmd = [str(self.runner()), str(elf), self.mcu, str(self.chip.clock_hz), str(max_cycles)]
@@ -517,14 +568,17 @@ class AvrTarget(McuTarget):
             raise _timeout_error(self.name, "simavr", timeout_s) from None
         text = proc.stderr.decode("latin-1")
         if proc.returncode == 101:
-            raise ToolError(f"{self.name}: simavr timed out: cycle limit of {max_cycles} cycles reached "
-                            f"(the firmware hangs?)\n{text.strip()[-2000:]}")
+            raise ToolError(
+                f"{self.name}: simavr timed out: cycle limit of {max_cycles} cycles reached "
+                f"(the firmware hangs?)\n{text.strip()[-2000:]}"
+            )
         found = [(int(m[1]), int(m[2] or 0)) for m in _REGION.findall(text)]
         return Emulation(proc.returncode, proc.stdout, text, found)
 
     def explain(self, rc: int) -> str:
         return {100: "the AVR crashed (exit 100)", 101: "cycle limit (exit 101)", 65: "cannot load the ELF"}.get(
-            rc, f"exit code {rc}")
+            rc, f"exit code {rc}"
+        )
 
     def _stack(self, emu: Emulation) -> int:
         return int(emu.regions[1][1] or 0)
@@ -538,19 +592,24 @@ class AvrTarget(McuTarget):
         if n == 0:
             return decode_records(graph, b"", 0)
         ib = graph.input_bytes
-        chunk = n
-        elf = self.build(graph, kernels, MODE_RUN, x[:chunk])
-        sizes = self.image_sizes(elf)
-        if sizes["image_flash_bytes"] > self.chip.flash_bytes:
-            fixed = sizes["image_flash_bytes"] - chunk * ib
+        chunk, elf = n, None
+        if n * ib < self.chip.flash_bytes:
+            try:
+                elf = self.build(graph, kernels, MODE_RUN, x)
+            except ToolError as exc:
+                if "overflowed" not in str(exc):
+                    raise
+        if elf is None:
+            # too many inputs for the flash: measure the harness with one, then split
+            fixed = self.image_sizes(self.build(graph, kernels, MODE_RUN, x[:1]))["image_flash_bytes"] - ib
             chunk = (self.chip.flash_bytes - fixed) // ib
             if chunk < 1:
                 raise ResourceError(
                     f"{self.name}: the run harness with one {ib}-byte input needs {fixed + ib} B of flash; "
                     f"the {self.chip.name} has {self.chip.flash_bytes} B"
-                )
+                ) from None
             elf = self.build(graph, kernels, MODE_RUN, x[:chunk])
-            sizes = self.image_sizes(elf)
+        sizes = self.image_sizes(elf)
         if sizes["image_sram_bytes"] + 128 > self.chip.sram_bytes:
             raise ResourceError(
                 f"{self.name}: the run harness needs {sizes['image_sram_bytes']} B of static RAM (input, workspace, "
@@ -591,21 +650,49 @@ class QemuTarget(McuTarget):
             setattr(self, k, v)
 
     def plugin(self) -> Path:
-        return host_tool(resource_dir("firmware") / self.plugin_source, "libicount.so",
-                         ["-shared", "-fPIC", "-O2", "-fvisibility=hidden"], [], "qemu plugin")
+        return host_tool(
+            resource_dir("firmware") / self.plugin_source,
+            "libicount.so",
+            ["-shared", "-fPIC", "-O2", "-fvisibility=hidden"],
+            [],
+            "qemu plugin",
+        )
 
-    def emulate(self, elf: Path, inputs: bytes | None = None, timeout_s: float | None = None,
-                regions: bool = False, max_cycles: int | None = None) -> Emulation:
+    def emulate(
+        self,
+        elf: Path,
+        inputs: bytes | None = None,
+        timeout_s: float | None = None,
+        regions: bool = False,
+        max_cycles: int | None = None,
+    ) -> Emulation:
         timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
         qemu = require_tool(self.qemu, self.packages)
         with tempfile.TemporaryDirectory(prefix="ebnn-qemu-") as work:
             wd = Path(work)
-            cmd = [qemu, "-M", self.machine, *self.qemu_extra, "-nographic", "-monitor", "none", "-serial", "none",
-                   "-semihosting-config", "enable=on,target=native"]
+            cmd = [
+                qemu,
+                "-M",
+                self.machine,
+                *self.qemu_extra,
+                "-nographic",
+                "-monitor",
+                "none",
+                "-serial",
+                "none",
+                "-semihosting-config",
+                "enable=on,target=native",
+            ]
             if regions:
                 syms = {name: addr for name, addr in self._addresses(elf)}
-                cmd += ["-plugin", f"{self.plugin()},start=0x{syms['h_bench_start']:x},stop=0x{syms['h_bench_stop']:x}",
-                        "-d", "plugin", "-D", str(wd / "plugin.log")]
+                cmd += [
+                    "-plugin",
+                    f"{self.plugin()},start=0x{syms['h_bench_start']:x},stop=0x{syms['h_bench_stop']:x}",
+                    "-d",
+                    "plugin",
+                    "-D",
+                    str(wd / "plugin.log"),
+                ]
             cmd += ["-kernel", str(elf)]
             if inputs is not None:
                 (wd / "ebnn_in.bin").write_bytes(inputs)
@@ -621,8 +708,9 @@ class QemuTarget(McuTarget):
         return Emulation(proc.returncode, records, text, [(c, None) for _, c in found])
 
     def _addresses(self, elf: Path) -> list[tuple[str, int]]:
-        out = _run_tool([require_tool(self.prefix + "nm", self.packages), "--defined-only", str(elf)],
-                        f"{self.prefix}nm")
+        out = _run_tool(
+            [require_tool(self.prefix + "nm", self.packages), "--defined-only", str(elf)], f"{self.prefix}nm"
+        )
         res = []
         for line in out.splitlines():
             parts = line.split()
@@ -689,8 +777,13 @@ RISCV_RAM = "-Wl,--defsym=__ram=0x80400000,--defsym=__ram_size=0x400000"
 class RiscvTarget(QemuTarget):
     prefix = "riscv64-unknown-elf-"
     packages = "gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc"
-    tools = ("riscv64-unknown-elf-gcc", "riscv64-unknown-elf-nm", "riscv64-unknown-elf-size", "qemu-system-riscv32",
-             "cc")
+    tools = (
+        "riscv64-unknown-elf-gcc",
+        "riscv64-unknown-elf-nm",
+        "riscv64-unknown-elf-size",
+        "qemu-system-riscv32",
+        "cc",
+    )
     qemu = "qemu-system-riscv32"
     machine = "virt"
     qemu_extra = ["-bios", "none"]
@@ -704,27 +797,39 @@ _M_NOTE = "budget: flash minus {f} KB and RAM minus {r} KB for the application, 
 TARGETS: list[McuTarget] = [
     AvrTarget(),
     CortexMTarget(
-        "cortex-m0", "Cortex-M0 (nRF51822, micro:bit), arm-none-eabi-gcc -O2, instructions in qemu -M microbit",
+        "cortex-m0",
+        "Cortex-M0 (nRF51822, micro:bit), arm-none-eabi-gcc -O2, instructions in qemu -M microbit",
         Chip("nRF51822", 256 * 1024, 16 * 1024, 16_000_000, 16 * 1024, 2 * 1024, _M_NOTE.format(f=16, r=2)),
         ["-mcpu=cortex-m0", "-mthumb", "-O2"],
-        machine="microbit", linker_script="cortex-m/microbit.ld",
+        machine="microbit",
+        linker_script="cortex-m/microbit.ld",
     ),
     CortexMTarget(
-        "cortex-m3", "Cortex-M3 (STM32F103C8 class), arm-none-eabi-gcc -O2, instructions in qemu -M mps2-an385",
+        "cortex-m3",
+        "Cortex-M3 (STM32F103C8 class), arm-none-eabi-gcc -O2, instructions in qemu -M mps2-an385",
         Chip("STM32F103C8", 64 * 1024, 20 * 1024, 72_000_000, 8 * 1024, 2 * 1024, _M_NOTE.format(f=8, r=2)),
         ["-mcpu=cortex-m3", "-mthumb", "-O2"],
         machine="mps2-an385",
     ),
     CortexMTarget(
-        "cortex-m4", "Cortex-M4F (STM32F411CE class), hard float, instructions in qemu -M mps2-an386",
+        "cortex-m4",
+        "Cortex-M4F (STM32F411CE class), hard float, instructions in qemu -M mps2-an386",
         Chip("STM32F411CE", 512 * 1024, 128 * 1024, 100_000_000, 16 * 1024, 4 * 1024, _M_NOTE.format(f=16, r=4)),
         ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2"],
         machine="mps2-an386",
     ),
     RiscvTarget(
-        "rv32imc", "RISC-V rv32imc (ESP32-C3 class), picolibc, instructions in qemu-system-riscv32 -M virt",
-        Chip("ESP32-C3", 1024 * 1024, 320 * 1024, 160_000_000, 256 * 1024, 64 * 1024,
-             "budget: the default 1 MB app partition minus 256 KB and 320 KB of SRAM minus 64 KB for ESP-IDF"),
+        "rv32imc",
+        "RISC-V rv32imc (ESP32-C3 class), picolibc, instructions in qemu-system-riscv32 -M virt",
+        Chip(
+            "ESP32-C3",
+            1024 * 1024,
+            320 * 1024,
+            160_000_000,
+            256 * 1024,
+            64 * 1024,
+            "budget: the default 1 MB app partition minus 256 KB and 320 KB of SRAM minus 64 KB for ESP-IDF",
+        ),
         ["-march=rv32imc", "-mabi=ilp32", "-O2", "--specs=picolibc.specs"],
     ),
 ]
