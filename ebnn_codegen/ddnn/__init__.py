@@ -1,0 +1,27 @@
+"""Distributed deep neural networks (DDNN) over end devices, an optional edge and the cloud.
+
+Modules:
+
+* :mod:`.config` -- the DDNN config and its validation;
+* :mod:`.model` -- the trainable :class:`~.model.DDNN` (device sections, aggregators, edge, cloud);
+* :mod:`.train` -- joint training with device dropout, message calibration, threshold choice;
+* :mod:`.messages` -- the bytes that cross the network, with a strict, pure decoder;
+* :mod:`.exits` -- the normalised-entropy exit rule and the local aggregator on message integers;
+* :mod:`.runtime` -- the staged runtime (devices as generated C or PyTorch);
+* :mod:`.metrics` -- evaluation reports: accuracies, exits, bytes, failures, scaling, sweeps;
+* :mod:`.plots` -- the PNG figures;
+* :mod:`.export` -- the C of every device section, device message encoders and the gateway.
+
+Quick start::
+
+    from ebnn_codegen.ddnn import DDNN, datasets, metrics
+    model = ebnn_codegen.load("examples/models/ddnn_mnist_tiles.pt")
+    report = metrics.evaluate(model, datasets.load("mnist-tiles", "test"), devices="c")
+"""
+
+from __future__ import annotations
+
+from .config import parse_ddnn_config
+from .model import DDNN
+
+__all__ = ["DDNN", "parse_ddnn_config"]

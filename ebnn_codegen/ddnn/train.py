@@ -1,0 +1,218 @@
+"""Joint training of a DDNN, then the calibration of what it sends.
+
+The loss is the weighted sum of the cross-entropy of every exit (paper,
+section IV-C)::
+
+    L = w_device * sum_d CE(device_d, y_view_d) + w_local * CE(local, y)
+        + w_edge * CE(edge, y) + w_cloud * CE(cloud, y)
+
+Each device is trained on its own per-view label; a view whose label is not a
+class (``3`` = absent in the MVMC layout) is left out of that device's mean.
+*Device dropout*: every sample drops each device with probability
+``training.device_dropout`` (at least one device stays); a dropped device is
+left out of the local MP/AP aggregators and sends zeros to CC, so the upper
+tiers learn to classify with a device missing, which is what a failed device
+looks like at inference.
+
+Binarised shadow weights are clipped to [-1, 1] after every step (BinaryNet).
+Optimiser: Adam with a cosine learning-rate decay to zero.
+
+After training, :func:`calibrate_messages` fixes the score fixed-point
+position of the messages and :func:`choose_thresholds` picks the exit
+threshold on the held-out validation part of the training split.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..nn.blocks import clip_weights
+from .datasets import MultiView
+from .model import DDNN
+
+Log = Callable[[str], None]
+
+
+def device_dropout_mask(n: int, devices: int, p: float, generator: torch.Generator) -> torch.Tensor:
+    """(n, devices) bool: each device kept with probability 1 - p, at least one kept per sample."""
+    keep = torch.rand(n, devices, generator=generator) >= p
+    none = ~keep.any(dim=1)
+    if none.any():
+        pick = torch.randint(0, devices, (int(none.sum()),), generator=generator)
+        keep[none.nonzero(as_tuple=True)[0], pick] = True
+    return keep
+
+
+def joint_loss(
+    out: dict[str, torch.Tensor], y: torch.Tensor, y_views: torch.Tensor, weights: dict[str, float]
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The weighted sum of every exit's cross-entropy; absent views are ignored per device."""
+    k = out["local"].shape[1]
+    dev = out["device"]  # (N, D, K)
+    parts: dict[str, torch.Tensor] = {}
+    valid = (y_views >= 0) & (y_views < k)
+    dev_loss = dev.new_zeros(())
+    for d in range(dev.shape[1]):
+        v = valid[:, d]
+        if v.any():
+            dev_loss = dev_loss + F.cross_entropy(dev[v, d], y_views[v, d])
+    parts["device"] = dev_loss
+    for name in ("local", "edge", "cloud"):
+        if name in out:
+            parts[name] = F.cross_entropy(out[name], y)
+    total = sum(weights.get(name, 1.0) * v for name, v in parts.items())
+    assert isinstance(total, torch.Tensor)
+    return total, {name: float(v.detach()) for name, v in parts.items()}
+
+
+@torch.no_grad()
+def predict(model: DDNN, data: MultiView, batch: int = 512, present: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Float scores of every exit in eval mode (no message quantisation)."""
+    model.eval()
+    outs: dict[str, list[np.ndarray]] = {}
+    for i in range(0, len(data), batch):
+        x = torch.from_numpy(data.x[i : i + batch]).float()
+        p = None if present is None else torch.from_numpy(present[i : i + batch])
+        o = model(x, p)
+        for k, v in o.items():
+            outs.setdefault(k, []).append(v.numpy())
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+@dataclass
+class History:
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def split_validation(data: MultiView, fraction: float) -> tuple[MultiView, MultiView | None]:
+    """The last ``fraction`` of the training split is held out (the loaders already shuffle or are i.i.d.)."""
+    n_val = int(round(len(data) * fraction))
+    if n_val < 1 or n_val >= len(data):
+        return data, None
+    return data.subset(slice(0, len(data) - n_val)), data.subset(slice(len(data) - n_val, None))
+
+
+def exit_accuracies(scores: dict[str, np.ndarray], data: MultiView) -> dict[str, float]:
+    acc = {k: float(np.mean(v.argmax(1) == data.y)) for k, v in scores.items() if k != "device"}
+    dev = scores["device"].argmax(2)
+    acc["device_mean"] = float(np.mean(dev == data.y[:, None]))
+    return acc
+
+
+def train(
+    model: DDNN,
+    data: MultiView,
+    *,
+    val: MultiView | None = None,
+    epochs: int | None = None,
+    log: Log | None = None,
+    limit_batches: int | None = None,
+) -> History:
+    """Train ``model`` jointly on ``data`` with the settings of its config's ``training`` section."""
+    tr = model.config["training"]
+    epochs = tr["epochs"] if epochs is None else epochs
+    bs = int(tr["batch_size"])
+    gen = torch.Generator().manual_seed(int(tr["seed"]))
+    torch.manual_seed(int(tr["seed"]))
+    opt = torch.optim.Adam(model.parameters(), lr=float(tr["lr"]), weight_decay=float(tr["weight_decay"]))
+    steps_per_epoch = math.ceil(len(data) / bs)
+    if limit_batches is not None:
+        steps_per_epoch = min(steps_per_epoch, limit_batches)
+    total = max(1, epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    weights = {k: float(v) for k, v in model.config["loss_weights"].items()}
+    p_drop = float(tr["device_dropout"])
+    hist = History()
+    t_start = time.perf_counter()
+    y_all = torch.from_numpy(data.y)
+    yv_all = torch.from_numpy(data.y_views)
+    for epoch in range(epochs):
+        model.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(len(data), generator=gen)
+        sums: dict[str, float] = {}
+        seen = 0
+        for step in range(steps_per_epoch):
+            idx = order[step * bs : (step + 1) * bs]
+            if len(idx) < 2:
+                continue
+            ii = idx.numpy()
+            x = torch.from_numpy(data.x[ii]).float()
+            present = device_dropout_mask(len(idx), model.num_devices, p_drop, gen)
+            out = model(x, present)
+            loss, parts = joint_loss(out, y_all[idx], yv_all[idx], weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            clip_weights(model)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v * len(idx)
+            sums["total"] = sums.get("total", 0.0) + float(loss.detach()) * len(idx)
+            seen += len(idx)
+        entry: dict[str, Any] = {"epoch": epoch + 1, "seconds": time.perf_counter() - t0}
+        entry["loss"] = {k: v / max(seen, 1) for k, v in sums.items()}
+        if val is not None:
+            entry["val_accuracy"] = exit_accuracies(predict(model, val), val)
+        hist.epochs.append(entry)
+        if log:
+            msg = f"[epoch {epoch + 1}/{epochs}] {entry['seconds']:.1f}s loss {entry['loss'].get('total', 0):.3f}"
+            if "val_accuracy" in entry:
+                msg += " | val " + " ".join(f"{k} {v:.4f}" for k, v in entry["val_accuracy"].items())
+            log(msg)
+    hist.seconds = time.perf_counter() - t_start
+    model.eval()
+    return hist
+
+
+def calibrate_messages(model: DDNN, data: MultiView, quantile: float = 0.999) -> int:
+    """Choose ``messages.score_frac_bits``: the finest scale at which the ``quantile``
+    of |device score| (over every device) still fits the message integer range.
+
+    Sets it in ``model.config`` (kept by the checkpoint) and returns it.
+    """
+    scores = predict(model, data)["device"]
+    bits = int(model.config["messages"]["score_bits"])
+    qmax = 2 ** (bits - 1) - 1
+    a = float(np.quantile(np.abs(scores), quantile)) if scores.size else 1.0
+    a = max(a, 1e-6)
+    m = int(math.floor(math.log2(qmax / a)))
+    m = max(-16, min(24, m))
+    model.config["messages"]["score_frac_bits"] = m
+    return m
+
+
+def choose_thresholds(model: DDNN, data: MultiView, devices: str = "torch") -> dict[str, float]:
+    """Pick the local (and edge) exit threshold on held-out data.
+
+    Among T in 0.05 .. 1.0 (step 0.05) whose local-exit fraction is at least
+    ``training.min_local_exit``, take the most accurate (ties: the larger T,
+    which sends less).  Sets ``model.config["thresholds"]`` and returns it.
+    """
+    from .runtime import StagedRuntime
+
+    rt = StagedRuntime(model, devices=devices)
+    stage = rt.device_stage(data)
+    want = float(model.config["training"]["min_local_exit"])
+    best: tuple[float, float] | None = None
+    best_t = float(model.config["thresholds"]["local"])
+    for t in np.round(np.arange(0.05, 1.0001, 0.05), 2):
+        th = {"local": float(t), "edge": float(t)}
+        out = rt.run(stage, th)
+        frac = out.exit_fraction["local"]
+        if frac + 1e-12 < want:
+            continue
+        key = (out.overall_accuracy, float(t))
+        if best is None or key >= best:
+            best, best_t = key, float(t)
+    model.config["thresholds"] = {"local": best_t, "edge": best_t}
+    return model.config["thresholds"]
