@@ -1,0 +1,274 @@
+"""``ebnn-gen ddnn``: train, evaluate, sweep and export distributed DNNs.
+
+    ebnn-gen ddnn train CONFIG.json --dataset NAME -o MODEL.pt
+    ebnn-gen ddnn eval MODEL.pt --dataset NAME [--threshold T] [--devices c|torch] --json OUT.json
+    ebnn-gen ddnn sweep MODEL.pt --dataset NAME -o DIR
+    ebnn-gen ddnn export MODEL.pt -o DIR [--target T]
+
+Each action is a thin shell over :mod:`ebnn_codegen.ddnn`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ..errors import CodegenError
+from .base import Command, UsageError, emit_json, progress
+
+
+def _threads(n: int) -> None:
+    import torch
+
+    if not 1 <= n <= 2:
+        raise UsageError(f"--threads must be 1 or 2 (the machines are shared), got {n}")
+    torch.set_num_threads(n)
+
+
+def _load_model(path: str):
+    from .. import api
+    from ..ddnn.model import DDNN
+
+    model = api.load(path)
+    if not isinstance(model, DDNN):
+        raise CodegenError(f"{path}: a single device section, not a DDNN", hint="use `ebnn-gen export` for it")
+    return model
+
+
+def _data(name: str, split: str, limit: int | None):
+    from ..ddnn import datasets
+
+    return datasets.load(name, split, n=limit)
+
+
+def _check_views(model, data) -> None:
+    want = (model.num_devices, *model.spec.device.input_shape)
+    if tuple(data.x.shape[1:]) != want:
+        raise CodegenError(
+            f"dataset {data.name} has views {'x'.join(map(str, data.x.shape[1:]))}, "
+            f"the model takes {'x'.join(map(str, want))} (devices x C x H x W)"
+        )
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, metavar="NAME", help="mnist-tiles, mvmc-like, ... or mvmc-npz:PATH")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N samples")
+    p.add_argument("--threads", type=int, default=1, help="torch threads, 1 or 2 (default 1)")
+
+
+def _add_devices(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--devices",
+        default="c",
+        choices=("c", "torch"),
+        help="run the device sections as generated C on the host (default) or in PyTorch",
+    )
+
+
+class Train:
+    help = "train a DDNN jointly from a config"
+
+    def add(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", metavar="CONFIG.json", help="DDNN config (docs/ddnn.md)")
+        _add_data(p)
+        p.add_argument("-o", "--output", required=True, metavar="MODEL.pt")
+        p.add_argument("--epochs", type=int, default=None, help="override training.epochs")
+        p.add_argument("--seed", type=int, default=None, help="override training.seed")
+        p.add_argument("--history", metavar="OUT.json", help="write the per-epoch history as JSON")
+
+    def run(self, args: argparse.Namespace) -> int:
+        import torch
+
+        from .. import api
+        from ..ddnn import train as tr
+        from ..ddnn.model import DDNN
+
+        log = progress(args)
+        _threads(args.threads)
+        cfg_path = Path(args.config)
+        if not cfg_path.is_file():
+            raise CodegenError(f"{cfg_path}: no such file")
+        try:
+            config = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CodegenError(f"{cfg_path}: not valid JSON ({exc})") from None
+        if isinstance(config, dict):
+            config = dict(config)
+            config.setdefault("training", {})
+            if not isinstance(config["training"], dict):
+                raise CodegenError(f"{cfg_path}: training must be an object")
+            config["training"] = dict(config["training"])
+            if args.epochs is not None:
+                if args.epochs < 0:
+                    raise UsageError(f"--epochs must be >= 0, got {args.epochs}")
+                config["training"]["epochs"] = args.epochs
+            if args.seed is not None:
+                config["training"]["seed"] = args.seed
+        torch.manual_seed(int(config.get("training", {}).get("seed", 0)) if isinstance(config, dict) else 0)
+        model = DDNN(config)
+        steps = 5
+        say = log or (lambda _m: None)
+        say(f"[1/{steps}] load {args.dataset} (train split)")
+        data = _data(args.dataset, "train", args.limit)
+        _check_views(model, data)
+        fit, val = tr.split_validation(data, float(model.config["training"]["validation"]))
+        say(
+            f"[2/{steps}] train {model.config['training']['epochs']} epochs on {len(fit)} samples "
+            f"({0 if val is None else len(val)} held out), {sum(p.numel() for p in model.parameters())} parameters"
+        )
+        t0 = time.perf_counter()
+        hist = tr.train(model, fit, val=val, log=log)
+        seconds = time.perf_counter() - t0
+        say(f"[3/{steps}] calibrate the message scale")
+        m = tr.calibrate_messages(model, fit)
+        say(f"      scores sent as round(score * 2^{m}), {model.config['messages']['score_bits']}-bit")
+        say(f"[4/{steps}] choose the exit threshold on the held-out samples")
+        th = tr.choose_thresholds(model, val if val is not None else fit, devices="torch")
+        say(f"      local threshold T = {th['local']:g}")
+        meta = dict(model.config.get("meta") or {})
+        meta["training"] = {
+            "dataset": args.dataset,
+            "samples": len(fit),
+            "epochs": int(model.config["training"]["epochs"]),
+            "seconds": round(seconds, 1),
+            "threads": args.threads,
+        }
+        model.config["meta"] = meta
+        say(f"[5/{steps}] save {args.output}")
+        api.save(model, args.output)
+        if args.history:
+            emit_json({"seconds": seconds, "epochs": hist.epochs}, args.history)
+        print(f"trained in {seconds:.0f} s -> {args.output}")
+        return 0
+
+
+class Eval:
+    help = "evaluate a DDNN through the staged runtime (devices as generated C by default)"
+
+    def add(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", metavar="MODEL.pt")
+        _add_data(p)
+        p.add_argument("--split", default="test", choices=("train", "test"))
+        p.add_argument(
+            "--threshold", type=float, default=None, metavar="T", help="exit threshold (default: the model's)"
+        )
+        _add_devices(p)
+        p.add_argument("--json", metavar="OUT.json", help="write the report as JSON")
+        p.add_argument("--no-scaling", action="store_true", help="skip the device-scaling runs")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from ..ddnn import metrics
+
+        _threads(args.threads)
+        if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+            raise UsageError(f"--threshold must be in [0, 1], got {args.threshold}")
+        model = _load_model(args.model)
+        data = _data(args.dataset, args.split, args.limit)
+        _check_views(model, data)
+        rep = metrics.evaluate(
+            model, data, devices=args.devices, threshold=args.threshold, with_scaling=not args.no_scaling
+        )
+        for line in metrics.summary_lines(rep):
+            print(line)
+        if args.json:
+            emit_json(rep, args.json)
+        return 0
+
+
+class Sweep:
+    help = "threshold sweep, failures and scaling: tables and PNG plots"
+
+    def add(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", metavar="MODEL.pt")
+        _add_data(p)
+        p.add_argument("--split", default="test", choices=("train", "test"))
+        p.add_argument("-o", "--output", required=True, metavar="DIR")
+        _add_devices(p)
+        p.add_argument("--prefix", default=None, help="file name prefix (default: ddnn_<dataset>)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from ..codegen import write_files
+        from ..ddnn import metrics
+
+        _threads(args.threads)
+        try:
+            from ..ddnn import plots
+        except ImportError as exc:  # pragma: no cover - matplotlib is an extra
+            raise CodegenError(f"plots need matplotlib ({exc})", hint="pip install 'ebnn-codegen[ddnn]'") from None
+        model = _load_model(args.model)
+        data = _data(args.dataset, args.split, args.limit)
+        _check_views(model, data)
+        log = progress(args)
+        if log:
+            log(f"[1/2] staged runs on {len(data)} samples (devices: {args.devices})")
+        res = metrics.sweep(model, data, devices=args.devices)
+        prefix = args.prefix or f"ddnn_{plots.slug(args.dataset.split(':')[0])}"
+        ev = res["evaluation"]
+        tables = (
+            f"# {ev['model']} on {ev['dataset']} ({ev['split']}, {ev['samples']} samples, devices: {ev['devices']})\n\n"
+            + "\n".join(metrics.summary_lines(ev))
+            + "\n\n## Threshold sweep\n\n"
+            + metrics.sweep_table(res)
+            + "\n## One device failed\n\n"
+            + metrics.failure_table(ev)
+            + "\n## Scaling (least accurate device first)\n\n"
+            + metrics.scaling_table(ev)
+        )
+        text = json.dumps(res, indent=2, default=_json_default) + "\n"
+        written = write_files({f"{prefix}_sweep.json": text, f"{prefix}_sweep.md": tables}, args.output)
+        if log:
+            log("[2/2] plots")
+        written += plots.plot_all(res, args.output, prefix)
+        for path in written:
+            print(path)
+        return 0
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o).__name__)
+
+
+class Export:
+    help = "C of every device section, the message codec and the gateway's local exit"
+
+    def add(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", metavar="MODEL.pt")
+        p.add_argument("-o", "--output", required=True, metavar="DIR")
+        p.add_argument("--target", default=None, help="refuse device sections that do not fit this target")
+        p.add_argument("--kernels", default="fast", choices=("fast", "reference"))
+
+    def run(self, args: argparse.Namespace) -> int:
+        from ..ddnn.export import export_ddnn
+
+        model = _load_model(args.model)
+        for path in export_ddnn(model, args.output, kernels=args.kernels, target=args.target, log=progress(args)):
+            print(path)
+        return 0
+
+
+ACTIONS = {"train": Train, "eval": Eval, "sweep": Sweep, "export": Export}
+
+
+class DdnnCommand(Command):
+    name = "ddnn"
+    help = "distributed DNNs: train, eval, sweep, export"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest="ddnn_action", metavar="ACTION", parser_class=type(parser))
+        for name, cls in ACTIONS.items():
+            action = cls()
+            p = sub.add_parser(name, help=action.help, description=action.help)
+            action.add(p)
+            p.set_defaults(_ddnn_action=action)
+
+    def run(self, args: argparse.Namespace) -> int:
+        action = getattr(args, "_ddnn_action", None)
+        if action is None:
+            raise UsageError(f"ddnn needs an action: {', '.join(ACTIONS)} (see `ebnn-gen ddnn --help`)")
+        return int(action.run(args) or 0)
