@@ -90,6 +90,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     sd = obj["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
         raise CheckpointError(f"{p}: checkpoint state_dict must map names to tensors")
+    for key, value in sd.items():  # weights_only still admits sparse, nested and meta tensors
+        if value.is_nested or value.layout != torch.strided or value.device.type != "cpu":
+            what = "nested" if value.is_nested else str(value.layout if value.layout != torch.strided else value.device)
+            raise CheckpointError(f"{p}: state_dict '{key}' is a {what} tensor; only dense tensors are supported")
     return obj
 
 

@@ -178,9 +178,10 @@ def _pair(value: Any, where: str, minimum: int, maximum: int | None = None) -> t
 
 
 def _check_keys(entry: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(entry) - allowed)
+    # keys from a checkpoint need not be strings: name those first
+    unknown = sorted(set(entry) - allowed, key=lambda k: (isinstance(k, str), repr(k)))
     if unknown:
-        raise ConfigError(f"{where}: unknown field '{unknown[0]}' (allowed: {', '.join(sorted(allowed))})")
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
 
 
 def _out_size(size: int, k: int, s: int, p: int) -> int:
