@@ -21,12 +21,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import random_model
 
 import ebnn_codegen as E
 from ebnn_codegen.checkpoint import read_checkpoint
 from ebnn_codegen.cli import main
-
-from conftest import random_model
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"

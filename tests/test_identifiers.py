@@ -64,7 +64,7 @@ INVALID = [
     ("net */ int evil; /*", "contains ' '"),
     ("net*/int", "contains '*'"),
     ("*/ #include <stdio.h> /*", "contains '*'"),
-    ("net\n#include \"evil.h\"", "contains '\\n'"),
+    ('net\n#include "evil.h"', "contains '\\n'"),
     ("net\r\nint x;", "contains '\\r'"),
     ("#include <stdlib.h>", "contains '#'"),
     ("net // comment", "contains ' '"),

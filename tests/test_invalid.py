@@ -31,7 +31,11 @@ EXPECTED: dict[str, str] = json.loads((CORPUS / "expected.json").read_text(encod
 CASES = sorted(CORPUS.glob("invalid_*"))
 BASE_MODEL = CORPUS / "base_model.pt"
 MARKER = "EBNN_PAYLOAD_RAN"
-PAYLOADS = ("invalid_pickle_code_execution.pt", "invalid_pickle_code_execution_legacy.pt", "invalid_input_pickled_objects.npy")
+PAYLOADS = (
+    "invalid_pickle_code_execution.pt",
+    "invalid_pickle_code_execution_legacy.pt",
+    "invalid_input_pickled_objects.npy",
+)
 ABSURD_SECONDS = 5.0  # absurd sizes are refused from the config alone, before any allocation
 
 

@@ -31,6 +31,7 @@ import os
 import pickle
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -131,12 +132,19 @@ def generate(out: Path) -> list[str]:
     put_pt("invalid_state_dict_only.pt", state)
     put_pt("invalid_wrong_format_version.pt", {**checkpoint(BASE_CONFIG, state), "version": 99})
     put_pt("invalid_unknown_model_kind.pt", {**checkpoint(BASE_CONFIG, state), "kind": "transformer"})
-    put_pt("invalid_checkpoint_without_config.pt", {k: v for k, v in checkpoint(BASE_CONFIG, state).items() if k != "config"})
+    put_pt(
+        "invalid_checkpoint_without_config.pt",
+        {k: v for k, v in checkpoint(BASE_CONFIG, state).items() if k != "config"},
+    )
     put_pt("invalid_state_dict_not_tensors.pt", checkpoint(BASE_CONFIG, {k: v.tolist() for k, v in state.items()}))
+    put_pt("invalid_config_non_string_keys.pt", checkpoint({**BASE_CONFIG, 0: "zero", "colour": "red"}, state))
 
     # --- pickles that would run code if loaded without weights_only --------------
     put_pt("invalid_pickle_code_execution.pt", checkpoint(BASE_CONFIG, state, extra=Payload()))
-    put_bytes("invalid_pickle_code_execution_legacy.pt", pickle.dumps(checkpoint(BASE_CONFIG, {}, extra=Payload()), protocol=2))
+    put_bytes(
+        "invalid_pickle_code_execution_legacy.pt",
+        pickle.dumps(checkpoint(BASE_CONFIG, {}, extra=Payload()), protocol=2),
+    )
 
     # --- configs (hand-written sources in configs/) ------------------------------
     for src in sorted((HERE / "configs").glob("*.json")):
@@ -159,9 +167,22 @@ def generate(out: Path) -> list[str]:
     s = dict(state)
     s["blocks.0.conv.weight"] = state["blocks.0.conv.weight"].to(torch.complex64)
     put_pt("invalid_state_dict_complex_weights.pt", checkpoint(BASE_CONFIG, s))
+    weight = state["blocks.1.conv.weight"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nested tensors are a prototype
+        nested = torch.nested.as_nested_tensor([weight[0], weight[1]])
+    for defect, tensor in {
+        "sparse_tensor": weight.to_sparse(),
+        "meta_tensor": torch.empty(weight.shape, device="meta"),
+        "nested_tensor": nested,
+    }.items():
+        put_pt(f"invalid_state_dict_{defect}.pt", checkpoint(BASE_CONFIG, {**state, "blocks.1.conv.weight": tensor}))
     put_pt(
         "invalid_state_dict_from_another_config.pt",
-        checkpoint({**BASE_CONFIG, "layers": [dict(BASE_CONFIG["layers"][0], out_channels=6), *BASE_CONFIG["layers"][1:]]}, state),
+        checkpoint(
+            {**BASE_CONFIG, "layers": [dict(BASE_CONFIG["layers"][0], out_channels=6), *BASE_CONFIG["layers"][1:]]},
+            state,
+        ),
     )
 
     # --- non-finite numbers ------------------------------------------------------
