@@ -226,7 +226,7 @@ def test_arduino_sketch_builds_against_the_core_and_prints_the_class(graph, tmp_
     emu = avr.emulate(elf, timeout_s=120)
     assert emu.returncode == 0, emu.text
     host = int(api.run(graph, default_sample(graph)).pred[0])
-    lines = emu.stdout.decode().splitlines()
+    lines = emu.output.decode().splitlines()
     assert f"class {host}" in lines and f"expected {host}" in lines
 
 

@@ -81,13 +81,13 @@ class Chip:
 @dataclass
 class Emulation:
     returncode: int
-    stdout: bytes
-    text: str  # the harness's text channel (stderr on simavr, stdout on qemu) and the plugin log
+    output: bytes  # the binary channel: UART0 on simavr, the file ebnn_out.bin on qemu
+    text: str  # the text channel (stderr on simavr, stdout + stderr on qemu) and the plugin log
     regions: list[tuple[int, int | None]] = field(default_factory=list)  # (count, stack bytes or None)
 
 
-def _run_tool(cmd: list[str], what: str, cwd: str | Path | None = None) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+def _run_tool(cmd: list[str], what: str) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         shown = " ".join(str(c) for c in cmd)
         raise ToolError(
@@ -159,6 +159,9 @@ class McuTarget:
         """Raise ToolError (with the Debian package) unless every tool of the target is installed."""
         for tool in self.tools:
             require_tool(tool, self.packages)
+
+    def tools_available(self) -> bool:
+        return all(shutil.which(t) for t in self.tools)
 
     def link_flags(self, fw: Path) -> list[str]:
         return []
@@ -383,7 +386,7 @@ class McuTarget:
         ram = self._ram_needed(graph, int(totals["static_ram_bytes"]), 0)
         how = "predicted: model constants only; code and stack come on top"
         if measure is None:
-            measure = all(shutil.which(t) for t in self.tools)
+            measure = self.tools_available()
         checked = {
             "target": self.name,
             "chip": chip.name,
@@ -440,7 +443,7 @@ class McuTarget:
         macs = int(rep["totals"]["binary_macs"])
         counts = [c - emu_blocks.regions[0][0] for c, _ in emu_blocks.regions[1:]]
         unit = self.metric
-        per_mac = f"{unit[:-1]}s_per_mac" if unit.endswith("s") else f"{unit}_per_mac"
+        per_mac = f"{unit}_per_mac"
         blocks, prev = [], 0
         for b, count in zip(rep["blocks"], counts, strict=True):
             n = count - prev
@@ -544,6 +547,11 @@ class AvrTarget(McuTarget):
     harness = "avr/harness.c"
     runner_source = "avr/simavr_runner.c"
 
+    def tools_available(self) -> bool:
+        if not super().tools_available():
+            return False
+        return subprocess.run(["pkg-config", "--exists", "simavr"]).returncode == 0
+
     def runner(self) -> Path:
         require_tool("pkg-config", "pkg-config")
         probe = subprocess.run(["pkg-config", "--cflags", "--libs", "simavr"], capture_output=True, text=True)
@@ -627,7 +635,7 @@ class AvrTarget(McuTarget):
                 elf = self.build(graph, kernels, MODE_RUN, part)
             emu = self.emulate(elf, timeout_s=timeout_s)
             self._check(emu, len(part), elf)
-            data += emu.stdout
+            data += emu.output
         result = decode_records(graph, bytes(data), n)
         result.stats = {"emulator": "simavr", "samples_per_elf": chunk}
         return result
@@ -750,9 +758,9 @@ class QemuTarget(McuTarget):
         elf = self.build(graph, kernels, MODE_RUN)
         emu = self.emulate(elf, inputs=x.tobytes(), timeout_s=timeout_s)
         self._check(emu, len(x), elf)
-        if len(emu.stdout) != len(x) * record_bytes(graph):
-            raise ToolError(f"{self.name}: the harness wrote {len(emu.stdout)} bytes, expected {len(x)} records")
-        result = decode_records(graph, emu.stdout, len(x))
+        if len(emu.output) != len(x) * record_bytes(graph):
+            raise ToolError(f"{self.name}: the harness wrote {len(emu.output)} bytes, expected {len(x)} records")
+        result = decode_records(graph, emu.output, len(x))
         result.stats = {"emulator": f"{self.qemu} -M {self.machine}"}
         return result
 
