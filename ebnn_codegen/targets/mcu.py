@@ -384,7 +384,10 @@ class McuTarget:
         totals = api.report(graph)["totals"]
         flash = int(totals["flash_bytes"])
         ram = self._ram_needed(graph, int(totals["static_ram_bytes"]), 0)
-        how = "predicted: model constants only; code and stack come on top"
+        how = (
+            f"predicted from the IR: flash = model constants; RAM = workspace {totals['static_ram_bytes']} B + "
+            f"input {graph.input_bytes} B + scores {4 * graph.num_classes} B; code and stack come on top"
+        )
         if measure is None:
             measure = self.tools_available()
         checked = {
