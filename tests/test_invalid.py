@@ -8,7 +8,8 @@ followed by one ``hint: `` line, and nothing else (progress is off with
 create ``EBNN_PAYLOAD_RAN`` in the working directory).
 
 The corpus and its sources are made by ``tests/invalid/make_corpus.py``; the
-expected text of each error is in ``tests/invalid/expected.json``.
+expected text of each error is in ``tests/invalid/expected.json``, extra
+command-line options for a file (``--target avr``) in ``tests/invalid/args.json``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ebnn_codegen.cli import main
 
 CORPUS = Path(__file__).parent / "invalid"
 EXPECTED: dict[str, str] = json.loads((CORPUS / "expected.json").read_text(encoding="utf-8"))
+ARGS: dict[str, list[str]] = json.loads((CORPUS / "args.json").read_text(encoding="utf-8"))  # extra options
 CASES = sorted(CORPUS.glob("invalid_*"))
 BASE_MODEL = CORPUS / "base_model.pt"
 MARKER = "EBNN_PAYLOAD_RAN"
@@ -41,7 +43,7 @@ ABSURD_SECONDS = 5.0  # absurd sizes are refused from the config alone, before a
 
 def argv_for(path: Path, tmp: Path) -> list[str]:
     if path.suffix == ".pt":
-        return ["-q", "export", str(path), "-o", str(tmp / "out")]
+        return ["-q", "export", str(path), *ARGS.get(path.name, []), "-o", str(tmp / "out")]
     if path.suffix == ".npy":
         return ["-q", "run", str(BASE_MODEL), "--input", str(path), "--output", str(tmp / "out.npz")]
     if path.suffix == ".name":

@@ -6,7 +6,7 @@
 Each ``invalid_<defect>.<ext>`` holds one defect; ``tests/test_invalid.py``
 feeds every one of them to the CLI, by extension:
 
-* ``.pt``   -- ``ebnn-gen export FILE -o OUT``;
+* ``.pt``   -- ``ebnn-gen export FILE -o OUT`` (plus the options given for FILE in ``args.json``);
 * ``.npy``  -- ``ebnn-gen run base_model.pt --input FILE --output OUT.npz``;
 * ``.name`` -- ``ebnn-gen export base_model.pt --name "$(cat FILE)" -o OUT``.
 
@@ -60,12 +60,12 @@ class Payload:
         return (exec, (f"open({MARKER!r}, 'w').close()",))
 
 
-def base_state() -> dict[str, torch.Tensor]:
-    """The base model's state_dict, every value drawn from a fixed numpy seed."""
+def base_state(config: dict = BASE_CONFIG, seed: int = 20240601) -> dict[str, torch.Tensor]:
+    """A state_dict for ``config`` (the base model's by default), every value drawn from a fixed numpy seed."""
     import ebnn_codegen as E
 
-    model = E.build(BASE_CONFIG)
-    rng = np.random.default_rng(20240601)
+    model = E.build(config)
+    rng = np.random.default_rng(seed)
     state = {}
     for key, value in model.state_dict().items():
         shape = tuple(value.shape)
@@ -184,6 +184,14 @@ def generate(out: Path) -> list[str]:
             state,
         ),
     )
+
+    # --- a model too large for the target given with `export --target` (see args.json) ---
+    big = {
+        "name": "big",
+        "input": [1, 32, 32],
+        "layers": [{"type": "conv", "out_channels": 16, "kernel": 3, "padding": 1}, {"type": "exit", "classes": 10}],
+    }
+    put_pt("invalid_model_too_large_for_avr.pt", checkpoint(big, base_state(big, 5)))
 
     # --- non-finite numbers ------------------------------------------------------
     nan, inf = float("nan"), float("inf")
