@@ -114,3 +114,38 @@ def test_torch_load_is_always_weights_only() -> None:
             if "weights_only=True" not in call:
                 offenders.append(f"{py.relative_to(root)}: {call[:60]!r}")
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "{model}", "--input", "{npy}", "--output", "{tmp}/no/such/dir/out.npz"], "does not exist"),
+        (["run", "{model}", "--input", "{npy}", "--output", "{tmp}"], "is a directory"),
+        (["run", "{model}", "--input", "{tmp}", "--output", "{tmp}/out.npz"], "is a directory, not a .npy file"),
+        (["run", "{model}", "--input", "{npy}", "--output", "/proc/out.npz"], "cannot write the output"),
+        (["export", "{model}", "-o", "{tmp}/a_file"], "exists and is not a directory"),
+        (["export", "{model}", "-o", "{tmp}/a_file/sub"], "cannot write the output"),
+        (["export", "{model}", "-o", "/proc/ebnn/out"], "cannot write the output"),
+    ],
+    ids=[
+        "run-missing-folder",
+        "run-output-is-dir",
+        "run-input-is-dir",
+        "run-unwritable",
+        "export-onto-file",
+        "export-under-file",
+        "export-unwritable",
+    ],
+)
+def test_bad_output_places(argv: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Output paths the user gets wrong: one error line, nothing left behind."""
+    npy = tmp_path / "x.npy"
+    np.save(npy, np.zeros((1, 1, 8, 8), np.uint8))
+    (tmp_path / "a_file").write_text("not a folder")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args = [a.format(model=BASE_MODEL, npy=npy, tmp=tmp_path) for a in argv]
+    assert main(["-q", *args]) == 2
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) in (1, 2) and lines[0].startswith("error: ") and expected in lines[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

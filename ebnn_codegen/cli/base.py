@@ -37,8 +37,20 @@ def progress(args: argparse.Namespace):
     return lambda msg: print(msg, file=sys.stderr, flush=True)
 
 
+def output_file(path: str) -> Path:
+    """Check an output file's place before any work is done: its folder exists, it is not a folder."""
+    p = Path(path)
+    if p.is_dir():
+        raise CodegenError(f"{p}: is a directory; give a file name for the output")
+    if not p.parent.is_dir():
+        raise CodegenError(f"{p}: the folder {p.parent} does not exist")
+    return p
+
+
 def load_npy(path: str) -> np.ndarray:
     p = Path(path)
+    if p.is_dir():
+        raise CodegenError(f"{p}: is a directory, not a .npy file")
     if not p.is_file():
         raise CodegenError(f"{p}: no such file")
     with open(p, "rb") as f:

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import api, targets
 from ..errors import CodegenError
-from .base import Command, add_model, add_target, emit_json, load_npy, progress
+from .base import Command, add_model, add_target, emit_json, load_npy, output_file, progress
 
 
 class Export(Command):
@@ -62,12 +62,16 @@ class Run(Command):
 
     def run(self, args: argparse.Namespace) -> int:
         x = load_npy(args.input)
+        out = output_file(args.output)
         graph = api.compile(args.model, log=progress(args))
         result = api.run(graph, x, target=args.target, kernels=args.kernels)
-        out = Path(args.output)
         tmp = out.with_name(out.name + ".tmp.npz")
-        np.savez(tmp, **result.to_npz_dict())
-        tmp.replace(out)
+        try:
+            np.savez(tmp, **result.to_npz_dict())
+            tmp.replace(out)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise CodegenError(f"{out}: cannot write the output ({exc.strerror or exc})") from None
         print(f"{len(x)} samples on {args.target}: predictions and scores -> {out}")
         return 0
 

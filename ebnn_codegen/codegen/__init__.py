@@ -226,6 +226,14 @@ def write_files(files: dict[str, str], outdir: str | os.PathLike, overwrite: boo
     for fname in files:
         if not re.fullmatch(r"[A-Za-z0-9_.][A-Za-z0-9_.\-/]*", fname) or ".." in fname:
             raise CodegenError(f"refusing to write a file named {fname!r}")
+    try:
+        return _write_atomically(files, out, overwrite)
+    except OSError as exc:  # a path the user gave: unwritable, read-only, on another device ...
+        where = exc.filename or out
+        raise CodegenError(f"{out}: cannot write the output ({where}: {exc.strerror or exc})") from None
+
+
+def _write_atomically(files: dict[str, str], out: Path, overwrite: bool) -> list[Path]:
     parent = out.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".ebnn-", dir=parent))
