@@ -17,7 +17,13 @@ import torch
 from . import codegen
 from . import ir as ir_mod
 from .lower import lower
-from .passes import FoldBatchNormIntoThreshold, FoldExitBatchNormIntoFixedPoint, PackBinaryWeights, PlanBuffers, run_passes
+from .passes import (
+    FoldBatchNormIntoThreshold,
+    FoldExitBatchNormIntoFixedPoint,
+    PackBinaryWeights,
+    PlanBuffers,
+    run_passes,
+)
 
 Log = Callable[[str], None]
 

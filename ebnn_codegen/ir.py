@@ -178,7 +178,9 @@ def load(directory: str | Path) -> Model:
             elif key == "bn":
                 kw["bn"] = {k: arrays[f"b{entry['index']}.bn.{k}"] for k in value}
             elif key == "pool":
-                kw["pool"] = None if value is None else Pool(*(tuple(value[k]) for k in ("kernel", "stride", "padding")))
+                kw["pool"] = (
+                    None if value is None else Pool(*(tuple(value[k]) for k in ("kernel", "stride", "padding")))
+                )
             elif key == "sign_runs":
                 kw[key] = value
             else:

@@ -36,7 +36,9 @@ def _bn_params(bn: torch.nn.Module, where: str) -> dict[str, np.ndarray]:
         if bad.any():
             raise LoweringError(f"{where}: batch-norm {key} of channel {int(np.flatnonzero(bad)[0])} is not finite")
     if (params["var"] < 0).any():
-        raise LoweringError(f"{where}: batch-norm running variance of channel {int(np.flatnonzero(params['var'] < 0)[0])} is negative")
+        raise LoweringError(
+            f"{where}: batch-norm running variance of channel {int(np.flatnonzero(params['var'] < 0)[0])} is negative"
+        )
     return params
 
 

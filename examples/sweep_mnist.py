@@ -54,13 +54,30 @@ def one(job: tuple[str, dict, int, str, str, int, float, int | None]) -> dict:
     torch.manual_seed(seed)
     model = E.build(config)
     t0 = time.perf_counter()
-    hist = train(model, x_train, y_train, epochs=epochs, lr=lr, x_val=x_test, y_val=y_test, seed=seed,
-                 augment=shift_batch, device=device, log=None)
+    hist = train(
+        model,
+        x_train,
+        y_train,
+        epochs=epochs,
+        lr=lr,
+        x_val=x_test,
+        y_val=y_test,
+        seed=seed,
+        augment=shift_batch,
+        device=device,
+        log=None,
+    )
     acc = accuracy(model, x_test, y_test)
     ckpt = Path(out) / f"{config['name']}.pt"
     E.save(model, ckpt)
-    res = {"config": path, "name": config["name"], "test_accuracy": acc, "val_curve": hist.val_acc,
-           "train_seconds": round(time.perf_counter() - t0, 1), **cost(config)}
+    res = {
+        "config": path,
+        "name": config["name"],
+        "test_accuracy": acc,
+        "val_curve": hist.val_acc,
+        "train_seconds": round(time.perf_counter() - t0, 1),
+        **cost(config),
+    }
     print(json.dumps({k: v for k, v in res.items() if k != "val_curve"}), flush=True)
     return res
 
@@ -77,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="first N training images only")
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    jobs = [(c, json.loads(Path(c).read_text()), args.epochs, args.device, args.out, args.seed, args.lr, args.limit) for c in args.configs]
+    jobs = [
+        (c, json.loads(Path(c).read_text()), args.epochs, args.device, args.out, args.seed, args.lr, args.limit)
+        for c in args.configs
+    ]
     if args.jobs > 1:
         with mp.get_context("spawn").Pool(args.jobs) as pool:
             results = pool.map(one, jobs)
@@ -85,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         results = [one(j) for j in jobs]
     (Path(args.out) / "results.json").write_text(json.dumps(results, indent=1))
     for r in sorted(results, key=lambda r: -r["test_accuracy"]):
-        print(f"{r['name']:<16} acc {r['test_accuracy']:.4f}  first MACs {r['first_macs']:>7}  "
-              f"binary MACs {r['binary_macs']:>7}  weights {r['weight_bytes_approx']:>6} B", file=sys.stderr)
+        print(
+            f"{r['name']:<16} acc {r['test_accuracy']:.4f}  first MACs {r['first_macs']:>7}  "
+            f"binary MACs {r['binary_macs']:>7}  weights {r['weight_bytes_approx']:>6} B",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -75,7 +75,13 @@ def tiny_config() -> dict:
         "name": "tiny",
         "input": [1, 9, 7],
         "layers": [
-            {"type": "conv", "out_channels": 5, "kernel": [3, 2], "padding": [1, 1], "pool": {"kernel": 3, "stride": 2, "padding": 1}},
+            {
+                "type": "conv",
+                "out_channels": 5,
+                "kernel": [3, 2],
+                "padding": [1, 1],
+                "pool": {"kernel": 3, "stride": 2, "padding": 1},
+            },
             {"type": "bconv", "out_channels": 11, "kernel": 3, "padding": 1},
             {"type": "blinear", "out_features": 13},
             {"type": "exit", "classes": 4},

@@ -57,16 +57,19 @@ def test_c_api_from_a_user_program(tmp_path, tiny_config) -> None:
     write_files(files, tmp_path)
     exe = tmp_path / "prog"
     flags = ["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-fsanitize=address,undefined"]
-    subprocess.run(["cc", *flags, "-I", str(tmp_path), *(str(tmp_path / f) for f in files if f.endswith(".c")),
-                    "-o", str(exe)], check=True)
+    subprocess.run(
+        ["cc", *flags, "-I", str(tmp_path), *(str(tmp_path / f) for f in files if f.endswith(".c")), "-o", str(exe)],
+        check=True,
+    )
     x = np.random.default_rng(3).integers(0, 256, (1, *graph.input_shape), dtype=np.uint8)
     proc = subprocess.run([str(exe)], input=x.tobytes(), capture_output=True)
     assert proc.returncode == 0, proc.returncode
     ref = reference.run(graph, x)
     fields = [int(v) for v in proc.stdout.split()]
     assert fields[0] == int(ref.pred[0]) and fields[1:] == ref.scores[0].tolist()
-    expect = b"".join(bits.pack_activations(layer.reshape(1, *b.out_shape))[0].tobytes()
-                      for layer, b in zip(ref.layers, graph.hidden))
+    expect = b"".join(
+        bits.pack_activations(layer.reshape(1, *b.out_shape))[0].tobytes() for layer, b in zip(ref.layers, graph.hidden)
+    )
     assert proc.stderr == expect
 
 

@@ -60,7 +60,9 @@ def test_run_output_contract(ckpt, tmp_path) -> None:
         got = out[f"layer_{i}"]
         assert got.dtype == np.int8 and got.shape == layer.shape
         assert np.array_equal(got, layer)
-    assert np.allclose(out["scores"] / out["score_scale"], scores, atol=float(E.api.score_tolerance(E.compile(model)).max()))
+    assert np.allclose(
+        out["scores"] / out["score_scale"], scores, atol=float(E.api.score_tolerance(E.compile(model)).max())
+    )
 
 
 def test_verify_passes_and_prints_summary(ckpt, capsys, tmp_path) -> None:

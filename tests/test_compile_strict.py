@@ -11,8 +11,21 @@ from conftest import random_config, random_model, require_tools
 import ebnn_codegen as E
 from ebnn_codegen.codegen import render_model, write_files
 
-FLAGS = ["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Wconversion", "-Wdouble-promotion", "-Wshadow",
-         "-Wstrict-prototypes", "-Wmissing-prototypes", "-Wcast-qual", "-Werror", "-O2", "-c"]
+FLAGS = [
+    "-std=c99",
+    "-Wall",
+    "-Wextra",
+    "-Wpedantic",
+    "-Wconversion",
+    "-Wdouble-promotion",
+    "-Wshadow",
+    "-Wstrict-prototypes",
+    "-Wmissing-prototypes",
+    "-Wcast-qual",
+    "-Werror",
+    "-O2",
+    "-c",
+]
 
 
 @pytest.mark.parametrize("cc", ["gcc", "clang"])
@@ -25,8 +38,9 @@ def test_strict_compile(cc, kernels, tmp_path, tiny_config) -> None:
         d = tmp_path / f"{seed}"
         write_files(files, d)
         for src in (f for f in files if f.endswith(".c")):
-            proc = subprocess.run([cc, *FLAGS, "-I", str(d), str(d / src), "-o", str(d / (src + ".o"))],
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [cc, *FLAGS, "-I", str(d), str(d / src), "-o", str(d / (src + ".o"))], capture_output=True, text=True
+            )
             assert proc.returncode == 0, proc.stderr
 
 

@@ -42,7 +42,10 @@ def test_shapes_follow_pytorch() -> None:
         (lambda c: c["layers"][0].update(kernel=40), "larger than its padded input"),
         (lambda c: c["layers"][0].update(pool={"kernel": 30}), "leaves no output"),
         (lambda c: c["layers"][0].update(pool={"kernel": 2, "padding": 2}), "at most half the pool kernel"),
-        (lambda c: c["layers"].insert(0, {"type": "bconv", "out_channels": 2, "kernel": 1}), "first block must be 'conv'"),
+        (
+            lambda c: c["layers"].insert(0, {"type": "bconv", "out_channels": 2, "kernel": 1}),
+            "first block must be 'conv'",
+        ),
         (lambda c: c["layers"].append({"type": "blinear", "out_features": 2}), "'exit' must be the last block"),
         (lambda c: c["layers"].pop(), "the last block must be 'exit'"),
         (lambda c: c["layers"][1].update(type="conv"), "must be the first block"),

@@ -43,7 +43,9 @@ def _bn(gamma, beta, mean, var, eps=1e-5):
 
 def test_thresholds_exact_at_the_boundary() -> None:
     """For every integer in range, the folded comparison equals sign(BN(acc)) in torch."""
-    bn = _bn([1.0, -2.0, 0.0, 0.3, 5.0], [0.5, 0.1, -1.0, 0.0, -3.3], [3.0, -2.5, 0.0, 7.5, 0.2], [1.0, 4.0, 1.0, 1e-8, 9.0])
+    bn = _bn(
+        [1.0, -2.0, 0.0, 0.3, 5.0], [0.5, 0.1, -1.0, 0.0, -3.3], [3.0, -2.5, 0.0, 7.5, 0.2], [1.0, 4.0, 1.0, 1e-8, 9.0]
+    )
     bound = 20
     runs = sign_runs(bn, bound, "t")
     accs = torch.arange(-bound, bound + 1, dtype=torch.float32)

@@ -70,7 +70,9 @@ def build(graph: Model | list[Model], kernels: str = "fast", cc: str = "cc") -> 
 
         ffi = cffi.FFI()
         ffi.cdef(
-            "\n".join(f"int {g.name}_run_batch(size_t, const uint8_t *, int32_t *, int32_t *, uint8_t *);" for g in graphs)
+            "\n".join(
+                f"int {g.name}_run_batch(size_t, const uint8_t *, int32_t *, int32_t *, uint8_t *);" for g in graphs
+            )
         )
         _LOADED[key] = (ffi, ffi.dlopen(key))
     return _LOADED[key]
