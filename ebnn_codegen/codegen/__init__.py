@@ -22,6 +22,7 @@ from ..config import check_identifier
 from ..errors import CodegenError
 from ..ir import CONST, GE, LE, Model
 from ..resources import resource_dir
+from . import kernels as kernels_mod
 
 KERNELS = ("fast", "reference")
 
@@ -143,6 +144,7 @@ def model_context(model: Model, kernels: str, options: dict[str, Any]) -> dict[s
             t, flip = _flip_and_threshold(b)
             flips = bits.pack_flags(flip)
             entry["threshold_rows"] = _rows(t, 12)
+            entry["spec"] = kernels_mod.conv_kernel(b, t, flip) if kernels == "fast" else None
             entry["flips"] = [f"0x{int(v):02x}" for v in flips]
             entry["flip_len"] = len(flips)
             slot = buf["slot"][b.index]

@@ -66,6 +66,548 @@ static const uint8_t base_w3[6] EBNN_FLASH = {
 static const int32_t base_mul3[3] EBNN_FLASH = { -62686506, -6975135, 43120045 };
 static const int32_t base_add3[3] EBNN_FLASH = { 93330177, 380168260, 219324278 };
 
+/* block 0, generated kernel (docs/speed.md): each conv position once, its threshold
+ * bits ORed into the outputs whose pool window holds it; window gathered once for all filters. */
+static const uint8_t base_rows0[8][3] EBNN_FLASH = { { 0, 1, 0 }, { 0, 1, 1 }, { 1, 2, 1 }, { 1, 2, 1 }, { 2, 3, 1 }, { 2, 3, 1 }, { 3, 4, 1 }, { 3, 4, 2 }, };
+static const uint8_t base_cols0[8][3] EBNN_FLASH = { { 0, 1, 0 }, { 0, 1, 1 }, { 1, 2, 1 }, { 1, 2, 1 }, { 2, 3, 1 }, { 2, 3, 1 }, { 3, 4, 1 }, { 3, 4, 2 }, };
+
+static void base_block0(const uint8_t *in, uint8_t *out)
+{
+    int cy, cx, oy, ox;
+    memset(out, 0, 16u);
+    for (cy = 0; cy < 8; cy++) {
+        int oy_lo = EBNN_READ_U8(&base_rows0[cy][0]), oy_hi = EBNN_READ_U8(&base_rows0[cy][1]);
+        int y0 = cy * 1 - 1;
+        if (oy_lo >= oy_hi) {
+            continue;
+        }
+        for (cx = 0; cx < 8; cx++) {
+            int ox_lo = EBNN_READ_U8(&base_cols0[cx][0]), ox_hi = EBNN_READ_U8(&base_cols0[cx][1]);
+            int x0 = cx * 1 - 1;
+            uint8_t a0, a1, a2, a3, a4, a5, a6, a7, a8;
+            uint8_t o0 = 0;
+            int s;
+            if (ox_lo >= ox_hi) {
+                continue;
+            }
+            if (y0 >= 0 && y0 <= 5 && x0 >= 0 && x0 <= 5) {
+                const uint8_t *p = in + (y0 * 8 + x0);
+                a0 = p[0];
+                a1 = p[1];
+                a2 = p[2];
+                a3 = p[8];
+                a4 = p[9];
+                a5 = p[10];
+                a6 = p[16];
+                a7 = p[17];
+                a8 = p[18];
+            } else
+            {
+                int r0 = y0 + 0 >= 0 && y0 + 0 < 8;
+                int r1 = y0 + 1 >= 0 && y0 + 1 < 8;
+                int r2 = y0 + 2 >= 0 && y0 + 2 < 8;
+                int c0 = x0 + 0 >= 0 && x0 + 0 < 8;
+                int c1 = x0 + 1 >= 0 && x0 + 1 < 8;
+                int c2 = x0 + 2 >= 0 && x0 + 2 < 8;
+                a0 = (r0 && c0) ? in[(0 * 8 + y0 + 0) * 8 + x0 + 0] : 0u;
+                a1 = (r0 && c1) ? in[(0 * 8 + y0 + 0) * 8 + x0 + 1] : 0u;
+                a2 = (r0 && c2) ? in[(0 * 8 + y0 + 0) * 8 + x0 + 2] : 0u;
+                a3 = (r1 && c0) ? in[(0 * 8 + y0 + 1) * 8 + x0 + 0] : 0u;
+                a4 = (r1 && c1) ? in[(0 * 8 + y0 + 1) * 8 + x0 + 1] : 0u;
+                a5 = (r1 && c2) ? in[(0 * 8 + y0 + 1) * 8 + x0 + 2] : 0u;
+                a6 = (r2 && c0) ? in[(0 * 8 + y0 + 2) * 8 + x0 + 0] : 0u;
+                a7 = (r2 && c1) ? in[(0 * 8 + y0 + 2) * 8 + x0 + 1] : 0u;
+                a8 = (r2 && c2) ? in[(0 * 8 + y0 + 2) * 8 + x0 + 2] : 0u;
+            }
+            s = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8;
+            int p0 = a0 + a6;
+            if (s - 2 * (a2 + a3 + a4) >= 6) {
+                o0 = (uint8_t)(o0 | 0x01u);
+            }
+            if (2 * (p0 + a1) - s >= 4) {
+                o0 = (uint8_t)(o0 | 0x02u);
+            }
+            if (2 * (a0) - s >= 7) {
+                o0 = (uint8_t)(o0 | 0x04u);
+            }
+            if (s - 2 * (p0 + a2 + a5) >= 0) {
+                o0 = (uint8_t)(o0 | 0x08u);
+            }
+            for (oy = oy_lo; oy < oy_hi; oy++) {
+                for (ox = ox_lo; ox < ox_hi; ox++) {
+                    uint8_t *q = out + (oy * 4 + ox) * 1;
+                    q[0] = (uint8_t)(q[0] | o0);
+                }
+            }
+        }
+    }
+    for (oy = 0; oy < 16; oy++) {
+        out[oy * 1 + 0] = (uint8_t)(out[oy * 1 + 0] ^ 0x02u);
+    }
+}
+
+/* block 1, generated kernel (docs/speed.md): each conv position once, its threshold
+ * bits ORed into the outputs whose pool window holds it; window gathered once for all filters. */
+static const uint8_t base_rows1[4][3] EBNN_FLASH = { { 0, 1, 0 }, { 1, 2, 1 }, { 2, 3, 1 }, { 3, 4, 2 }, };
+static const uint8_t base_cols1[4][3] EBNN_FLASH = { { 0, 1, 0 }, { 1, 2, 1 }, { 2, 3, 1 }, { 3, 4, 2 }, };
+static const uint8_t base_bound1[9][8] EBNN_FLASH = {
+    { 22, 16, 18, 21, 20, 20, 0, 16, },
+    { 21, 18, 19, 20, 19, 21, 1, 16, },
+    { 22, 18, 18, 20, 21, 20, 1, 16, },
+    { 22, 14, 17, 20, 21, 21, 1, 16, },
+    { 20, 16, 19, 20, 20, 23, 0, 18, },
+    { 21, 17, 20, 22, 22, 20, 0, 19, },
+    { 23, 13, 18, 21, 23, 21, 2, 14, },
+    { 22, 14, 19, 21, 24, 23, 2, 17, },
+    { 22, 16, 20, 23, 24, 21, 2, 18, },
+};
+
+static void base_block1(const uint8_t *in, uint8_t *out)
+{
+    int cy, cx, oy, ox;
+    uint8_t bound[8] = { 0 };
+    int cls_loaded = -1;
+    memset(out, 0, 16u);
+    for (cy = 0; cy < 4; cy++) {
+        int oy_lo = EBNN_READ_U8(&base_rows1[cy][0]), oy_hi = EBNN_READ_U8(&base_rows1[cy][1]);
+        int y0 = cy * 1 - 1;
+        int row_class = EBNN_READ_U8(&base_rows1[cy][2]) * 3;
+        if (oy_lo >= oy_hi) {
+            continue;
+        }
+        for (cx = 0; cx < 4; cx++) {
+            int ox_lo = EBNN_READ_U8(&base_cols1[cx][0]), ox_hi = EBNN_READ_U8(&base_cols1[cx][1]);
+            int x0 = cx * 1 - 1;
+            uint8_t a0, a1, a2, a3, a4, a5, a6, a7, a8;
+            uint8_t o0 = 0;
+            int cls = row_class + EBNN_READ_U8(&base_cols1[cx][2]);
+            uint8_t m;
+#if defined(EBNN_POPCOUNT8_PAGED)
+            uint8_t t;
+#endif
+            if (ox_lo >= ox_hi) {
+                continue;
+            }
+            if (cls != cls_loaded) { /* the bounds of this border class, copied when it changes */
+                EBNN_LOAD(bound, base_bound1[cls], sizeof bound);
+                cls_loaded = cls;
+            }
+            if (y0 >= 0 && y0 <= 1 && x0 >= 0 && x0 <= 1) {
+                const uint8_t *p = in + ((y0 * 4 + x0) * 1);
+                a0 = p[0];
+                a1 = p[1];
+                a2 = p[2];
+                a3 = p[4];
+                a4 = p[5];
+                a5 = p[6];
+                a6 = p[8];
+                a7 = p[9];
+                a8 = p[10];
+            } else
+            {
+                int r0 = y0 + 0 >= 0 && y0 + 0 < 4;
+                int r1 = y0 + 1 >= 0 && y0 + 1 < 4;
+                int r2 = y0 + 2 >= 0 && y0 + 2 < 4;
+                int c0 = x0 + 0 >= 0 && x0 + 0 < 4;
+                int c1 = x0 + 1 >= 0 && x0 + 1 < 4;
+                int c2 = x0 + 2 >= 0 && x0 + 2 < 4;
+                a0 = (r0 && c0) ? in[((y0 + 0) * 4 + x0 + 0) * 1 + 0] : 0u;
+                a1 = (r0 && c1) ? in[((y0 + 0) * 4 + x0 + 1) * 1 + 0] : 0u;
+                a2 = (r0 && c2) ? in[((y0 + 0) * 4 + x0 + 2) * 1 + 0] : 0u;
+                a3 = (r1 && c0) ? in[((y0 + 1) * 4 + x0 + 0) * 1 + 0] : 0u;
+                a4 = (r1 && c1) ? in[((y0 + 1) * 4 + x0 + 1) * 1 + 0] : 0u;
+                a5 = (r1 && c2) ? in[((y0 + 1) * 4 + x0 + 2) * 1 + 0] : 0u;
+                a6 = (r2 && c0) ? in[((y0 + 2) * 4 + x0 + 0) * 1 + 0] : 0u;
+                a7 = (r2 && c1) ? in[((y0 + 2) * 4 + x0 + 1) * 1 + 0] : 0u;
+                a8 = (r2 && c2) ? in[((y0 + 2) * 4 + x0 + 2) * 1 + 0] : 0u;
+            }
+#if defined(EBNN_POPCOUNT8_PAGED)
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 14" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 10" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 3" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 3" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 4" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 3" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 11" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 10" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 11" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[0]) {
+                o0 = (uint8_t)(o0 | 0x01u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 12" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 11" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 14" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 1" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 6" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 13" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 1" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 6" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 4" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[1]) {
+                o0 = (uint8_t)(o0 | 0x02u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 8" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 1" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 15" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 3" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 5" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 4" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 2" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 11" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 3" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[2]) {
+                o0 = (uint8_t)(o0 | 0x04u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 2" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 2" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 15" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 14" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 4" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 3" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 12" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 11" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 6" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[3]) {
+                o0 = (uint8_t)(o0 | 0x08u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 9" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 4" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 12" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 1" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 8" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 9" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 15" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 9" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 15" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[4]) {
+                o0 = (uint8_t)(o0 | 0x10u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 2" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 14" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "mov r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 8" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 5" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 10" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 12" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 11" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 2" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[5]) {
+                o0 = (uint8_t)(o0 | 0x20u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 15" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 1" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 5" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "mov r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "mov r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 9" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 14" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 14" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 10" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[6]) {
+                o0 = (uint8_t)(o0 | 0x40u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "mov r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 2" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 11" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 1" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 7" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 9" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 14" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "mov r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 5" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[7]) {
+                o0 = (uint8_t)(o0 | 0x80u);
+            }
+#else
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0x0eu)) + EBNN_POPCOUNT8((a1 ^ 0x0au)) + EBNN_POPCOUNT8((a2 ^ 0x03u)) + EBNN_POPCOUNT8((a3 ^ 0x03u)) + EBNN_POPCOUNT8((a4 ^ 0x04u)) + EBNN_POPCOUNT8((a5 ^ 0x03u)) + EBNN_POPCOUNT8((a6 ^ 0x0bu)) + EBNN_POPCOUNT8((a7 ^ 0x0au)) + EBNN_POPCOUNT8((a8 ^ 0x0bu)));
+            if (m < bound[0]) {
+                o0 = (uint8_t)(o0 | 0x01u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0x0cu)) + EBNN_POPCOUNT8((a1 ^ 0x0bu)) + EBNN_POPCOUNT8((a2 ^ 0x0eu)) + EBNN_POPCOUNT8((a3 ^ 0x01u)) + EBNN_POPCOUNT8((a4 ^ 0x06u)) + EBNN_POPCOUNT8((a5 ^ 0x0du)) + EBNN_POPCOUNT8((a6 ^ 0x01u)) + EBNN_POPCOUNT8((a7 ^ 0x06u)) + EBNN_POPCOUNT8((a8 ^ 0x04u)));
+            if (m < bound[1]) {
+                o0 = (uint8_t)(o0 | 0x02u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0x08u)) + EBNN_POPCOUNT8((a1 ^ 0x01u)) + EBNN_POPCOUNT8((a2 ^ 0x0fu)) + EBNN_POPCOUNT8((a3 ^ 0x03u)) + EBNN_POPCOUNT8((a4 ^ 0x05u)) + EBNN_POPCOUNT8((a5 ^ 0x04u)) + EBNN_POPCOUNT8((a6 ^ 0x02u)) + EBNN_POPCOUNT8((a7 ^ 0x0bu)) + EBNN_POPCOUNT8((a8 ^ 0x03u)));
+            if (m < bound[2]) {
+                o0 = (uint8_t)(o0 | 0x04u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0x02u)) + EBNN_POPCOUNT8((a1 ^ 0x02u)) + EBNN_POPCOUNT8((a2 ^ 0x0fu)) + EBNN_POPCOUNT8((a3 ^ 0x0eu)) + EBNN_POPCOUNT8((a4 ^ 0x04u)) + EBNN_POPCOUNT8((a5 ^ 0x03u)) + EBNN_POPCOUNT8((a6 ^ 0x0cu)) + EBNN_POPCOUNT8((a7 ^ 0x0bu)) + EBNN_POPCOUNT8((a8 ^ 0x06u)));
+            if (m < bound[3]) {
+                o0 = (uint8_t)(o0 | 0x08u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0x09u)) + EBNN_POPCOUNT8((a1 ^ 0x04u)) + EBNN_POPCOUNT8((a2 ^ 0x0cu)) + EBNN_POPCOUNT8((a3 ^ 0x01u)) + EBNN_POPCOUNT8((a4 ^ 0x08u)) + EBNN_POPCOUNT8((a5 ^ 0x09u)) + EBNN_POPCOUNT8((a6 ^ 0x0fu)) + EBNN_POPCOUNT8((a7 ^ 0x09u)) + EBNN_POPCOUNT8((a8 ^ 0x0fu)));
+            if (m < bound[4]) {
+                o0 = (uint8_t)(o0 | 0x10u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0x02u)) + EBNN_POPCOUNT8((a1 ^ 0x0eu)) + EBNN_POPCOUNT8(a2) + EBNN_POPCOUNT8((a3 ^ 0x08u)) + EBNN_POPCOUNT8((a4 ^ 0x05u)) + EBNN_POPCOUNT8((a5 ^ 0x0au)) + EBNN_POPCOUNT8((a6 ^ 0x0cu)) + EBNN_POPCOUNT8((a7 ^ 0x0bu)) + EBNN_POPCOUNT8((a8 ^ 0x02u)));
+            if (m < bound[5]) {
+                o0 = (uint8_t)(o0 | 0x20u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0x0fu)) + EBNN_POPCOUNT8((a1 ^ 0x01u)) + EBNN_POPCOUNT8((a2 ^ 0x05u)) + EBNN_POPCOUNT8(a3) + EBNN_POPCOUNT8(a4) + EBNN_POPCOUNT8((a5 ^ 0x09u)) + EBNN_POPCOUNT8((a6 ^ 0x0eu)) + EBNN_POPCOUNT8((a7 ^ 0x0eu)) + EBNN_POPCOUNT8((a8 ^ 0x0au)));
+            if (m < bound[6]) {
+                o0 = (uint8_t)(o0 | 0x40u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8(a0) + EBNN_POPCOUNT8((a1 ^ 0x02u)) + EBNN_POPCOUNT8((a2 ^ 0x0bu)) + EBNN_POPCOUNT8((a3 ^ 0x01u)) + EBNN_POPCOUNT8((a4 ^ 0x07u)) + EBNN_POPCOUNT8((a5 ^ 0x09u)) + EBNN_POPCOUNT8((a6 ^ 0x0eu)) + EBNN_POPCOUNT8(a7) + EBNN_POPCOUNT8((a8 ^ 0x05u)));
+            if (m < bound[7]) {
+                o0 = (uint8_t)(o0 | 0x80u);
+            }
+#endif
+            for (oy = oy_lo; oy < oy_hi; oy++) {
+                for (ox = ox_lo; ox < ox_hi; ox++) {
+                    uint8_t *q = out + (oy * 4 + ox) * 1;
+                    q[0] = (uint8_t)(q[0] | o0);
+                }
+            }
+        }
+    }
+    for (oy = 0; oy < 16; oy++) {
+        out[oy * 1 + 0] = (uint8_t)(out[oy * 1 + 0] ^ 0x06u);
+    }
+}
+
 static const ebnn_block_t base_blocks[4] EBNN_FLASH = {
     {
         1u, 8u, 8u, 4u, 8u, 8u, 4u, 4u,
@@ -110,7 +652,7 @@ int base_infer(const uint8_t *input, int32_t *scores)
 static void base_hidden(const uint8_t *input, uint8_t *workspace, uint8_t *trace, int last)
 {
     /* block 0: input -> workspace[0..16) */
-    ebnn_block_u8_fast(&base_blocks[0], input, workspace + 0);
+    base_block0(input, workspace + 0);
     if (trace != NULL) {
         memcpy(trace + 0, workspace + 0, BASE_BLOCK0_BYTES);
     }
@@ -118,7 +660,7 @@ static void base_hidden(const uint8_t *input, uint8_t *workspace, uint8_t *trace
         return;
     }
     /* block 1: workspace[0..) -> workspace[16..32) */
-    ebnn_block_bin_fast(&base_blocks[1], workspace + 0, workspace + 16);
+    base_block1(workspace + 0, workspace + 16);
     if (trace != NULL) {
         memcpy(trace + 16, workspace + 16, BASE_BLOCK1_BYTES);
     }

@@ -49,7 +49,10 @@ typedef struct {
 
 /* Two kernel strategies compute the same bits:
  *   _reference: per-bit loops, small and obvious (the oracle for the fast ones);
- *   _fast:      whole bytes, XOR + popcount table, no per-tap bounds checks inside.
+ *   _fast:      each conv value once (pooling ORs threshold bits), windows clipped
+ *               once (no per-tap bounds checks), whole bytes or 32-bit words,
+ *               XOR + popcount. A model may also carry its own generated kernels
+ *               for some blocks (docs/speed.md).
  * First block: uint8 input in C, H, W order -> packed bits (docs/bit-layout.md). */
 void ebnn_block_u8_reference(const ebnn_block_t *block, const uint8_t *in, uint8_t *out);
 void ebnn_block_u8_fast(const ebnn_block_t *block, const uint8_t *in, uint8_t *out);
@@ -59,6 +62,28 @@ void ebnn_block_bin_fast(const ebnn_block_t *block, const uint8_t *in, uint8_t *
 /* Exit block: packed bits -> int32 class scores; returns the arg max (lowest index on ties). */
 int ebnn_block_exit_reference(const ebnn_block_t *block, const uint8_t *in, int32_t *scores);
 int ebnn_block_exit_fast(const ebnn_block_t *block, const uint8_t *in, int32_t *scores);
+/* Bits set in each byte value (the popcount table of the fast kernels). */
+extern const uint8_t ebnn_popcount8[256] EBNN_FLASH;
+#if defined(__AVR__) && !defined(EBNN_POPCOUNT8)
+/* The table is 256-byte aligned on AVR: its address is (high byte, x), so a lookup is
+ * mov, ldi, lpm (5 cycles) instead of a 16-bit addition first. */
+static inline uint8_t ebnn_popcount8_avr(uint8_t x)
+{
+    uint8_t r;
+    __asm__("mov r30, %1" "\n\t"
+            "ldi r31, hi8(ebnn_popcount8)" "\n\t"
+            "lpm %0, Z"
+            : "=r"(r)
+            : "r"(x)
+            : "r30", "r31");
+    return r;
+}
+#define EBNN_POPCOUNT8(x) ebnn_popcount8_avr((uint8_t)(x))
+#define EBNN_POPCOUNT8_PAGED 1 /* generated kernels may use the table's page directly */
+#endif
+#ifndef EBNN_POPCOUNT8
+#define EBNN_POPCOUNT8(x) EBNN_READ_U8(ebnn_popcount8 + (uint8_t)(x))
+#endif
 /* A short English text for a return code of the generated API. */
 const char *ebnn_strerror(int code);
 

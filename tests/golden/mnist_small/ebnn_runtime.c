@@ -174,10 +174,14 @@ int ebnn_block_exit_reference(const ebnn_block_t *block, const uint8_t *in, int3
 }
 
 /* ---------------------------------------------------------------------------
- * fast: whole bytes, XOR + popcount table
+ * fast: whole bytes or words, XOR + popcount, each conv value computed once
  * ------------------------------------------------------------------------- */
 
-static const uint8_t popcount8[256] EBNN_FLASH = {
+#if defined(__AVR__)
+/* 256-byte aligned: see ebnn_popcount8_avr */
+__attribute__((aligned(256)))
+#endif
+const uint8_t ebnn_popcount8[256] EBNN_FLASH = {
     0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
     1, 2, 2, 3, 2, 3, 3, 4, 2, 3, 3, 4, 3, 4, 4, 5,
     1, 2, 2, 3, 2, 3, 3, 4, 2, 3, 3, 4, 3, 4, 4, 5,
@@ -195,6 +199,212 @@ static const uint8_t popcount8[256] EBNN_FLASH = {
     3, 4, 4, 5, 4, 5, 5, 6, 4, 5, 5, 6, 5, 6, 6, 7,
     4, 5, 5, 6, 5, 6, 6, 7, 5, 6, 6, 7, 6, 7, 7, 8,
 };
+
+#if !defined(__AVR__)
+/* 32-bit word of 4 bytes in memory order (XOR and popcount do not care about byte order). */
+static uint32_t load32(const uint8_t *p)
+{
+    uint32_t v;
+#if defined(__GNUC__)
+    p = (const uint8_t *)__builtin_assume_aligned(p, 4);
+#endif
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* Bits set in x: 2-bit, then 4-bit sums (SWAR); the byte sums are added by the caller. */
+static uint32_t nibble_counts(uint32_t x)
+{
+    x = x - ((x >> 1) & 0x55555555u);
+    return (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+}
+
+static uint32_t byte_total(uint32_t x)
+{
+    return (x * 0x01010101u) >> 24;
+}
+#endif
+
+#if defined(__AVR__)
+/* One byte: lpm the weight (Z+), ld the activation (X+), eor, look the popcount up with
+ * Z = (table page, byte), add, restore Z: 15 cycles. */
+#define EBNN_AVR_MISMATCH_BYTE \
+    "lpm %[t], Z+" "\n\t"                  \
+    "ld %[u], X+" "\n\t"                   \
+    "eor %[t], %[u]" "\n\t"                \
+    "movw %[save], r30" "\n\t"             \
+    "mov r30, %[t]" "\n\t"                 \
+    "ldi r31, hi8(ebnn_popcount8)" "\n\t"  \
+    "lpm %[t], Z" "\n\t"                   \
+    "add %A[sum], %[t]" "\n\t"             \
+    "adc %B[sum], __zero_reg__" "\n\t"     \
+    "movw r30, %[save]" "\n\t"
+
+/* n > 0 bytes, two per loop turn (17 cycles a byte). */
+static uint16_t mismatches_avr(const uint8_t *a, const uint8_t *w, uint16_t n)
+{
+    uint16_t sum = 0, save;
+    uint8_t t, u;
+    __asm__ volatile("sbrs %A[n], 0" "\n\t"
+                     "rjmp 2f" "\n\t"
+                     EBNN_AVR_MISMATCH_BYTE
+                     "sbiw %[n], 1" "\n\t"
+                     "breq 3f" "\n\t"
+                     "2:" "\n\t"
+                     EBNN_AVR_MISMATCH_BYTE
+                     EBNN_AVR_MISMATCH_BYTE
+                     "sbiw %[n], 2" "\n\t"
+                     "brne 2b" "\n\t"
+                     "3:"
+                     : [sum] "+r"(sum), [t] "=&r"(t), [u] "=&r"(u), [save] "=&r"(save), [n] "+w"(n), [w] "+z"(w),
+                       [a] "+x"(a)
+                     :
+                     : "memory");
+    return sum;
+}
+#endif
+
+/* Number of differing bits of n activation bytes (RAM) and n weight bytes (EBNN_FLASH). */
+static uint32_t mismatches(const uint8_t *a, const uint8_t *w, uint32_t n)
+{
+    uint32_t mism = 0;
+#if defined(__AVR__)
+    while (n > 0u) { /* 16-bit counts: a run of up to 4095 bytes at a time */
+        uint16_t part = n > 4095u ? 4095u : (uint16_t)n;
+        mism += mismatches_avr(a, w, part);
+        a += part;
+        w += part;
+        n -= part;
+    }
+#endif
+#if !defined(__AVR__)
+    /* Word-wide when both are equally aligned: pairs of words share the byte folding. */
+    if (((((uintptr_t)a) ^ ((uintptr_t)w)) & 3u) == 0u && n >= 8u) {
+        while ((((uintptr_t)a) & 3u) != 0u) {
+            mism += EBNN_READ_U8(ebnn_popcount8 + (uint8_t)(*a++ ^ EBNN_READ_U8(w++)));
+            n--;
+        }
+        while (n >= 8u) {
+            uint32_t x = nibble_counts(load32(a) ^ load32(w)) + nibble_counts(load32(a + 4) ^ load32(w + 4));
+            mism += byte_total((x & 0x0f0f0f0fu) + ((x >> 4) & 0x0f0f0f0fu));
+            a += 8;
+            w += 8;
+            n -= 8u;
+        }
+    }
+#endif
+    while (n > 0u) {
+        mism += EBNN_READ_U8(ebnn_popcount8 + (uint8_t)(*a++ ^ EBNN_READ_U8(w++)));
+        n--;
+    }
+    return mism;
+}
+
+/* First of the outputs whose pool window holds conv position c, and one past the last
+ * (an empty range: no window holds it, it is never computed). */
+static void pool_range(int c, int pool_k, int pool_s, int pool_p, int out_n, int *lo, int *hi)
+{
+    int num;
+    if (pool_k == 0) {
+        *lo = c;
+        *hi = c < out_n ? c + 1 : c;
+        return;
+    }
+    num = c + pool_p - pool_k + 1;
+    *lo = num <= 0 ? 0 : (num + pool_s - 1) / pool_s;
+    *hi = (c + pool_p) / pool_s + 1;
+    if (*hi > out_n) {
+        *hi = out_n;
+    }
+}
+
+static int32_t bin_conv_at_fast(const ebnn_block_t *b, const uint8_t *in, const uint8_t *w, int cy, int cx);
+static void conv_positions(const ebnn_block_t *bp, const uint8_t *in, uint8_t *out, conv_at_fn conv_at);
+static void flip_all(const ebnn_block_t *bp, uint8_t *out);
+
+/* Every conv position once: its threshold bits (acc >= t, one byte per 8 channels) are ORed
+ * into every output pixel whose pool window holds it, since max(acc) >= t is the OR of
+ * acc >= t over the window; the flips are applied last. */
+static void hidden_block_fast(const ebnn_block_t *flash_block, const uint8_t *in, uint8_t *out, conv_at_fn conv_at)
+{
+    ebnn_block_t b;
+    size_t cbo, pixels;
+    EBNN_LOAD(&b, flash_block, sizeof b);
+    cbo = ((size_t)b.out_c + 7u) / 8u;
+    pixels = (size_t)b.out_h * b.out_w;
+    memset(out, 0, pixels * cbo);
+    if (conv_at == bin_conv_at_fast && b.k_h == b.in_h && b.k_w == b.in_w && b.p_h == 0u && b.p_w == 0u &&
+        b.conv_h == 1u && b.conv_w == 1u) {
+        /* linear: one run of the whole input per feature */
+        uint32_t len = (uint32_t)b.in_h * b.in_w * (((uint32_t)b.in_c + 7u) / 8u);
+        int32_t total = (int32_t)((uint32_t)b.in_h * b.in_w * b.in_c);
+        const uint8_t *w = b.weights;
+        uint16_t f;
+        for (f = 0; f < b.out_c; f++, w += b.w_bytes) {
+#if defined(__AVR__)
+            uint32_t mism = len <= 4095u ? mismatches_avr(in, w, (uint16_t)len) : mismatches(in, w, len);
+#else
+            uint32_t mism = mismatches(in, w, len);
+#endif
+            if (total - 2 * (int32_t)mism >= EBNN_READ_I32(b.thresholds + f)) {
+                out[f >> 3] = (uint8_t)(out[f >> 3] | (1u << (f & 7u)));
+            }
+        }
+    } else {
+        conv_positions(&b, in, out, conv_at);
+    }
+    flip_all(&b, out);
+}
+
+static void conv_positions(const ebnn_block_t *bp, const uint8_t *in, uint8_t *out, conv_at_fn conv_at)
+{
+    const ebnn_block_t *b = bp;
+    int cy, cx, oy, ox, oy_lo, oy_hi, ox_lo, ox_hi;
+    size_t cbo = ((size_t)b->out_c + 7u) / 8u;
+    for (cy = 0; cy < (int)b->conv_h; cy++) {
+        pool_range(cy, b->pool_k_h, b->pool_s_h, b->pool_p_h, (int)b->out_h, &oy_lo, &oy_hi);
+        if (oy_lo >= oy_hi) {
+            continue;
+        }
+        for (cx = 0; cx < (int)b->conv_w; cx++) {
+            uint16_t f;
+            uint8_t byte = 0;
+            pool_range(cx, b->pool_k_w, b->pool_s_w, b->pool_p_w, (int)b->out_w, &ox_lo, &ox_hi);
+            if (ox_lo >= ox_hi) {
+                continue;
+            }
+            for (f = 0; f < b->out_c; f++) {
+                int32_t acc = conv_at(b, in, b->weights + (size_t)f * b->w_bytes, cy, cx);
+                if (acc >= EBNN_READ_I32(b->thresholds + f)) {
+                    byte = (uint8_t)(byte | (1u << (f & 7u)));
+                }
+                if ((f & 7u) == 7u || f + 1u == b->out_c) {
+                    for (oy = oy_lo; oy < oy_hi; oy++) {
+                        for (ox = ox_lo; ox < ox_hi; ox++) {
+                            out[((size_t)oy * b->out_w + (size_t)ox) * cbo + (f >> 3)] |= byte;
+                        }
+                    }
+                    byte = 0;
+                }
+            }
+        }
+    }
+}
+
+static void flip_all(const ebnn_block_t *bp, uint8_t *out)
+{
+    size_t cbo = ((size_t)bp->out_c + 7u) / 8u, pixels = (size_t)bp->out_h * bp->out_w, n;
+    for (n = 0; n < cbo; n++) {
+        uint8_t flip = EBNN_READ_U8(bp->flips + n);
+        size_t p;
+        if (flip == 0u) {
+            continue;
+        }
+        for (p = 0; p < pixels; p++) {
+            out[p * cbo + n] ^= flip;
+        }
+    }
+}
 
 static int32_t u8_conv_at_fast(const ebnn_block_t *b, const uint8_t *in, const uint8_t *w, int cy, int cx)
 {
@@ -224,42 +434,52 @@ static int32_t u8_conv_at_fast(const ebnn_block_t *b, const uint8_t *in, const u
     return acc;
 }
 
+/* The window's taps inside the input, clipped once: each kernel row is one contiguous run of
+ * bytes in both the activations and the weights (whole rows merge into one run). */
 static int32_t bin_conv_at_fast(const ebnn_block_t *b, const uint8_t *in, const uint8_t *w, int cy, int cx)
 {
     uint32_t cb = ((uint32_t)b->in_c + 7u) / 8u;
-    uint32_t mism = 0, taps = 0;
-    int i, j;
-    uint32_t n;
-    for (i = 0; i < (int)b->k_h; i++) {
-        int y = cy * (int)b->s_h - (int)b->p_h + i;
-        if (y < 0 || y >= (int)b->in_h) {
-            continue;
-        }
-        for (j = 0; j < (int)b->k_w; j++) {
-            int x = cx * (int)b->s_w - (int)b->p_w + j;
-            const uint8_t *a, *wt;
-            if (x < 0 || x >= (int)b->in_w) {
-                continue;
-            }
-            a = in + ((uint32_t)y * b->in_w + (uint32_t)x) * cb;
-            wt = w + ((uint32_t)i * b->k_w + (uint32_t)j) * cb;
-            for (n = 0; n < cb; n++) {
-                mism += EBNN_READ_U8(popcount8 + (uint8_t)(a[n] ^ EBNN_READ_U8(wt + n)));
-            }
-            taps++;
-        }
+    int y0 = cy * (int)b->s_h - (int)b->p_h, x0 = cx * (int)b->s_w - (int)b->p_w;
+    int i_lo = y0 < 0 ? -y0 : 0, j_lo = x0 < 0 ? -x0 : 0;
+    int i_hi = (int)b->in_h - y0 < (int)b->k_h ? (int)b->in_h - y0 : (int)b->k_h;
+    int j_hi = (int)b->in_w - x0 < (int)b->k_w ? (int)b->in_w - x0 : (int)b->k_w;
+    uint32_t mism = 0, taps, run;
+    int i;
+    if (b->k_h == b->in_h && b->k_w == b->in_w && b->p_h == 0u && b->p_w == 0u) {
+        /* linear: the whole input, one run */
+        uint32_t n = (uint32_t)b->in_h * b->in_w * cb;
+#if defined(__AVR__)
+        uint32_t mism = n <= 4095u ? mismatches_avr(in, w, (uint16_t)n) : mismatches(in, w, n);
+#else
+        uint32_t mism = mismatches(in, w, n);
+#endif
+        return (int32_t)((uint32_t)b->in_h * b->in_w * b->in_c) - 2 * (int32_t)mism;
+    }
+    if (i_lo >= i_hi || j_lo >= j_hi) {
+        return 0;
+    }
+    taps = (uint32_t)(i_hi - i_lo) * (uint32_t)(j_hi - j_lo);
+    run = (uint32_t)(j_hi - j_lo) * cb;
+    if (j_lo == 0 && j_hi == (int)b->k_w && b->k_w == b->in_w) {
+        run *= (uint32_t)(i_hi - i_lo); /* full-width rows are adjacent in both */
+        i_hi = i_lo + 1;
+    }
+    for (i = i_lo; i < i_hi; i++) {
+        const uint8_t *a = in + ((uint32_t)(y0 + i) * b->in_w + (uint32_t)(x0 + j_lo)) * cb;
+        const uint8_t *wt = w + ((uint32_t)i * b->k_w + (uint32_t)j_lo) * cb;
+        mism += mismatches(a, wt, run);
     }
     return (int32_t)(taps * b->in_c) - 2 * (int32_t)mism;
 }
 
 void ebnn_block_u8_fast(const ebnn_block_t *block, const uint8_t *in, uint8_t *out)
 {
-    hidden_block(block, in, out, u8_conv_at_fast);
+    hidden_block_fast(block, in, out, u8_conv_at_fast);
 }
 
 void ebnn_block_bin_fast(const ebnn_block_t *block, const uint8_t *in, uint8_t *out)
 {
-    hidden_block(block, in, out, bin_conv_at_fast);
+    hidden_block_fast(block, in, out, bin_conv_at_fast);
 }
 
 int ebnn_block_exit_fast(const ebnn_block_t *block, const uint8_t *in, int32_t *scores)

@@ -857,6 +857,940 @@ static const uint8_t mnist_uno_w3[160] EBNN_FLASH = {
 static const int32_t mnist_uno_mul3[10] EBNN_FLASH = { 11952025, 12109305, 10744631, 10048086, 9845194, 10687427, 11942585, 10832328, 8886550, 9274457 };
 static const int32_t mnist_uno_add3[10] EBNN_FLASH = { -37903707, 83685309, 629018, -2421784, -11732072, 49601604, 151201119, 32389327, -28083342, 61987520 };
 
+/* block 0, generated kernel (docs/speed.md): each conv position once, its threshold
+ * bits ORed into the outputs whose pool window holds it; window gathered once for all filters. */
+static const uint8_t mnist_uno_rows0[28][3] EBNN_FLASH = { { 0, 1, 0 }, { 0, 2, 1 }, { 1, 2, 1 }, { 1, 3, 1 }, { 2, 3, 1 }, { 2, 4, 1 }, { 3, 4, 1 }, { 3, 5, 1 }, { 4, 5, 1 }, { 4, 6, 1 }, { 5, 6, 1 }, { 5, 7, 1 }, { 6, 7, 1 }, { 6, 8, 1 }, { 7, 8, 1 }, { 7, 9, 1 }, { 8, 9, 1 }, { 8, 10, 1 }, { 9, 10, 1 }, { 9, 11, 1 }, { 10, 11, 1 }, { 10, 12, 1 }, { 11, 12, 1 }, { 11, 13, 1 }, { 12, 13, 1 }, { 12, 14, 1 }, { 13, 14, 1 }, { 13, 14, 2 }, };
+static const uint8_t mnist_uno_cols0[28][3] EBNN_FLASH = { { 0, 1, 0 }, { 0, 2, 1 }, { 1, 2, 1 }, { 1, 3, 1 }, { 2, 3, 1 }, { 2, 4, 1 }, { 3, 4, 1 }, { 3, 5, 1 }, { 4, 5, 1 }, { 4, 6, 1 }, { 5, 6, 1 }, { 5, 7, 1 }, { 6, 7, 1 }, { 6, 8, 1 }, { 7, 8, 1 }, { 7, 9, 1 }, { 8, 9, 1 }, { 8, 10, 1 }, { 9, 10, 1 }, { 9, 11, 1 }, { 10, 11, 1 }, { 10, 12, 1 }, { 11, 12, 1 }, { 11, 13, 1 }, { 12, 13, 1 }, { 12, 14, 1 }, { 13, 14, 1 }, { 13, 14, 2 }, };
+
+static void mnist_uno_block0(const uint8_t *in, uint8_t *out)
+{
+    int cy, cx, oy, ox;
+    memset(out, 0, 196u);
+    for (cy = 0; cy < 28; cy++) {
+        int oy_lo = EBNN_READ_U8(&mnist_uno_rows0[cy][0]), oy_hi = EBNN_READ_U8(&mnist_uno_rows0[cy][1]);
+        int y0 = cy * 1 - 1;
+        if (oy_lo >= oy_hi) {
+            continue;
+        }
+        for (cx = 0; cx < 28; cx++) {
+            int ox_lo = EBNN_READ_U8(&mnist_uno_cols0[cx][0]), ox_hi = EBNN_READ_U8(&mnist_uno_cols0[cx][1]);
+            int x0 = cx * 1 - 1;
+            uint8_t a0, a1, a2, a3, a4, a5, a6, a7, a8;
+            uint8_t o0 = 0;
+            int s;
+            if (ox_lo >= ox_hi) {
+                continue;
+            }
+            if (y0 >= 0 && y0 <= 25 && x0 >= 0 && x0 <= 25) {
+                const uint8_t *p = in + (y0 * 28 + x0);
+                a0 = p[0];
+                a1 = p[1];
+                a2 = p[2];
+                a3 = p[28];
+                a4 = p[29];
+                a5 = p[30];
+                a6 = p[56];
+                a7 = p[57];
+                a8 = p[58];
+            } else
+            {
+                int r0 = y0 + 0 >= 0 && y0 + 0 < 28;
+                int r1 = y0 + 1 >= 0 && y0 + 1 < 28;
+                int r2 = y0 + 2 >= 0 && y0 + 2 < 28;
+                int c0 = x0 + 0 >= 0 && x0 + 0 < 28;
+                int c1 = x0 + 1 >= 0 && x0 + 1 < 28;
+                int c2 = x0 + 2 >= 0 && x0 + 2 < 28;
+                a0 = (r0 && c0) ? in[(0 * 28 + y0 + 0) * 28 + x0 + 0] : 0u;
+                a1 = (r0 && c1) ? in[(0 * 28 + y0 + 0) * 28 + x0 + 1] : 0u;
+                a2 = (r0 && c2) ? in[(0 * 28 + y0 + 0) * 28 + x0 + 2] : 0u;
+                a3 = (r1 && c0) ? in[(0 * 28 + y0 + 1) * 28 + x0 + 0] : 0u;
+                a4 = (r1 && c1) ? in[(0 * 28 + y0 + 1) * 28 + x0 + 1] : 0u;
+                a5 = (r1 && c2) ? in[(0 * 28 + y0 + 1) * 28 + x0 + 2] : 0u;
+                a6 = (r2 && c0) ? in[(0 * 28 + y0 + 2) * 28 + x0 + 0] : 0u;
+                a7 = (r2 && c1) ? in[(0 * 28 + y0 + 2) * 28 + x0 + 1] : 0u;
+                a8 = (r2 && c2) ? in[(0 * 28 + y0 + 2) * 28 + x0 + 2] : 0u;
+            }
+            s = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8;
+            int p0 = a0 + a1;
+            int p1 = p0 + a2;
+            int p2 = p1 + a5;
+            int p3 = a0 + a8;
+            if (2 * (p0) - s >= -125) {
+                o0 = (uint8_t)(o0 | 0x01u);
+            }
+            if (2 * (p3) - s >= 54) {
+                o0 = (uint8_t)(o0 | 0x02u);
+            }
+            if (s - 2 * (p0 + a3 + a6) >= 594) {
+                o0 = (uint8_t)(o0 | 0x04u);
+            }
+            if (2 * (a1 + a2) - s >= -26) {
+                o0 = (uint8_t)(o0 | 0x08u);
+            }
+            if (2 * (p2) - s >= 335) {
+                o0 = (uint8_t)(o0 | 0x10u);
+            }
+            if (s - 2 * (p2) >= 315) {
+                o0 = (uint8_t)(o0 | 0x20u);
+            }
+            if (2 * (p1) - s >= 404) {
+                o0 = (uint8_t)(o0 | 0x40u);
+            }
+            if (s - 2 * (p3 + a7) >= 551) {
+                o0 = (uint8_t)(o0 | 0x80u);
+            }
+            for (oy = oy_lo; oy < oy_hi; oy++) {
+                for (ox = ox_lo; ox < ox_hi; ox++) {
+                    uint8_t *q = out + (oy * 14 + ox) * 1;
+                    q[0] = (uint8_t)(q[0] | o0);
+                }
+            }
+        }
+    }
+}
+
+/* block 1, generated kernel (docs/speed.md): each conv position once, its threshold
+ * bits ORed into the outputs whose pool window holds it; window gathered once for all filters. */
+static const uint8_t mnist_uno_rows1[14][3] EBNN_FLASH = { { 0, 1, 0 }, { 0, 2, 1 }, { 1, 2, 1 }, { 1, 3, 1 }, { 2, 3, 1 }, { 2, 4, 1 }, { 3, 4, 1 }, { 3, 5, 1 }, { 4, 5, 1 }, { 4, 6, 1 }, { 5, 6, 1 }, { 5, 7, 1 }, { 6, 7, 1 }, { 6, 7, 2 }, };
+static const uint8_t mnist_uno_cols1[14][3] EBNN_FLASH = { { 0, 1, 0 }, { 0, 2, 1 }, { 1, 2, 1 }, { 1, 3, 1 }, { 2, 3, 1 }, { 2, 4, 1 }, { 3, 4, 1 }, { 3, 5, 1 }, { 4, 5, 1 }, { 4, 6, 1 }, { 5, 6, 1 }, { 5, 7, 1 }, { 6, 7, 1 }, { 6, 7, 2 }, };
+static const uint8_t mnist_uno_bound1[9][16] EBNN_FLASH = {
+    { 31, 23, 26, 26, 30, 30, 25, 31, 44, 20, 35, 29, 28, 28, 28, 35, },
+    { 31, 22, 27, 24, 29, 30, 26, 30, 42, 23, 37, 29, 25, 26, 28, 30, },
+    { 34, 17, 27, 24, 27, 28, 24, 31, 47, 26, 37, 26, 28, 29, 27, 32, },
+    { 32, 26, 25, 27, 32, 31, 28, 32, 38, 19, 31, 25, 29, 31, 25, 33, },
+    { 32, 26, 26, 26, 30, 32, 28, 31, 36, 23, 31, 25, 28, 30, 25, 29, },
+    { 35, 19, 26, 27, 27, 30, 25, 32, 45, 27, 32, 24, 30, 32, 24, 32, },
+    { 34, 23, 23, 25, 32, 34, 26, 32, 41, 22, 28, 23, 30, 33, 25, 36, },
+    { 34, 23, 24, 26, 29, 34, 26, 32, 40, 25, 27, 24, 30, 32, 24, 35, },
+    { 35, 18, 24, 28, 26, 32, 24, 32, 47, 26, 29, 25, 31, 32, 24, 38, },
+};
+
+static void mnist_uno_block1(const uint8_t *in, uint8_t *out)
+{
+    int cy, cx, oy, ox;
+    uint8_t bound[16] = { 0 };
+    int cls_loaded = -1;
+    memset(out, 0, 98u);
+    for (cy = 0; cy < 14; cy++) {
+        int oy_lo = EBNN_READ_U8(&mnist_uno_rows1[cy][0]), oy_hi = EBNN_READ_U8(&mnist_uno_rows1[cy][1]);
+        int y0 = cy * 1 - 1;
+        int row_class = EBNN_READ_U8(&mnist_uno_rows1[cy][2]) * 3;
+        if (oy_lo >= oy_hi) {
+            continue;
+        }
+        for (cx = 0; cx < 14; cx++) {
+            int ox_lo = EBNN_READ_U8(&mnist_uno_cols1[cx][0]), ox_hi = EBNN_READ_U8(&mnist_uno_cols1[cx][1]);
+            int x0 = cx * 1 - 1;
+            uint8_t a0, a1, a2, a3, a4, a5, a6, a7, a8;
+            uint8_t o0 = 0;
+            uint8_t o1 = 0;
+            int cls = row_class + EBNN_READ_U8(&mnist_uno_cols1[cx][2]);
+            uint8_t m;
+#if defined(EBNN_POPCOUNT8_PAGED)
+            uint8_t t;
+#endif
+            if (ox_lo >= ox_hi) {
+                continue;
+            }
+            if (cls != cls_loaded) { /* the bounds of this border class, copied when it changes */
+                EBNN_LOAD(bound, mnist_uno_bound1[cls], sizeof bound);
+                cls_loaded = cls;
+            }
+            if (y0 >= 0 && y0 <= 11 && x0 >= 0 && x0 <= 11) {
+                const uint8_t *p = in + ((y0 * 14 + x0) * 1);
+                a0 = p[0];
+                a1 = p[1];
+                a2 = p[2];
+                a3 = p[14];
+                a4 = p[15];
+                a5 = p[16];
+                a6 = p[28];
+                a7 = p[29];
+                a8 = p[30];
+            } else
+            {
+                int r0 = y0 + 0 >= 0 && y0 + 0 < 14;
+                int r1 = y0 + 1 >= 0 && y0 + 1 < 14;
+                int r2 = y0 + 2 >= 0 && y0 + 2 < 14;
+                int c0 = x0 + 0 >= 0 && x0 + 0 < 14;
+                int c1 = x0 + 1 >= 0 && x0 + 1 < 14;
+                int c2 = x0 + 2 >= 0 && x0 + 2 < 14;
+                a0 = (r0 && c0) ? in[((y0 + 0) * 14 + x0 + 0) * 1 + 0] : 0u;
+                a1 = (r0 && c1) ? in[((y0 + 0) * 14 + x0 + 1) * 1 + 0] : 0u;
+                a2 = (r0 && c2) ? in[((y0 + 0) * 14 + x0 + 2) * 1 + 0] : 0u;
+                a3 = (r1 && c0) ? in[((y0 + 1) * 14 + x0 + 0) * 1 + 0] : 0u;
+                a4 = (r1 && c1) ? in[((y0 + 1) * 14 + x0 + 1) * 1 + 0] : 0u;
+                a5 = (r1 && c2) ? in[((y0 + 1) * 14 + x0 + 2) * 1 + 0] : 0u;
+                a6 = (r2 && c0) ? in[((y0 + 2) * 14 + x0 + 0) * 1 + 0] : 0u;
+                a7 = (r2 && c1) ? in[((y0 + 2) * 14 + x0 + 1) * 1 + 0] : 0u;
+                a8 = (r2 && c2) ? in[((y0 + 2) * 14 + x0 + 2) * 1 + 0] : 0u;
+            }
+#if defined(EBNN_POPCOUNT8_PAGED)
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 240" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 112" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 45" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 58" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 39" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 199" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 166" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 198" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 219" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[0]) {
+                o0 = (uint8_t)(o0 | 0x01u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 224" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 11" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 6" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 227" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 15" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 4" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 75" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 13" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 36" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[1]) {
+                o0 = (uint8_t)(o0 | 0x02u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 15" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 47" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 135" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 13" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 134" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 198" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 39" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 132" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 166" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[2]) {
+                o0 = (uint8_t)(o0 | 0x04u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 25" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 12" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 214" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 43" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 25" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 217" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 246" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 35" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 41" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[3]) {
+                o0 = (uint8_t)(o0 | 0x08u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 93" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 148" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 196" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 95" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 132" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 36" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 13" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 180" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 60" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[4]) {
+                o0 = (uint8_t)(o0 | 0x10u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 208" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 52" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 105" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 93" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 52" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 48" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 162" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 223" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 60" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[5]) {
+                o0 = (uint8_t)(o0 | 0x20u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 214" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 132" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 73" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 22" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 132" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 11" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 198" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 194" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 11" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[6]) {
+                o0 = (uint8_t)(o0 | 0x40u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 163" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 35" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 39" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 240" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 242" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 240" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 217" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 88" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 220" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[7]) {
+                o0 = (uint8_t)(o0 | 0x80u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 135" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 219" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 255" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 47" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 175" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 247" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 242" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 242" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 246" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[8]) {
+                o1 = (uint8_t)(o1 | 0x01u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 73" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 15" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 230" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 9" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 29" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 54" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 41" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 89" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 253" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[9]) {
+                o1 = (uint8_t)(o1 | 0x02u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 123" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 251" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 217" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 112" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 46" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 47" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 148" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 20" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 52" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[10]) {
+                o1 = (uint8_t)(o1 | 0x04u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 89" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 221" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 219" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 41" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 121" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 73" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 143" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 166" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 40" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[11]) {
+                o1 = (uint8_t)(o1 | 0x08u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 36" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 135" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 196" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 219" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 221" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 219" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 91" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 75" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 47" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[12]) {
+                o1 = (uint8_t)(o1 | 0x10u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 176" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 48" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 164" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 249" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 248" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 248" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 15" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 15" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 221" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[13]) {
+                o1 = (uint8_t)(o1 | 0x20u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 156" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 223" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 75" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 91" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 203" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 43" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 11" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 47" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 52" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[14]) {
+                o1 = (uint8_t)(o1 | 0x40u);
+            }
+            __asm__("ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                    "ldi r30, 11" "\n\t"
+                    "eor r30, %[a0]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "mov %[m], %[t]" "\n\t"
+                    "ldi r30, 47" "\n\t"
+                    "eor r30, %[a1]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 167" "\n\t"
+                    "eor r30, %[a2]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 175" "\n\t"
+                    "eor r30, %[a3]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 253" "\n\t"
+                    "eor r30, %[a4]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 219" "\n\t"
+                    "eor r30, %[a5]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 223" "\n\t"
+                    "eor r30, %[a6]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 251" "\n\t"
+                    "eor r30, %[a7]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]" "\n\t"
+                    "ldi r30, 15" "\n\t"
+                    "eor r30, %[a8]" "\n\t"
+                    "lpm %[t], Z" "\n\t"
+                    "add %[m], %[t]"
+                    : [m] "=&r"(m), [t] "=&r"(t)
+                    : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [a4] "r"(a4), [a5] "r"(a5), [a6] "r"(a6), [a7] "r"(a7), [a8] "r"(a8)
+                    : "r30", "r31");
+            if (m < bound[15]) {
+                o1 = (uint8_t)(o1 | 0x80u);
+            }
+#else
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0xf0u)) + EBNN_POPCOUNT8((a1 ^ 0x70u)) + EBNN_POPCOUNT8((a2 ^ 0x2du)) + EBNN_POPCOUNT8((a3 ^ 0x3au)) + EBNN_POPCOUNT8((a4 ^ 0x27u)) + EBNN_POPCOUNT8((a5 ^ 0xc7u)) + EBNN_POPCOUNT8((a6 ^ 0xa6u)) + EBNN_POPCOUNT8((a7 ^ 0xc6u)) + EBNN_POPCOUNT8((a8 ^ 0xdbu)));
+            if (m < bound[0]) {
+                o0 = (uint8_t)(o0 | 0x01u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0xe0u)) + EBNN_POPCOUNT8((a1 ^ 0x0bu)) + EBNN_POPCOUNT8((a2 ^ 0x06u)) + EBNN_POPCOUNT8((a3 ^ 0xe3u)) + EBNN_POPCOUNT8((a4 ^ 0x0fu)) + EBNN_POPCOUNT8((a5 ^ 0x04u)) + EBNN_POPCOUNT8((a6 ^ 0x4bu)) + EBNN_POPCOUNT8((a7 ^ 0x0du)) + EBNN_POPCOUNT8((a8 ^ 0x24u)));
+            if (m < bound[1]) {
+                o0 = (uint8_t)(o0 | 0x02u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0x0fu)) + EBNN_POPCOUNT8((a1 ^ 0x2fu)) + EBNN_POPCOUNT8((a2 ^ 0x87u)) + EBNN_POPCOUNT8((a3 ^ 0x0du)) + EBNN_POPCOUNT8((a4 ^ 0x86u)) + EBNN_POPCOUNT8((a5 ^ 0xc6u)) + EBNN_POPCOUNT8((a6 ^ 0x27u)) + EBNN_POPCOUNT8((a7 ^ 0x84u)) + EBNN_POPCOUNT8((a8 ^ 0xa6u)));
+            if (m < bound[2]) {
+                o0 = (uint8_t)(o0 | 0x04u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0x19u)) + EBNN_POPCOUNT8((a1 ^ 0x0cu)) + EBNN_POPCOUNT8((a2 ^ 0xd6u)) + EBNN_POPCOUNT8((a3 ^ 0x2bu)) + EBNN_POPCOUNT8((a4 ^ 0x19u)) + EBNN_POPCOUNT8((a5 ^ 0xd9u)) + EBNN_POPCOUNT8((a6 ^ 0xf6u)) + EBNN_POPCOUNT8((a7 ^ 0x23u)) + EBNN_POPCOUNT8((a8 ^ 0x29u)));
+            if (m < bound[3]) {
+                o0 = (uint8_t)(o0 | 0x08u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0x5du)) + EBNN_POPCOUNT8((a1 ^ 0x94u)) + EBNN_POPCOUNT8((a2 ^ 0xc4u)) + EBNN_POPCOUNT8((a3 ^ 0x5fu)) + EBNN_POPCOUNT8((a4 ^ 0x84u)) + EBNN_POPCOUNT8((a5 ^ 0x24u)) + EBNN_POPCOUNT8((a6 ^ 0x0du)) + EBNN_POPCOUNT8((a7 ^ 0xb4u)) + EBNN_POPCOUNT8((a8 ^ 0x3cu)));
+            if (m < bound[4]) {
+                o0 = (uint8_t)(o0 | 0x10u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0xd0u)) + EBNN_POPCOUNT8((a1 ^ 0x34u)) + EBNN_POPCOUNT8((a2 ^ 0x69u)) + EBNN_POPCOUNT8((a3 ^ 0x5du)) + EBNN_POPCOUNT8((a4 ^ 0x34u)) + EBNN_POPCOUNT8((a5 ^ 0x30u)) + EBNN_POPCOUNT8((a6 ^ 0xa2u)) + EBNN_POPCOUNT8((a7 ^ 0xdfu)) + EBNN_POPCOUNT8((a8 ^ 0x3cu)));
+            if (m < bound[5]) {
+                o0 = (uint8_t)(o0 | 0x20u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0xd6u)) + EBNN_POPCOUNT8((a1 ^ 0x84u)) + EBNN_POPCOUNT8((a2 ^ 0x49u)) + EBNN_POPCOUNT8((a3 ^ 0x16u)) + EBNN_POPCOUNT8((a4 ^ 0x84u)) + EBNN_POPCOUNT8((a5 ^ 0x0bu)) + EBNN_POPCOUNT8((a6 ^ 0xc6u)) + EBNN_POPCOUNT8((a7 ^ 0xc2u)) + EBNN_POPCOUNT8((a8 ^ 0x0bu)));
+            if (m < bound[6]) {
+                o0 = (uint8_t)(o0 | 0x40u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0xa3u)) + EBNN_POPCOUNT8((a1 ^ 0x23u)) + EBNN_POPCOUNT8((a2 ^ 0x27u)) + EBNN_POPCOUNT8((a3 ^ 0xf0u)) + EBNN_POPCOUNT8((a4 ^ 0xf2u)) + EBNN_POPCOUNT8((a5 ^ 0xf0u)) + EBNN_POPCOUNT8((a6 ^ 0xd9u)) + EBNN_POPCOUNT8((a7 ^ 0x58u)) + EBNN_POPCOUNT8((a8 ^ 0xdcu)));
+            if (m < bound[7]) {
+                o0 = (uint8_t)(o0 | 0x80u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0x87u)) + EBNN_POPCOUNT8((a1 ^ 0xdbu)) + EBNN_POPCOUNT8((a2 ^ 0xffu)) + EBNN_POPCOUNT8((a3 ^ 0x2fu)) + EBNN_POPCOUNT8((a4 ^ 0xafu)) + EBNN_POPCOUNT8((a5 ^ 0xf7u)) + EBNN_POPCOUNT8((a6 ^ 0xf2u)) + EBNN_POPCOUNT8((a7 ^ 0xf2u)) + EBNN_POPCOUNT8((a8 ^ 0xf6u)));
+            if (m < bound[8]) {
+                o1 = (uint8_t)(o1 | 0x01u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0x49u)) + EBNN_POPCOUNT8((a1 ^ 0x0fu)) + EBNN_POPCOUNT8((a2 ^ 0xe6u)) + EBNN_POPCOUNT8((a3 ^ 0x09u)) + EBNN_POPCOUNT8((a4 ^ 0x1du)) + EBNN_POPCOUNT8((a5 ^ 0x36u)) + EBNN_POPCOUNT8((a6 ^ 0x29u)) + EBNN_POPCOUNT8((a7 ^ 0x59u)) + EBNN_POPCOUNT8((a8 ^ 0xfdu)));
+            if (m < bound[9]) {
+                o1 = (uint8_t)(o1 | 0x02u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0x7bu)) + EBNN_POPCOUNT8((a1 ^ 0xfbu)) + EBNN_POPCOUNT8((a2 ^ 0xd9u)) + EBNN_POPCOUNT8((a3 ^ 0x70u)) + EBNN_POPCOUNT8((a4 ^ 0x2eu)) + EBNN_POPCOUNT8((a5 ^ 0x2fu)) + EBNN_POPCOUNT8((a6 ^ 0x94u)) + EBNN_POPCOUNT8((a7 ^ 0x14u)) + EBNN_POPCOUNT8((a8 ^ 0x34u)));
+            if (m < bound[10]) {
+                o1 = (uint8_t)(o1 | 0x04u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0x59u)) + EBNN_POPCOUNT8((a1 ^ 0xddu)) + EBNN_POPCOUNT8((a2 ^ 0xdbu)) + EBNN_POPCOUNT8((a3 ^ 0x29u)) + EBNN_POPCOUNT8((a4 ^ 0x79u)) + EBNN_POPCOUNT8((a5 ^ 0x49u)) + EBNN_POPCOUNT8((a6 ^ 0x8fu)) + EBNN_POPCOUNT8((a7 ^ 0xa6u)) + EBNN_POPCOUNT8((a8 ^ 0x28u)));
+            if (m < bound[11]) {
+                o1 = (uint8_t)(o1 | 0x08u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0x24u)) + EBNN_POPCOUNT8((a1 ^ 0x87u)) + EBNN_POPCOUNT8((a2 ^ 0xc4u)) + EBNN_POPCOUNT8((a3 ^ 0xdbu)) + EBNN_POPCOUNT8((a4 ^ 0xddu)) + EBNN_POPCOUNT8((a5 ^ 0xdbu)) + EBNN_POPCOUNT8((a6 ^ 0x5bu)) + EBNN_POPCOUNT8((a7 ^ 0x4bu)) + EBNN_POPCOUNT8((a8 ^ 0x2fu)));
+            if (m < bound[12]) {
+                o1 = (uint8_t)(o1 | 0x10u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0xb0u)) + EBNN_POPCOUNT8((a1 ^ 0x30u)) + EBNN_POPCOUNT8((a2 ^ 0xa4u)) + EBNN_POPCOUNT8((a3 ^ 0xf9u)) + EBNN_POPCOUNT8((a4 ^ 0xf8u)) + EBNN_POPCOUNT8((a5 ^ 0xf8u)) + EBNN_POPCOUNT8((a6 ^ 0x0fu)) + EBNN_POPCOUNT8((a7 ^ 0x0fu)) + EBNN_POPCOUNT8((a8 ^ 0xddu)));
+            if (m < bound[13]) {
+                o1 = (uint8_t)(o1 | 0x20u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0x9cu)) + EBNN_POPCOUNT8((a1 ^ 0xdfu)) + EBNN_POPCOUNT8((a2 ^ 0x4bu)) + EBNN_POPCOUNT8((a3 ^ 0x5bu)) + EBNN_POPCOUNT8((a4 ^ 0xcbu)) + EBNN_POPCOUNT8((a5 ^ 0x2bu)) + EBNN_POPCOUNT8((a6 ^ 0x0bu)) + EBNN_POPCOUNT8((a7 ^ 0x2fu)) + EBNN_POPCOUNT8((a8 ^ 0x34u)));
+            if (m < bound[14]) {
+                o1 = (uint8_t)(o1 | 0x40u);
+            }
+            m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0x0bu)) + EBNN_POPCOUNT8((a1 ^ 0x2fu)) + EBNN_POPCOUNT8((a2 ^ 0xa7u)) + EBNN_POPCOUNT8((a3 ^ 0xafu)) + EBNN_POPCOUNT8((a4 ^ 0xfdu)) + EBNN_POPCOUNT8((a5 ^ 0xdbu)) + EBNN_POPCOUNT8((a6 ^ 0xdfu)) + EBNN_POPCOUNT8((a7 ^ 0xfbu)) + EBNN_POPCOUNT8((a8 ^ 0x0fu)));
+            if (m < bound[15]) {
+                o1 = (uint8_t)(o1 | 0x80u);
+            }
+#endif
+            for (oy = oy_lo; oy < oy_hi; oy++) {
+                for (ox = ox_lo; ox < ox_hi; ox++) {
+                    uint8_t *q = out + (oy * 7 + ox) * 2;
+                    q[0] = (uint8_t)(q[0] | o0);
+                    q[1] = (uint8_t)(q[1] | o1);
+                }
+            }
+        }
+    }
+}
+
 static const ebnn_block_t mnist_uno_blocks[4] EBNN_FLASH = {
     {
         1u, 28u, 28u, 8u, 28u, 28u, 14u, 14u,
@@ -901,7 +1835,7 @@ int mnist_uno_infer(const uint8_t *input, int32_t *scores)
 static void mnist_uno_hidden(const uint8_t *input, uint8_t *workspace, uint8_t *trace, int last)
 {
     /* block 0: input -> workspace[0..196) */
-    ebnn_block_u8_fast(&mnist_uno_blocks[0], input, workspace + 0);
+    mnist_uno_block0(input, workspace + 0);
     if (trace != NULL) {
         memcpy(trace + 0, workspace + 0, MNIST_UNO_BLOCK0_BYTES);
     }
@@ -909,7 +1843,7 @@ static void mnist_uno_hidden(const uint8_t *input, uint8_t *workspace, uint8_t *
         return;
     }
     /* block 1: workspace[0..) -> workspace[196..294) */
-    ebnn_block_bin_fast(&mnist_uno_blocks[1], workspace + 0, workspace + 196);
+    mnist_uno_block1(workspace + 0, workspace + 196);
     if (trace != NULL) {
         memcpy(trace + 196, workspace + 196, MNIST_UNO_BLOCK1_BYTES);
     }
