@@ -3,6 +3,8 @@
 
     python examples/train_mnist.py                      # examples/configs/mnist_small.json, 6 epochs
     python examples/train_mnist.py --config examples/configs/mnist_small.json --epochs 10 -o model.pt
+    python examples/train_mnist.py --config examples/configs/rgb32_device.json --dataset fashion-mnist \
+        --classes 0,1,7 --rgb32 --epochs 3 -o examples/models/rgb32_device.pt
 
 Steps: load the data (standard IDX files, see ebnn_codegen.data.mnist), train
 with ebnn_codegen.nn.train (sign + straight-through estimator, clipped shadow
@@ -36,6 +38,19 @@ def shift_augment(xb: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
 
 
+def select_classes(x: np.ndarray, y: np.ndarray, keep: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The samples of the labels in ``keep``, relabelled by their position in it."""
+    mask = np.isin(y, keep)
+    relabel = {c: i for i, c in enumerate(keep)}
+    return np.ascontiguousarray(x[mask]), np.array([relabel[int(v)] for v in y[mask]], dtype=np.int64)
+
+
+def to_rgb32(x: np.ndarray) -> np.ndarray:
+    """N x 1 x 28 x 28 -> N x 3 x 32 x 32: 2 pixels of zeros around, the grey image on all 3 channels."""
+    padded = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    return np.ascontiguousarray(np.repeat(padded, 3, axis=1))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(HERE / "configs" / "mnist_small.json"))
@@ -47,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--augment", action="store_true", help="random shifts of up to 2 pixels")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", default=None, help="keep only these labels (comma-separated), relabelled 0, 1, ...")
+    p.add_argument("--rgb32", action="store_true", help="zero-pad 28x28 to 32x32 and repeat it on 3 channels")
     p.add_argument("-o", "--output", default=None, help="checkpoint path (default: <name>.pt)")
     args = p.parse_args(argv)
 
@@ -54,6 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     config = json.loads(Path(args.config).read_text())
     x_train, y_train = load_data(args.dataset, "train", n=args.train_limit)
     x_test, y_test = load_data(args.dataset, "test")
+    if args.classes:
+        keep = [int(c) for c in args.classes.split(",")]
+        x_train, y_train = select_classes(x_train, y_train, keep)
+        x_test, y_test = select_classes(x_test, y_test, keep)
+    if args.rgb32:
+        x_train, x_test = to_rgb32(x_train), to_rgb32(x_test)
     print(f"data: {args.dataset} train {x_train.shape} test {x_test.shape}", file=sys.stderr)
 
     torch.manual_seed(args.seed)
