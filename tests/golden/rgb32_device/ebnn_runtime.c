@@ -449,11 +449,11 @@ static int32_t bin_conv_at_fast(const ebnn_block_t *b, const uint8_t *in, const 
         /* linear: the whole input, one run */
         uint32_t n = (uint32_t)b->in_h * b->in_w * cb;
 #if defined(__AVR__)
-        uint32_t mism = n <= 4095u ? mismatches_avr(in, w, (uint16_t)n) : mismatches(in, w, n);
+        uint32_t whole = n <= 4095u ? mismatches_avr(in, w, (uint16_t)n) : mismatches(in, w, n);
 #else
-        uint32_t mism = mismatches(in, w, n);
+        uint32_t whole = mismatches(in, w, n);
 #endif
-        return (int32_t)((uint32_t)b->in_h * b->in_w * b->in_c) - 2 * (int32_t)mism;
+        return (int32_t)((uint32_t)b->in_h * b->in_w * b->in_c) - 2 * (int32_t)whole;
     }
     if (i_lo >= i_hi || j_lo >= j_hi) {
         return 0;
