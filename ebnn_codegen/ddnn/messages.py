@@ -84,10 +84,23 @@ class MessageLayout:
 
 @dataclass(frozen=True)
 class Message:
+    """A decoded, validated message; ``values`` unpacks its payload."""
+
     kind: int  # SCORES or FEATURES
     sender: int
     seq: int
-    values: np.ndarray  # SCORES: int32 (K,); FEATURES: int8 ±1 (C, H, W)
+    payload: bytes  # validated payload bytes
+    shape: tuple[int, ...]  # SCORES: (K,); FEATURES: (C, H, W)
+    score_bits: int = 8
+
+    @property
+    def values(self) -> np.ndarray:
+        """SCORES: int32 (K,); FEATURES: int8 ±1 (C, H, W)."""
+        if self.kind == SCORES:
+            dt = np.dtype("<i1") if self.score_bits == 8 else np.dtype("<i2")
+            return np.frombuffer(self.payload, dt).astype(np.int32)
+        c, h, w = self.shape
+        return unpack_features(np.frombuffer(self.payload, np.uint8), (c, h, w))
 
 
 # --------------------------------------------------------------------------- fixed point
@@ -196,7 +209,8 @@ def decode_message(data: bytes, layout: MessageLayout) -> Message:
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MessageError("type", f"a message is bytes, got {type(data).__name__}")
-    data = bytes(data)
+    if not isinstance(data, bytes):
+        data = bytes(data)
     if len(data) < HEADER_BYTES:
         raise MessageError("length", f"{len(data)} bytes is shorter than the {HEADER_BYTES}-byte header")
     kind, sender = data[0] >> 6, data[0] & 0x3F
@@ -207,21 +221,23 @@ def decode_message(data: bytes, layout: MessageLayout) -> Message:
         want = layout.scores_bytes()
         if len(data) != want:
             raise MessageError("length", f"scores message of {len(data)} bytes, expected {want}")
-        dt = np.dtype("<i1") if layout.score_bits == 8 else np.dtype("<i2")
-        q = np.frombuffer(data, dt, offset=HEADER_BYTES).astype(np.int32)
-        if (q < -layout.qmax).any():
-            raise MessageError("value", f"score value {int(q.min())} is reserved (range ±{layout.qmax})")
-        return Message(SCORES, sender, seq, q)
+        payload = data[HEADER_BYTES:]
+        if layout.score_bits == 8:
+            bad = b"\x80" in payload
+        else:
+            bad = bool((np.frombuffer(payload, "<i2") == -32768).any())
+        if bad:
+            raise MessageError("value", f"a score holds the reserved value {-layout.qmax - 1}")
+        return Message(SCORES, sender, seq, payload, (layout.num_classes,), layout.score_bits)
     if kind == FEATURES:
         if sender >= len(layout.feature_shapes):
             raise MessageError("sender", f"features from unknown sender {sender}")
         want = layout.features_bytes(sender)
         if len(data) != want:
             raise MessageError("length", f"features message of {len(data)} bytes, expected {want}")
-        c, h, w = layout.feature_shapes[sender]
-        nbits = c * h * w
-        payload = np.frombuffer(data, np.uint8, offset=HEADER_BYTES)
-        if nbits % 8 and payload[-1] >> (nbits % 8):
+        shape = layout.feature_shapes[sender]
+        nbits = shape[0] * shape[1] * shape[2]
+        if nbits % 8 and data[-1] >> (nbits % 8):
             raise MessageError("padding", "unused bits of the last feature byte are not 0")
-        return Message(FEATURES, sender, seq, unpack_features(payload, (c, h, w)))
+        return Message(FEATURES, sender, seq, data[HEADER_BYTES:], tuple(shape), layout.score_bits)
     raise MessageError("type", f"unknown message type {kind}")

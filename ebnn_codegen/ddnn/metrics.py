@@ -30,8 +30,9 @@ import numpy as np
 from .datasets import MultiView
 from .model import DDNN
 from .runtime import DeviceStage, Outcome, StagedRuntime
+from .train import THRESHOLD_GRID
 
-SWEEP_THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.0, 1.0001, 0.05), 2))
+SWEEP_THRESHOLDS = (0.0, *THRESHOLD_GRID)
 
 
 def device_accuracy(stage: DeviceStage, k: int) -> tuple[list[float], list[float | None]]:

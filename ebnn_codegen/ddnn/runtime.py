@@ -38,6 +38,7 @@ from .datasets import MultiView
 from .exits import LocalGateway, argmax_first, normalized_entropy
 from .messages import (
     FEATURES,
+    HEADER_BYTES,
     SCORES,
     MessageError,
     MessageLayout,
@@ -46,6 +47,7 @@ from .messages import (
     encode_scores_batch,
     quantize_fixed,
     quantize_float,
+    unpack_features,
 )
 from .model import DDNN, pool_masked
 
@@ -216,17 +218,17 @@ class StagedRuntime:
         channel: Channel | None,
         errors: dict[str, int],
         mask: np.ndarray | None = None,
-    ) -> tuple[dict[int, list[Any]], np.ndarray, int]:
+    ) -> tuple[dict[int, np.ndarray], np.ndarray, int]:
         """Send ``msgs[sender]`` (N, L) rows, one per sample; decode them at the receiver.
 
         Sender ``base + s`` sends for sample ``i`` only where ``mask[i, s]``
-        (default: always).  Returns the decoded values per slot ``s`` (None
-        where missing), the presence mask (N, senders) and the bytes that
-        crossed the network.
+        (default: always).  Returns, per slot ``s``, the unpacked values of
+        the messages that arrived valid (zeros elsewhere), the presence mask
+        (N, senders) and the bytes that crossed the network.
         """
         n = len(seq)
         present = np.zeros((n, senders), bool)
-        values: dict[int, list[Any]] = {s: [None] * n for s in range(senders)}
+        payloads: dict[int, list[bytes | None]] = {s: [None] * n for s in range(senders)}
         sent = 0
         for sender, rows in msgs.items():
             for i in range(n):
@@ -254,8 +256,29 @@ class StagedRuntime:
                     errors["duplicate"] = errors.get("duplicate", 0) + 1
                     continue
                 present[i, slot] = True
-                values[slot][i] = msg.values
+                payloads[slot][i] = msg.payload
+        values = {s: self._unpack(kind, base + s, payloads[s], present[:, s]) for s in range(senders)}
         return values, present, sent
+
+    def _unpack(self, kind: int, sender: int, payloads: list[bytes | None], present: np.ndarray) -> np.ndarray:
+        """The validated payloads of one sender, unpacked together (zeros where missing)."""
+        lay = self.layout
+        if kind == SCORES:
+            size, shape = lay.scores_bytes() - HEADER_BYTES, (lay.num_classes,)
+        else:
+            size, shape = lay.features_bytes(sender) - HEADER_BYTES, lay.feature_shapes[sender]
+        raw = np.zeros((len(payloads), size), np.uint8)
+        idx = np.flatnonzero(present)
+        if len(idx):
+            raw[idx] = np.frombuffer(b"".join(payloads[i] for i in idx), np.uint8).reshape(len(idx), size)  # type: ignore[misc]
+        if kind == SCORES:
+            dt = np.dtype("<i1") if lay.score_bits == 8 else np.dtype("<i2")
+            out = raw.view(dt).astype(np.int32)
+            out[~present] = 0
+            return out.reshape(len(payloads), *shape)
+        out = unpack_features(raw, tuple(shape)).astype(np.float32)  # type: ignore[arg-type]
+        out[~present] = 0
+        return out
 
     # ------------------------------------------------------------------ the staged run
 
@@ -275,7 +298,7 @@ class StagedRuntime:
         for f in failed_set:
             if not 0 <= f < spec.num_devices:
                 raise CodegenError(f"no device {f} to fail (devices 0..{spec.num_devices - 1})")
-        n, dn, k = len(stage), spec.num_devices, spec.num_classes
+        n, dn = len(stage), spec.num_devices
         seq = np.arange(n, dtype=np.int64)
         errors: dict[str, int] = {}
         sent = {"to_aggregator": 0, "to_cloud": 0}
@@ -285,10 +308,7 @@ class StagedRuntime:
         msgs = {d: encode_scores_batch(self.layout, d, seq, stage.q[:, d]) for d in live}
         vals, present, nbytes = self._deliver(msgs, seq, SCORES, 0, dn, channel, errors)
         sent["to_aggregator"] += nbytes
-        q = np.zeros((n, dn, k), np.int64)
-        for d in range(dn):
-            for i in np.flatnonzero(present[:, d]):
-                q[i, d] = vals[d][i]
+        q = np.stack([vals[d] for d in range(dn)], axis=1).astype(np.int64)
         z_local, p_local = self.gateway.scores(q, present)
         exit_local = (normalized_entropy(z_local) < th["local"]) & present.any(axis=1)
 
@@ -307,9 +327,7 @@ class StagedRuntime:
             msgs = {d: encode_features_batch(self.layout, d, seq[todo], stage.feats[todo, d]) for d in live}
             vals, fpresent, nbytes = self._deliver(msgs, seq[todo], FEATURES, 0, dn, channel, errors)
             sent["to_cloud"] += nbytes
-            for d in range(dn):
-                for j in np.flatnonzero(fpresent[:, d]):
-                    feats[j, d] = vals[d][j]
+            feats = np.stack([vals[d] for d in range(dn)], axis=1)
 
         cloud_in, cloud_present = feats, fpresent
         if spec.edge is not None and spec.edge_groups is not None:
@@ -337,12 +355,11 @@ class StagedRuntime:
                     dn + g: encode_features_batch(self.layout, dn + g, seq[todo], np.where(maps[:, g] > 0, 1, -1))
                     for g in range(e)
                 }
-                vals, got, nbytes = self._deliver(msgs, seq[todo], FEATURES, dn, e, channel, errors, mask=emask)
+                vals, cloud_present, nbytes = self._deliver(
+                    msgs, seq[todo], FEATURES, dn, e, channel, errors, mask=emask
+                )
                 sent["edge_to_cloud"] += nbytes
-                cloud_present = got
-                for g in range(e):
-                    for j in np.flatnonzero(got[:, g]):
-                        cloud_in[j, g] = vals[g][j]
+                cloud_in = np.stack([vals[g] for g in range(e)], axis=1)
 
         # 3. cloud
         if len(todo):

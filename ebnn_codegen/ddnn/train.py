@@ -40,6 +40,12 @@ from .model import DDNN
 
 Log = Callable[[str], None]
 
+# Candidate exit thresholds: fine steps at the low end, where a model with many
+# classes and confident exits puts most of its samples.
+THRESHOLD_GRID = tuple(
+    float(t) for t in np.round(np.concatenate([np.arange(0.01, 0.1, 0.01), np.arange(0.1, 1.0001, 0.05)]), 2)
+)
+
 
 def device_dropout_mask(n: int, devices: int, p: float, generator: torch.Generator) -> torch.Tensor:
     """(n, devices) bool: each device kept with probability 1 - p, at least one kept per sample."""
@@ -194,7 +200,7 @@ def calibrate_messages(model: DDNN, data: MultiView, quantile: float = 0.999) ->
 def choose_thresholds(model: DDNN, data: MultiView, devices: str = "torch") -> dict[str, float]:
     """Pick the local (and edge) exit threshold on held-out data.
 
-    Among T in 0.05 .. 1.0 (step 0.05) whose local-exit fraction is at least
+    Among T in :data:`THRESHOLD_GRID` whose local-exit fraction is at least
     ``training.min_local_exit``, take the most accurate (ties: the larger T,
     which sends less).  Sets ``model.config["thresholds"]`` and returns it.
     """
@@ -205,7 +211,7 @@ def choose_thresholds(model: DDNN, data: MultiView, devices: str = "torch") -> d
     want = float(model.config["training"]["min_local_exit"])
     best: tuple[float, float] | None = None
     best_t = float(model.config["thresholds"]["local"])
-    for t in np.round(np.arange(0.05, 1.0001, 0.05), 2):
+    for t in THRESHOLD_GRID:
         th = {"local": float(t), "edge": float(t)}
         out = rt.run(stage, th)
         frac = out.exit_fraction["local"]
