@@ -274,12 +274,12 @@ def test_size_and_bench(target):
         assert key in b, key
     json.dumps(b)
     assert b["target"] == target and b["binary_macs"] == rep["binary_macs"]
-    assert b[metric] > rep["binary_macs"]  # at least one instruction per binary MAC
+    assert b[metric] > rep["binary_macs"] // 32  # at least one instruction per 32 binary MACs (one word)
     assert b["ms_at_clock"] == pytest.approx(1000 * b[metric] / b["clock_hz"], rel=1e-3)
     # the model's constants are all there; code is counted besides them
     assert b["flash_bytes"] >= rep["flash_bytes"]
     assert b["sram_bytes"] == rep["static_ram_bytes"]  # the workspace, nothing else
-    assert 16 <= b["peak_stack_bytes"] <= 512
+    assert 16 <= b["peak_stack_bytes"] <= 1024  # generated kernels keep their window in a frame of ~0.5 KB
     # per block: truncated runs; they add up to about one inference
     blocks = b["blocks"]
     assert [blk["index"] for blk in blocks] == list(range(len(graph.blocks)))
