@@ -221,12 +221,8 @@ def test_parity_with_torch_and_host(key, target, kernels):
 @pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_parity_shipped_models(path, target, kernels):
-    model, graph = model_and_graph(str(path))
-    if target == "avr":
-        try:
-            targets.get("avr").check_fits(graph, kernels, measure=False)
-        except ResourceError as exc:
-            pytest.skip(f"does not fit the ATmega328P: {exc}")
+    """Every shipped model on every target; on AVR, a model whose verification harness needs
+    more than the ATmega328P's SRAM runs on the ATmega644P (same avr5 core, 4 KB SRAM)."""
     check_parity(str(path), target, kernels, n=2)
 
 

@@ -601,7 +601,27 @@ class AvrTarget(McuTarget):
 
     def run(self, graph: Model, x: np.ndarray, kernels: str = "fast", timeout_s: float | None = None) -> RunResult:
         """Inputs go into flash (PROGMEM) in a generated C file, as many per ELF as the 32 KB
-        flash holds; each ELF streams its records over the UART."""
+        flash holds; each ELF streams its records over the UART.
+
+        The run harness keeps the input, the workspace and a trace of every hidden block in
+        SRAM.  When those do not fit the ATmega328P's 2 KB (a model that fits the Uno in use
+        can still need more to be *verified* block by block), the same firmware is built for
+        the ATmega644P: the same avr5 core, instruction set, timings and USART/GPIOR addresses,
+        with 4 KB of SRAM; ``stats["emulated_mcu"]`` says which chip ran.
+        """
+        try:
+            return self._run(graph, x, kernels, timeout_s)
+        except (ResourceError, ToolError) as exc:
+            text = str(exc)
+            if type(self) is not AvrTarget or not (
+                "not within region" in text or "overflowed" in text or "static RAM" in text
+            ):
+                raise
+        result = _AVR_VERIFY.run(graph, x, kernels, timeout_s)
+        result.stats["emulated_mcu"] = _AVR_VERIFY.mcu
+        return result
+
+    def _run(self, graph: Model, x: np.ndarray, kernels: str, timeout_s: float | None) -> RunResult:
         x = check_inputs(graph, x)
         self.require()
         n = len(x)
@@ -640,8 +660,21 @@ class AvrTarget(McuTarget):
             self._check(emu, len(part), elf)
             data += emu.output
         result = decode_records(graph, bytes(data), n)
-        result.stats = {"emulator": "simavr", "samples_per_elf": chunk}
+        result.stats = {"emulator": "simavr", "samples_per_elf": chunk, "emulated_mcu": self.mcu}
         return result
+
+
+class _AvrVerifyTarget(AvrTarget):
+    """The ATmega644P (avr5, 4 KB SRAM, 64 KB flash): runs the verification harness of models
+    whose harness needs more SRAM than the ATmega328P has (see AvrTarget.run)."""
+
+    name = "avr"
+    chip = Chip("ATmega644P", 65536, 4096, 16_000_000, 512 + 2048, 384, "verification harness only")
+    mcu = "atmega644p"
+    cflags = ["-mmcu=atmega644p", "-DF_CPU=16000000UL", "-Os"]
+
+
+_AVR_VERIFY = _AvrVerifyTarget()
 
 
 # ---------------------------------------------------------------------------------------
