@@ -86,13 +86,27 @@ class Verify(Command):
         src.add_argument("--samples", type=int, default=64, help="number of random inputs (default 64)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--json", metavar="OUT.json", help="also write the report as JSON")
+        p.add_argument(
+            "--reference",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="also compare with the IR reference interpreter (default: for up to 2048 inputs)",
+        )
         add_target(p)
 
     def run(self, args: argparse.Namespace) -> int:
         x = load_npy(args.input) if args.input else None
         if x is None and args.samples < 1:
             raise CodegenError(f"--samples must be >= 1, got {args.samples}")
-        rep = api.verify(args.model, x, samples=args.samples, target=args.target, kernels=args.kernels, seed=args.seed)
+        rep = api.verify(
+            args.model,
+            x,
+            samples=args.samples,
+            target=args.target,
+            kernels=args.kernels,
+            seed=args.seed,
+            check_reference=args.reference,
+        )
         print(rep.summary())
         if args.json:
             emit_json({**rep.__dict__, "ok": rep.ok}, args.json)
