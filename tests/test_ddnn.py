@@ -296,6 +296,19 @@ def test_devices_c_equals_torch(tiny):
         assert a.bytes_per_sample()["to_aggregator"] == b.bytes_per_sample()["to_aggregator"]
 
 
+def test_shared_weights_compile_one_section():
+    cfg = {**copy.deepcopy(TINY), "name": "tiny_shared", "share_weights": True, "local": {"aggregator": "avg"}}
+    model, test = _trained(cfg, n=200)
+    assert len(model.device_sections) == 1 and model.device(5) is model.device(0)
+    rt_c = StagedRuntime(model, devices="c")
+    st_c = rt_c.device_stage(test)
+    assert list(rt_c._graphs) == [0]
+    st_t = StagedRuntime(model, devices="torch").device_stage(test)
+    assert np.array_equal(st_c.pred, st_t.pred) and np.array_equal(st_c.feats, st_t.feats)
+    out = rt_c.run(st_c, {"local": 0.5})
+    assert out.n == len(test)
+
+
 def test_runtime_bytes_and_exits(tiny):
     model, test = tiny
     rt = StagedRuntime(model, devices="torch")

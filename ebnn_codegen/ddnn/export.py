@@ -140,14 +140,15 @@ def compile_devices(model: DDNN, log=None) -> dict[int, Any]:
 
 def render_ddnn(model: DDNN, kernels: str = "fast", target: str | None = None, log=None) -> dict[str, str]:
     """All files of the export, {relative path: text}."""
-    graphs = compile_devices(model, log)
+    check = None
     if target is not None:
         from .. import targets
 
-        check = getattr(targets.get(target), "check_fits", None)
-        if check is not None:
-            for g in graphs.values():
-                check(g, kernels)
+        check = getattr(targets.get(target), "check_fits", None)  # an unknown name fails here, before any work
+    graphs = compile_devices(model, log)
+    if check is not None:
+        for g in graphs.values():
+            check(g, kernels)
     files: dict[str, str] = {}
     for g in graphs.values():
         for fname, text in codegen.render_model(g, kernels).items():

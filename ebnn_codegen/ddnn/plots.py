@@ -59,7 +59,9 @@ def plot_all(result: dict[str, Any], outdir: str | Path, prefix: str = "ddnn") -
     ax2.set_ylim(-2, 102)
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="lower left", fontsize=8)
+    ax.legend(
+        lines[0] + lines2[0], lines[1] + lines2[1], loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8
+    )
     ax.axvline(ev["thresholds"]["local"], color="grey", lw=0.8)
     ax.set_title(title, fontsize=8)
     ax.grid(alpha=0.3)
@@ -125,7 +127,10 @@ def plot_all(result: dict[str, Any], outdir: str | Path, prefix: str = "ddnn") -
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     b = [r["bytes_per_sample"]["total"] for r in rows]
     ax.plot(b, [100 * r["overall_accuracy"] for r in rows], "o-", color=COLORS["overall"])
-    for r in rows[:: max(1, len(rows) // 6)]:
+    marked = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0, ev["thresholds"]["local"])
+    for r in rows:
+        if not any(abs(r["threshold"] - m) < 1e-9 for m in marked):
+            continue
         ax.annotate(
             f"T={r['threshold']:.2f}", (r["bytes_per_sample"]["total"], 100 * r["overall_accuracy"]), fontsize=7
         )

@@ -26,6 +26,7 @@ messages in flight.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +84,7 @@ class DeviceStage:
     y_views: np.ndarray
     raw_bytes: int  # per sample, every view as uint8
     scores: np.ndarray | None = None  # the devices' own scores: int32 (C) or float32 (torch)
+    seconds: float = 0.0  # time the device stage took
 
     def __len__(self) -> int:
         return len(self.y)
@@ -168,6 +170,7 @@ class StagedRuntime:
         return self._graphs[key]
 
     def device_stage(self, data: MultiView) -> DeviceStage:
+        t0 = time.perf_counter()
         n, dn = len(data), self.model.num_devices
         if data.x.ndim != 5 or data.x.shape[1] != dn:
             raise CodegenError(f"the model has {dn} devices; the data has views shaped {data.x.shape[1:]}")
@@ -204,7 +207,17 @@ class StagedRuntime:
                         pred[i : i + self.batch, d] = sn.argmax(axis=1)
                         q[i : i + self.batch, d] = quantize_float(sn, m, bits)
                         feats[i : i + self.batch, d] = f.numpy().reshape(len(sn), *fshape).astype(np.int8)
-        return DeviceStage(self.devices, pred, q, feats, data.y, data.y_views, data.raw_bytes_per_sample, scores)
+        return DeviceStage(
+            self.devices,
+            pred,
+            q,
+            feats,
+            data.y,
+            data.y_views,
+            data.raw_bytes_per_sample,
+            scores,
+            time.perf_counter() - t0,
+        )
 
     # ------------------------------------------------------------------ transport
 
