@@ -178,8 +178,9 @@ int ebnn_block_exit_reference(const ebnn_block_t *block, const uint8_t *in, int3
  * ------------------------------------------------------------------------- */
 
 #if defined(__AVR__)
-/* 256-byte aligned: see ebnn_popcount8_avr */
-__attribute__((aligned(256)))
+/* 256-byte aligned: see ebnn_popcount8_avr. `used`: the assembly lookups name the table,
+ * which link-time optimisation (the Arduino build's -flto) cannot see. */
+__attribute__((aligned(256), used))
 #endif
 const uint8_t ebnn_popcount8[256] EBNN_FLASH = {
     0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
