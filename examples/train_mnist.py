@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classes", default=None, help="keep only these labels (comma-separated), relabelled 0, 1, ...")
     p.add_argument("--rgb32", action="store_true", help="zero-pad 28x28 to 32x32 and repeat it on 3 channels")
     p.add_argument("-o", "--output", default=None, help="checkpoint path (default: <name>.pt)")
+    p.add_argument("--export", default=None, metavar="DIR", help="where to write the C (default: out/<name>)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -102,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     # The deployed artefact: the generated C, run on the host over the whole test set.
     model = E.load(out)
     graph = E.compile(model, log=lambda m: print(m, file=sys.stderr))
+    c_dir = Path(args.export or f"out/{graph.name}")
+    written = E.export(graph, c_dir)
+    print(f"exported {len(written)} C files to {c_dir}", file=sys.stderr)
     t0 = time.perf_counter()
     result = api.run(graph, x_test)
     c_s = time.perf_counter() - t0
