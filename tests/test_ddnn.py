@@ -93,13 +93,21 @@ def edge(one_thread):
     [
         ({"devices": 0}, "config.devices"),
         ({"local": {"aggregator": "median"}}, "config.local.aggregator"),
-        ({"cloud": {"layers": [{"type": "conv", "out_channels": 2, "kernel": 1}, {"type": "exit", "classes": 10}]}}, "config.cloud.layers[0]"),
+        (
+            {"cloud": {"layers": [{"type": "conv", "out_channels": 2, "kernel": 1}, {"type": "exit", "classes": 10}]}},
+            "config.cloud.layers[0]",
+        ),
         ({"cloud": {"layers": [{"type": "exit", "classes": 3}]}}, "config.cloud: exit has 3 classes"),
         ({"training": {"epochs": -1}}, "config.training.epochs"),
         ({"thresholds": {"local": 1.5}}, "config.thresholds.local"),
         ({"edge": {"groups": [[0, 1], [1, 2, 3, 4, 5]], "layers": []}}, "more than one group"),
         ({"feature_block": 3}, "config.feature_block"),
         ({"colour": 1}, "unknown field 'colour'"),
+        (
+            {"cloud": {"aggregator": "grid", "grid": [2, 2], "layers": [{"type": "exit", "classes": 10}]}},
+            "4 cells for 6",
+        ),
+        ({"cloud": {"aggregator": "max", "grid": [3, 2], "layers": [{"type": "exit", "classes": 10}]}}, "only used by"),
     ],
 )
 def test_config_errors_name_the_field(patch, text):
@@ -126,7 +134,9 @@ def test_joint_loss_reaches_every_exit(config):
     x = torch.from_numpy(data.x).float()
     out = model(x)
     assert set(out) == {"device", "local", "cloud"} | ({"edge"} if config.get("edge") else set())
-    loss, parts = tr.joint_loss(out, torch.from_numpy(data.y), torch.from_numpy(data.y_views), model.config["loss_weights"])
+    loss, parts = tr.joint_loss(
+        out, torch.from_numpy(data.y), torch.from_numpy(data.y_views), model.config["loss_weights"]
+    )
     assert set(parts) == set(out)
     loss.backward()
     groups = {f"device{d}": model.device(d) for d in range(6)} | {"cloud": model.cloud}
@@ -168,6 +178,29 @@ def test_device_dropout_keeps_one_device():
     keep = tr.device_dropout_mask(5000, 6, 0.9, g)
     assert keep.any(dim=1).all()
     assert 0.05 < keep.float().mean() < 0.3
+
+
+def test_shift_views_moves_the_whole_tiled_image():
+    from ebnn_codegen.data.multiview import tile_images, untile_images
+
+    img = torch.arange(30 * 28, dtype=torch.float32).view(1, 1, 30, 28).repeat(40, 1, 1, 1)
+    views = torch.from_numpy(tile_images(img.numpy()))
+    g = torch.Generator().manual_seed(0)
+    out = tr.shift_views(views, 2, g, (3, 2))
+    assert torch.equal(tr.shift_views(views, 0, g), views)
+    back = torch.from_numpy(untile_images(out.numpy(), 30, 28))
+    padded = torch.nn.functional.pad(img, (2, 2, 2, 2))
+    seen = set()
+    for i in range(len(img)):
+        match = [
+            (dy, dx)
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+            if torch.equal(padded[i, 0, 2 - dy : 32 - dy, 2 - dx : 30 - dx], back[i, 0])
+        ]
+        assert len(match) == 1
+        seen.add(match[0])
+    assert len(seen) > 5 and out.shape == views.shape
 
 
 # --------------------------------------------------------------------------- exit rule
@@ -296,6 +329,25 @@ def test_devices_c_equals_torch(tiny):
         assert a.bytes_per_sample()["to_aggregator"] == b.bytes_per_sample()["to_aggregator"]
 
 
+def test_grid_aggregator_lays_out_a_mosaic():
+    from ebnn_codegen.ddnn.model import pool_masked
+
+    x = torch.arange(6.0).view(1, 6, 1, 1, 1).expand(1, 6, 2, 2, 3)
+    present = torch.tensor([[True, True, True, False, True, True]])
+    y = pool_masked(x, present, "grid", (3, 2))
+    assert y.shape == (1, 2, 6, 6)
+    assert y[0, 0, ::2, ::3].tolist() == [[0, 1], [2, 0], [4, 5]]  # device 3 missing: zeros in its cell
+    cfg = {**copy.deepcopy(TINY), "name": "tiny_grid"}
+    cfg["cloud"] = {
+        "aggregator": "grid",
+        "grid": [3, 2],
+        "layers": [{"type": "bconv", "out_channels": 4, "kernel": 3, "padding": 1}, {"type": "exit", "classes": 10}],
+    }
+    model = DDNN(cfg)
+    assert model.spec.cloud.in_shape == (5, 9, 8)
+    assert model(torch.zeros(2, 6, 1, 3, 4))["cloud"].shape == (2, 10)
+
+
 def test_shared_weights_compile_one_section():
     cfg = {**copy.deepcopy(TINY), "name": "tiny_shared", "share_weights": True, "local": {"aggregator": "avg"}}
     model, test = _trained(cfg, n=200)
@@ -373,7 +425,14 @@ def test_edge_tier_runs_staged(edge):
 def test_evaluate_report_keys(tiny):
     model, test = tiny
     rep = metrics.evaluate(model, test, devices="c")
-    for key in ("overall_accuracy", "local_exit_fraction", "exit_accuracy", "device_accuracy", "bytes_per_sample", "device_failure"):
+    for key in (
+        "overall_accuracy",
+        "local_exit_fraction",
+        "exit_accuracy",
+        "device_accuracy",
+        "bytes_per_sample",
+        "device_failure",
+    ):
         assert key in rep
     assert set(rep["exit_accuracy"]) == {"local", "cloud"}
     assert len(rep["device_accuracy"]) == 6
@@ -454,9 +513,13 @@ def test_mvmc_npz_layout(tmp_path):
         "name": "mvmc_npz",
         "devices": 6,
         "classes": 3,
-        "device": {"input": [3, 32, 32], "layers": [
-            {"type": "conv", "out_channels": 2, "kernel": 3, "padding": 1, "pool": {"kernel": 4, "stride": 4}},
-            {"type": "exit", "classes": 3}]},
+        "device": {
+            "input": [3, 32, 32],
+            "layers": [
+                {"type": "conv", "out_channels": 2, "kernel": 3, "padding": 1, "pool": {"kernel": 4, "stride": 4}},
+                {"type": "exit", "classes": 3},
+            ],
+        },
         "cloud": {"layers": [{"type": "blinear", "out_features": 8}, {"type": "exit", "classes": 3}]},
         "training": {"epochs": 1, "batch_size": 8, "validation": 0.0},
     }
@@ -484,10 +547,33 @@ def test_cli_train_eval_sweep_export(tmp_path, capsys):
     args = ["ddnn", "eval", str(model), "--dataset", "digits-tiles", "--limit", "60", "--json", str(out)]
     assert main([*args, "--threshold", "0.6", "--devices", "torch"]) == 0
     rep = json.loads(out.read_text())
-    for key in ("overall_accuracy", "local_exit_fraction", "exit_accuracy", "device_accuracy", "bytes_per_sample", "device_failure"):
+    for key in (
+        "overall_accuracy",
+        "local_exit_fraction",
+        "exit_accuracy",
+        "device_accuracy",
+        "bytes_per_sample",
+        "device_failure",
+    ):
         assert key in rep
     assert rep["thresholds"] == {"local": 0.6} and rep["devices"] == "torch"
-    assert main(["-q", "ddnn", "sweep", str(model), "--dataset", "digits-tiles", "--limit", "40", "-o", str(tmp_path / "sw")]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "ddnn",
+                "sweep",
+                str(model),
+                "--dataset",
+                "digits-tiles",
+                "--limit",
+                "40",
+                "-o",
+                str(tmp_path / "sw"),
+            ]
+        )
+        == 0
+    )
     pngs = sorted(p.name for p in (tmp_path / "sw").glob("*.png"))
     assert pngs == [f"ddnn_digits_tiles_{k}.png" for k in ("communication", "failure", "scaling", "threshold")]
     assert "| T |" in (tmp_path / "sw" / "ddnn_digits_tiles_sweep.md").read_text()

@@ -12,7 +12,8 @@ A DDNN config is a JSON-compatible dict::
      "loss_weights": {"device": 1.0, "local": 1.0, "edge": 1.0, "cloud": 1.0},
      "thresholds": {"local": 0.8, "edge": 0.8},
      "messages": {"score_bits": 8, "score_frac_bits": null},
-     "training": {"epochs": 10, "batch_size": 128, "lr": 0.003, "device_dropout": 0.15, ...}}
+     "training": {"epochs": 10, "batch_size": 128, "lr": 0.003, "device_dropout": 0.15,
+                  "shift": 0, "tiles": null, ...}}
 
 * ``device`` is a device-section config (:mod:`ebnn_codegen.config`) without a
   name: device ``d`` is compiled as ``<name>_dev<d>``.  Its exit has
@@ -24,11 +25,19 @@ A DDNN config is a JSON-compatible dict::
   batch norm).
 * ``cloud`` (and each edge) is a section of binary blocks (``bconv``,
   ``blinear``, then ``exit``) over the aggregated feature maps: ``concat``
-  along channels, or element-wise ``max``/``avg``.
+  along channels, or element-wise ``max``/``avg``.  The cloud may also use
+  ``grid`` with ``"grid": [rows, columns]``: the maps are laid out as a
+  mosaic, source ``s`` at row ``s // columns``, column ``s % columns`` (an
+  extension of the paper's aggregators for views that tile one scene, such as
+  ``mnist-tiles``; a missing source leaves zeros in its cell).
 * ``edge`` (optional): ``{"groups": [[0, 1, 2], [3, 4, 5]], "aggregator":
   "concat", "exit_aggregator": "max", "layers": [...]}``; each group of devices
   feeds one edge section (at least one hidden block: its output is what the
   edge sends to the cloud), and the edge exit combines the edges' scores.
+* ``training.shift`` augments the training views by a random translation of up
+  to that many pixels (zero fill), the same for every view of a sample; with
+  ``training.tiles: [rows, columns]`` the views are first put back together as
+  the tiles of one image, which is shifted as a whole and cut again.
 * ``messages.score_frac_bits`` is the fixed-point position ``m`` of the scores
   a device sends (value = round(score * 2**m)); ``null`` means "calibrate after
   training" (:func:`ebnn_codegen.ddnn.train.calibrate_messages`).
@@ -48,6 +57,8 @@ from ..config import LayerSpec, ModelSpec, check_identifier, parse_config
 from ..errors import ConfigError
 
 AGGREGATORS = ("max", "avg", "concat")
+# The cloud may also lay the maps out as a mosaic (for views that tile one scene).
+CLOUD_AGGREGATORS = (*AGGREGATORS, "grid")
 MAX_DEVICES = 63  # the sender id of a message has 6 bits (see messages.py)
 SCORE_BITS = (8, 16)
 
@@ -68,6 +79,8 @@ DEFAULTS: dict[str, Any] = {
         "validation": 0.1,
         "min_local_exit": 0.6,
         "seed": 0,
+        "shift": 0,
+        "tiles": None,
     },
 }
 
@@ -81,6 +94,7 @@ class SectionSpec:
     aggregator: str
     in_shape: tuple[int, int, int]  # after aggregation
     layers: tuple[LayerSpec, ...]  # hidden blocks then the exit
+    grid: tuple[int, int] | None = None  # rows, columns of the 'grid' aggregator
 
     @property
     def hidden(self) -> tuple[LayerSpec, ...]:
@@ -284,17 +298,35 @@ def parse_ddnn_config(config: Any) -> DdnnSpec:
     else:
         cfg["edge"] = None
 
-    c = _object(config["cloud"], "config.cloud", {"aggregator", "layers"})
+    c = _object(config["cloud"], "config.cloud", {"aggregator", "grid", "layers"})
     if "layers" not in c:
         raise ConfigError("config.cloud: missing field 'layers'")
-    cagg = _aggregator(c.get("aggregator", "concat"), "config.cloud.aggregator")
-    mult = cloud_sources if cagg == "concat" else 1
-    c_in = (cloud_in_unit[0] * mult, cloud_in_unit[1], cloud_in_unit[2])
+    cagg = c.get("aggregator", "concat")
+    if cagg not in CLOUD_AGGREGATORS:
+        raise ConfigError(f"config.cloud.aggregator must be one of {', '.join(CLOUD_AGGREGATORS)}, got {cagg!r}")
+    grid: tuple[int, int] | None = None
+    if cagg == "grid":
+        g = c.get("grid")
+        if not isinstance(g, list) or len(g) != 2:
+            raise ConfigError(f"config.cloud.grid must be [rows, columns] for the 'grid' aggregator, got {g!r}")
+        grid = (_int(g[0], "config.cloud.grid[0]", 1, MAX_DEVICES), _int(g[1], "config.cloud.grid[1]", 1, MAX_DEVICES))
+        if grid[0] * grid[1] != cloud_sources:
+            raise ConfigError(
+                f"config.cloud.grid {list(grid)} has {grid[0] * grid[1]} cells for {cloud_sources} sources"
+            )
+        c_in = (cloud_in_unit[0], cloud_in_unit[1] * grid[0], cloud_in_unit[2] * grid[1])
+    elif "grid" in c:
+        raise ConfigError("config.cloud.grid is only used by the 'grid' aggregator")
+    else:
+        mult = cloud_sources if cagg == "concat" else 1
+        c_in = (cloud_in_unit[0] * mult, cloud_in_unit[1], cloud_in_unit[2])
     c_layers = section_layers(c["layers"], c_in, "config.cloud")
     if c_layers[-1].out_channels != k:
         raise ConfigError(f"config.cloud: exit has {c_layers[-1].out_channels} classes, config.classes is {k}")
-    cloud = SectionSpec(cagg, c_in, c_layers)
+    cloud = SectionSpec(cagg, c_in, c_layers, grid)
     cfg["cloud"] = {"aggregator": cagg, "layers": copy.deepcopy(c["layers"])}
+    if grid is not None:
+        cfg["cloud"]["grid"] = list(grid)
 
     lw = _merge(DEFAULTS["loss_weights"], config.get("loss_weights"), "config.loss_weights")
     for key, v in lw.items():
@@ -319,6 +351,15 @@ def parse_ddnn_config(config: Any) -> DdnnSpec:
     _number(tr["validation"], "config.training.validation", 0.0, 0.5)
     _number(tr["min_local_exit"], "config.training.min_local_exit", 0.0, 1.0)
     _int(tr["seed"], "config.training.seed", 0)
+    _int(tr["shift"], "config.training.shift", 0, 16)
+    if tr["tiles"] is not None:
+        t = tr["tiles"]
+        if not isinstance(t, list) or len(t) != 2:
+            raise ConfigError(f"config.training.tiles must be null or [rows, columns], got {t!r}")
+        _int(t[0], "config.training.tiles[0]", 1, MAX_DEVICES)
+        _int(t[1], "config.training.tiles[1]", 1, MAX_DEVICES)
+        if t[0] * t[1] != n:
+            raise ConfigError(f"config.training.tiles {t} has {t[0] * t[1]} tiles for {n} devices")
     cfg["training"] = tr
     if "meta" in config:
         cfg["meta"] = copy.deepcopy(config["meta"])

@@ -26,13 +26,21 @@ from ..nn.model import DeviceSection
 from .config import DdnnSpec, SectionSpec, parse_ddnn_config
 
 
-def pool_masked(x: torch.Tensor, present: torch.Tensor, kind: str) -> torch.Tensor:
+def pool_masked(x: torch.Tensor, present: torch.Tensor, kind: str, grid: tuple[int, int] | None = None) -> torch.Tensor:
     """Combine ``x`` (N, S, ...) over axis 1 where ``present`` (N, S) is true.
 
     ``max`` and ``avg`` ignore missing entries (all missing -> 0); ``concat``
-    zeroes them and flattens axis 1 into axis 2 (channels for maps).
+    zeroes them and flattens axis 1 into axis 2 (channels for maps); ``grid``
+    zeroes them and lays maps (N, S, C, H, W) out as (N, C, rows*H, cols*W),
+    source ``s`` in cell (s // cols, s % cols).
     """
     m = present.to(x.dtype).view(*present.shape, *([1] * (x.dim() - 2)))
+    if kind == "grid":
+        assert grid is not None
+        rows, cols = grid
+        y = x * m
+        n, _, c, h, w = y.shape
+        return y.view(n, rows, cols, c, h, w).permute(0, 3, 1, 4, 2, 5).reshape(n, c, rows * h, cols * w)
     if kind == "concat":
         y = x * m
         return y.reshape(y.shape[0], -1, *y.shape[3:])
@@ -81,7 +89,7 @@ class Section(nn.Module):
 
     def forward(self, feats: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """feats (N, S, C, H, W) ±1 -> (exit scores (N, K), last hidden output)."""
-        x = pool_masked(feats, present, self.aggregator)
+        x = pool_masked(feats, present, self.aggregator, self.spec.grid)
         for block in self.blocks:
             x = block(x)
         return self.exit(x), x

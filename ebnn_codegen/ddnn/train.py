@@ -14,6 +14,9 @@ left out of the local MP/AP aggregators and sends zeros to CC, so the upper
 tiers learn to classify with a device missing, which is what a failed device
 looks like at inference.
 
+``training.shift`` > 0 translates the training views at random
+(:func:`shift_views`).
+
 Binarised shadow weights are clipped to [-1, 1] after every step (BinaryNet).
 Optimiser: Adam with a cosine learning-rate decay to zero.
 
@@ -55,6 +58,34 @@ def device_dropout_mask(n: int, devices: int, p: float, generator: torch.Generat
         pick = torch.randint(0, devices, (int(none.sum()),), generator=generator)
         keep[none.nonzero(as_tuple=True)[0], pick] = True
     return keep
+
+
+def shift_views(
+    x: torch.Tensor, shift: int, generator: torch.Generator, tiles: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Translate every sample's views (N, D, C, H, W) by one random (dy, dx) in [-shift, shift]², zero fill.
+
+    With ``tiles = (rows, cols)`` the D views are the row-major tiles of one
+    image: it is reassembled, shifted as a whole and cut again, so content
+    moves across tile borders.
+    """
+    if shift <= 0:
+        return x
+    n, d, c, h, w = x.shape
+    if tiles is not None:
+        rows, cols = tiles
+        img = x.view(n, rows, cols, c, h, w).permute(0, 3, 1, 4, 2, 5).reshape(n, 1, c, rows * h, cols * w)
+        out = shift_views(img, shift, generator)
+        return out.view(n, c, rows, h, cols, w).permute(0, 2, 4, 1, 3, 5).reshape(n, d, c, h, w)
+    off = torch.randint(0, 2 * shift + 1, (n, 2), generator=generator)
+    padded = torch.nn.functional.pad(x, (shift, shift, shift, shift))
+    out = torch.empty_like(x)
+    for dy in range(2 * shift + 1):
+        for dx in range(2 * shift + 1):
+            sel = ((off[:, 0] == dy) & (off[:, 1] == dx)).nonzero(as_tuple=True)[0]
+            if len(sel):
+                out[sel] = padded[sel, :, :, dy : dy + h, dx : dx + w]
+    return out
 
 
 def joint_loss(
@@ -137,6 +168,8 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     weights = {k: float(v) for k, v in model.config["loss_weights"].items()}
     p_drop = float(tr["device_dropout"])
+    shift = int(tr["shift"])
+    tiles = tuple(tr["tiles"]) if tr["tiles"] is not None else None
     hist = History()
     t_start = time.perf_counter()
     y_all = torch.from_numpy(data.y)
@@ -152,7 +185,7 @@ def train(
             if len(idx) < 2:
                 continue
             ii = idx.numpy()
-            x = torch.from_numpy(data.x[ii]).float()
+            x = shift_views(torch.from_numpy(data.x[ii]).float(), shift, gen, tiles)  # type: ignore[arg-type]
             present = device_dropout_mask(len(idx), model.num_devices, p_drop, gen)
             out = model(x, present)
             loss, parts = joint_loss(out, y_all[idx], yv_all[idx], weights)
