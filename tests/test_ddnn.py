@@ -116,6 +116,41 @@ def test_config_errors_name_the_field(patch, text):
         DDNN(cfg)
 
 
+def _mutate(obj, rng):
+    """A copy of a JSON-like object with one random value replaced by junk."""
+    junk = [None, -1, 0, 10**9, 1.5, "x", [], {}, [1, 2, 3], {"a": 1}, True, float("nan"), 64, [0, 0]]
+    obj = copy.deepcopy(obj)
+    paths = []
+
+    def walk(o, path):
+        paths.append(path)
+        if isinstance(o, dict):
+            for k, v in o.items():
+                walk(v, (*path, k))
+        elif isinstance(o, list):
+            for i, v in enumerate(o):
+                walk(v, (*path, i))
+
+    walk(obj, ())
+    path = paths[int(rng.integers(1, len(paths)))]
+    target = obj
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = junk[int(rng.integers(len(junk)))]
+    return obj
+
+
+def test_config_mutations_raise_only_config_errors():
+    rng = np.random.default_rng(0)
+    for base in (TINY, EDGE):
+        for _ in range(150):
+            cfg = _mutate(base, rng)
+            try:
+                DDNN(cfg)
+            except ConfigError:
+                pass
+
+
 def test_config_is_normalised_and_json():
     m = DDNN(TINY)
     assert m.config["loss_weights"]["cloud"] == 1.0 and m.config["feature_block"] == 0

@@ -53,7 +53,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import LayerSpec, ModelSpec, check_identifier, parse_config
+from ..config import MAX_CHANNELS, MAX_SPATIAL, LayerSpec, ModelSpec, check_identifier, parse_config
 from ..errors import ConfigError
 
 AGGREGATORS = ("max", "avg", "concat")
@@ -192,6 +192,11 @@ def section_layers(layers: Any, in_shape: tuple[int, int, int], where: str) -> t
     if not isinstance(layers, list) or not layers:
         raise ConfigError(f"{where}.layers must be a non-empty list")
     c, h, w = in_shape
+    if c > MAX_CHANNELS or h > MAX_SPATIAL or w > MAX_SPATIAL:
+        raise ConfigError(
+            f"{where}: the aggregated input {c}x{h}x{w} exceeds the limits "
+            f"({MAX_CHANNELS} channels, {MAX_SPATIAL} pixels a side)"
+        )
     cfg = {
         "name": "section",
         "input": [1, h, w],
