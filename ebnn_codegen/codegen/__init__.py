@@ -136,6 +136,10 @@ def model_context(model: Model, kernels: str, options: dict[str, Any]) -> dict[s
             "out_bytes": b.out_bytes,
             "fn": "u8" if b.is_first else "bin",
         }
+        # binary blocks left to the runtime kernels: 4-byte aligned rows on 32-bit targets
+        entry["word_rows"] = (not b.is_first) and kernels == "fast"
+        entry["row_pad"] = (-packed.shape[1]) % 4 if entry["word_rows"] else 0
+        entry["weight_rows2d"] = [_hex(row) for row in packed] if entry["row_pad"] else []
         if b.is_exit:
             entry["mul"] = [str(int(v)) for v in b.score_mul]
             entry["add"] = [str(int(v)) for v in b.score_add]
@@ -145,6 +149,8 @@ def model_context(model: Model, kernels: str, options: dict[str, Any]) -> dict[s
             flips = bits.pack_flags(flip)
             entry["threshold_rows"] = _rows(t, 12)
             entry["spec"] = kernels_mod.conv_kernel(b, t, flip) if kernels == "fast" else None
+            if entry["spec"] is not None:
+                entry["word_rows"], entry["row_pad"], entry["weight_rows2d"] = False, 0, []
             entry["flips"] = [f"0x{int(v):02x}" for v in flips]
             entry["flip_len"] = len(flips)
             slot = buf["slot"][b.index]
@@ -158,6 +164,7 @@ def model_context(model: Model, kernels: str, options: dict[str, Any]) -> dict[s
                 entry["in_label"] = f"workspace[{prev}..)"
         ctx_blocks.append(entry)
     hidden = ctx_blocks[:-1]
+    bin_specs = [e["index"] for e in hidden if e["spec"] is not None and not e["spec"]["first"]]
     return {
         "name": name,
         "NAME": name.upper(),
@@ -172,6 +179,7 @@ def model_context(model: Model, kernels: str, options: dict[str, Any]) -> dict[s
         "blocks": hidden,
         "all_blocks": ctx_blocks,
         "exit": ctx_blocks[-1],
+        "word_helpers_at": bin_specs[0] if bin_specs else -1,
         "trace_bytes": buf["trace_bytes"],
         "workspace_bytes": buf["workspace_bytes"],
         "workspace_min": max(

@@ -105,6 +105,41 @@ def _share_pairs(lists: list[list[str]], limit: int = 8) -> list[dict[str, str]]
     return pairs
 
 
+def _words(window: int) -> tuple[list[list[int]], int | None]:
+    """32-bit targets: the window's bytes as words of 4 (the last one partial when 2 or 3 bytes
+    are left) and a single last byte (looked up in the table) when one is left."""
+    full = [list(range(k, min(k + 4, window))) for k in range(0, window, 4)]
+    if len(full) > 1 and len(full[-1]) == 1:
+        return full[:-1], full[-1][0]
+    return full, None
+
+
+def _word_count_expr(f: int, wbytes: np.ndarray, window: int) -> str:
+    """C expression of ``m * 0x01010101`` (the mismatch count in its top byte, exact while the
+    window has at most 31 bytes) for filter ``f``: XOR with the weight words ``kw[]``, 2-bit and
+    4-bit sums per word (swar_nib), at most 3 words summed per nibble (<= 12), bytes folded
+    (swar_fold); a single last byte ``t`` is looked up in the table."""
+    words, last = _words(window)
+    nw = len(words)
+    terms = [f"swar_nib(w{j} ^ kw[{f * nw + j}], m1, m2)" for j in range(nw)]
+    groups = [" + ".join(terms[i : i + 3]) for i in range(0, len(terms), 3)]
+    total = " + ".join(f"swar_fold({g}, m4)" for g in groups)
+    if last is not None:
+        v = int(wbytes[last])
+        total += f" + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + {f'(t ^ 0x{v:02x}u)' if v else 't'}) << 24)"
+    return f"({total}) * k1"
+
+
+def _weight_words(packed: np.ndarray, window: int) -> list[str]:
+    """The filters' weight words in the order of ``kw[]`` (word j of filter f at f * nw + j)."""
+    words, _ = _words(window)
+    vals = []
+    for f in range(packed.shape[0]):
+        for idx in words:
+            vals.append(sum(int(packed[f, b]) << (8 * n) for n, b in enumerate(idx)))
+    return [", ".join(f"0x{v:08x}u" for v in vals[i : i + 6]) + "," for i in range(0, len(vals), 6)]
+
+
 def conv_kernel(block: Block, threshold: np.ndarray, flips: np.ndarray) -> dict[str, Any] | None:
     """The context of a generated kernel for ``block``, or None when the generic one is used.
 
@@ -177,6 +212,8 @@ def conv_kernel(block: Block, threshold: np.ndarray, flips: np.ndarray) -> dict[
             else:
                 f["acc"] = f"s - 2 * ({sum_expr})" if f["terms"] else "s"
         bounds_rows: list[str] = []
+        bounds32_rows: list[str] = []
+        interior_class = -1
     else:
         packed = block.packed_weights  # (F, kh*kw*cb) in window order
         pc = np.array([bin(v).count("1") for v in range(256)])
@@ -191,6 +228,11 @@ def conv_kernel(block: Block, threshold: np.ndarray, flips: np.ndarray) -> dict[
                 bounds.append(np.clip(b, 0, 8 * window + 1))
         table = np.stack(bounds).astype(np.uint8)  # (classes, F)
         bounds_rows = [", ".join(str(int(v)) for v in row) + "," for row in table]
+        # 32-bit targets compare m * 0x01010101 (m in the top byte) with bound << 24
+        bounds32_rows = [", ".join(f"0x{int(v) << 24:08x}u" for v in row) + "," for row in table]
+        inner = (True,) * kh, (True,) * kw
+        interior_class = (row_kinds.index(inner[0]) * len(col_kinds) + col_kinds.index(inner[1])
+                          if inner[0] in row_kinds and inner[1] in col_kinds else -1)
         for f in range(f_out):
             terms = [f"a{k}" if int(packed[f, k]) == 0 else f"(a{k} ^ 0x{int(packed[f, k]):02x}u)" for k in range(window)]
             asm = []  # AVR: Z = (table page, a ^ w); 6 cycles a byte (ldi, eor, lpm, add)
@@ -202,9 +244,17 @@ def conv_kernel(block: Block, threshold: np.ndarray, flips: np.ndarray) -> dict[
                 asm.append("lpm %[t], Z")
                 asm.append("mov %[m], %[t]" if k == 0 else "add %[m], %[t]")
             filters.append(
-                {"f": f, "byte": f // 8, "mask": f"0x{1 << (f % 8):02x}u", "terms": terms, "asm": asm}
+                {"f": f, "byte": f // 8, "mask": f"0x{1 << (f % 8):02x}u", "terms": terms, "asm": asm,
+                 "m_word": _word_count_expr(f, packed[f], window),
+                 "bound32": "0" if interior_class < 0 or int(table[interior_class, f]) == 0
+                 else f"0x{int(table[interior_class, f]) << 24:08x}u"}
             )
 
+    words_ctx = []
+    if not first:
+        for j, idx in enumerate(_words(window)[0]):
+            parts = [f"(uint32_t)a{b}" if n == 0 else f"((uint32_t)a{b} << {8 * n})" for n, b in enumerate(idx)]
+            words_ctx.append({"name": f"w{j}", "expr": " | ".join(parts)})
     flip_bytes = bits.pack_flags(flips)
     interior_y = [cy for cy in range(conv_h) if all(row_valid[cy])]
     return {
@@ -235,6 +285,12 @@ def conv_kernel(block: Block, threshold: np.ndarray, flips: np.ndarray) -> dict[
         "n_col_classes": len(col_kinds),
         "n_classes": len(row_kinds) * len(col_kinds),
         "bounds_rows": bounds_rows,
+        "bounds32_rows": bounds32_rows,
+        "words": words_ctx,
+        "interior_class": interior_class,
+        "border_bounds": (not first) and (interior_class < 0 or len(row_kinds) * len(col_kinds) > 1),
+        "tail": "" if first or _words(window)[1] is None else f"a{_words(window)[1]}",
+        "wk_rows": [] if first else _weight_words(block.packed_weights, window),
         "gather": gather,
         "filters": filters,
         "flips": [{"byte": n, "value": f"0x{int(v):02x}u"} for n, v in enumerate(flip_bytes) if int(v) != 0],

@@ -213,16 +213,134 @@ static uint32_t load32(const uint8_t *p)
     return v;
 }
 
-/* Bits set in x: 2-bit, then 4-bit sums (SWAR); the byte sums are added by the caller. */
-static uint32_t nibble_counts(uint32_t x)
+/* Masks kept in registers (Cortex-M3/M4: AND with a shifted register operand) rather than
+ * folded into immediates at every use; not on Cortex-M0 (8 low registers). */
+#if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
+#define EBNN_KEEP(v) __asm__("" : "+r"(v))
+#else
+#define EBNN_KEEP(v) ((void)0)
+#endif
+
+#if defined(__GNUC__)
+#define EBNN_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define EBNN_ALWAYS_INLINE
+#endif
+
+/* Byte counts (each <= 24) of the bits set in x, y, z: 2-bit and 4-bit sums per word, the
+ * three nibble counts (<= 12) added, folded to bytes; words3: of the XOR of 3 words at a and w.
+ * m1, m2, m4 = 0x55555555, 0x33333333, 0x0f0f0f0f (in registers). */
+EBNN_ALWAYS_INLINE static inline uint32_t fold3(uint32_t x, uint32_t y, uint32_t z, uint32_t m1, uint32_t m2,
+                                                uint32_t m4)
 {
-    x = x - ((x >> 1) & 0x55555555u);
-    return (x & 0x33333333u) + ((x >> 2) & 0x33333333u);
+    x = x - ((x >> 1) & m1);
+    y = y - ((y >> 1) & m1);
+    z = z - ((z >> 1) & m1);
+    x = (x & m2) + ((x >> 2) & m2) + (y & m2) + ((y >> 2) & m2) + (z & m2) + ((z >> 2) & m2);
+    return (x & m4) + ((x >> 4) & m4);
 }
 
-static uint32_t byte_total(uint32_t x)
+EBNN_ALWAYS_INLINE static inline uint32_t words3(const uint8_t *a, const uint8_t *w, uint32_t m1, uint32_t m2,
+                                                 uint32_t m4)
 {
-    return (x * 0x01010101u) >> 24;
+    return fold3(load32(a) ^ load32(w), load32(a + 4) ^ load32(w + 4), load32(a + 8) ^ load32(w + 8), m1, m2, m4);
+}
+
+/* The same for one word (byte counts <= 8). */
+EBNN_ALWAYS_INLINE static inline uint32_t words1(const uint8_t *a, const uint8_t *w, uint32_t m1, uint32_t m2,
+                                                 uint32_t m4)
+{
+    uint32_t x = load32(a) ^ load32(w);
+    x = x - ((x >> 1) & m1);
+    x = (x & m2) + ((x >> 2) & m2);
+    return (x & m4) + ((x >> 4) & m4);
+}
+
+/* Sum of the 4 byte lanes of x (m8 = 0x00ff00ff). */
+EBNN_ALWAYS_INLINE static inline uint32_t lanes_total(uint32_t x, uint32_t m8)
+{
+    x = (x & m8) + ((x >> 8) & m8);
+    return (x + (x >> 16)) & 0xffffu;
+}
+
+/* Differing bits of n words at a and w (both 4-byte aligned): byte lanes summed over at most
+ * 8 groups of 3 words and 5 single words (<= 232), then added up. */
+static uint32_t mismatch_words(const uint8_t *a, const uint8_t *w, uint32_t n, uint32_t m1, uint32_t m2,
+                               uint32_t m4, uint32_t m8)
+{
+    uint32_t total = 0;
+    while (n > 0u) {
+        uint32_t lanes = 0, groups = n / 3u > 8u ? 8u : n / 3u;
+        n -= groups * 3u;
+        for (; groups > 0u; groups--, a += 12, w += 12) {
+            lanes += words3(a, w, m1, m2, m4);
+        }
+        if (n < 3u) {
+            for (; n > 0u; n--, a += 4, w += 4) {
+                lanes += words1(a, w, m1, m2, m4);
+            }
+        }
+        total += lanes_total(lanes, m8);
+    }
+    return total;
+}
+
+/* Linear block on a 32-bit target, input and rows 4-byte aligned with at most 29 whole words a
+ * row, so one sum of the byte lanes a row: at most 9 groups of 3 words and 2 single words, or
+ * 4 turns of 6 words and 5 single words (<= 232 a lane). */
+static void linear_words(const ebnn_block_t *b, const uint8_t *in, uint8_t *out, uint32_t len, int32_t total)
+{
+    uint32_t m1 = 0x55555555u, m2 = 0x33333333u, m4 = 0x0f0f0f0fu, m8 = 0x00ff00ffu;
+    uint32_t turns = (len >> 2) / 6u, singles = (len >> 2) % 6u, body = len & ~3u;
+    const uint8_t *w = b->weights;
+    uint16_t f = 0;
+    EBNN_KEEP(m1);
+    EBNN_KEEP(m2);
+    EBNN_KEEP(m4);
+    EBNN_KEEP(m8);
+    /* two rows a pass, sharing the activation loads; an odd last row below */
+    for (; f + 1u < b->out_c; f += 2u, w += 2u * b->w_bytes) {
+        const uint8_t *a = in, *v = w, *u = w + b->w_bytes;
+        uint32_t lanes = 0, lanes2 = 0, k, mism, mism2;
+        for (k = (len >> 2) / 3u; k > 0u; k--, a += 12, v += 12, u += 12) {
+            uint32_t a0 = load32(a), a1 = load32(a + 4), a2 = load32(a + 8);
+            lanes += fold3(a0 ^ load32(v), a1 ^ load32(v + 4), a2 ^ load32(v + 8), m1, m2, m4);
+            lanes2 += fold3(a0 ^ load32(u), a1 ^ load32(u + 4), a2 ^ load32(u + 8), m1, m2, m4);
+        }
+        for (k = (len >> 2) % 3u; k > 0u; k--, a += 4, v += 4, u += 4) {
+            lanes += words1(a, v, m1, m2, m4);
+            lanes2 += words1(a, u, m1, m2, m4);
+        }
+        mism = lanes_total(lanes, m8);
+        mism2 = lanes_total(lanes2, m8);
+        for (k = body; k < len; k++) {
+            mism += EBNN_READ_U8(ebnn_popcount8 + (uint8_t)(in[k] ^ EBNN_READ_U8(w + k)));
+            mism2 += EBNN_READ_U8(ebnn_popcount8 + (uint8_t)(in[k] ^ EBNN_READ_U8(w + b->w_bytes + k)));
+        }
+        if (total - 2 * (int32_t)mism >= EBNN_READ_I32(b->thresholds + f)) {
+            out[f >> 3] = (uint8_t)(out[f >> 3] | (1u << (f & 7u)));
+        }
+        if (total - 2 * (int32_t)mism2 >= EBNN_READ_I32(b->thresholds + f + 1u)) {
+            out[(f + 1u) >> 3] = (uint8_t)(out[(f + 1u) >> 3] | (1u << ((f + 1u) & 7u)));
+        }
+    }
+    for (; f < b->out_c; f++, w += b->w_bytes) {
+        const uint8_t *a = in, *v = w;
+        uint32_t lanes = 0, k, mism;
+        for (k = turns; k > 0u; k--, a += 24, v += 24) {
+            lanes += words3(a, v, m1, m2, m4) + words3(a + 12, v + 12, m1, m2, m4);
+        }
+        for (k = singles; k > 0u; k--, a += 4, v += 4) {
+            lanes += words1(a, v, m1, m2, m4);
+        }
+        mism = lanes_total(lanes, m8);
+        for (k = body; k < len; k++) {
+            mism += EBNN_READ_U8(ebnn_popcount8 + (uint8_t)(in[k] ^ EBNN_READ_U8(w + k)));
+        }
+        if (total - 2 * (int32_t)mism >= EBNN_READ_I32(b->thresholds + f)) {
+            out[f >> 3] = (uint8_t)(out[f >> 3] | (1u << (f & 7u)));
+        }
+    }
 }
 #endif
 
@@ -285,13 +403,15 @@ static uint32_t mismatches(const uint8_t *a, const uint8_t *w, uint32_t n)
             mism += EBNN_READ_U8(ebnn_popcount8 + (uint8_t)(*a++ ^ EBNN_READ_U8(w++)));
             n--;
         }
-        while (n >= 8u) {
-            uint32_t x = nibble_counts(load32(a) ^ load32(w)) + nibble_counts(load32(a + 4) ^ load32(w + 4));
-            mism += byte_total((x & 0x0f0f0f0fu) + ((x >> 4) & 0x0f0f0f0fu));
-            a += 8;
-            w += 8;
-            n -= 8u;
-        }
+        uint32_t m1 = 0x55555555u, m2 = 0x33333333u, m4 = 0x0f0f0f0fu, m8 = 0x00ff00ffu;
+        EBNN_KEEP(m1);
+        EBNN_KEEP(m2);
+        EBNN_KEEP(m4);
+        EBNN_KEEP(m8);
+        mism += mismatch_words(a, w, n / 4u, m1, m2, m4, m8);
+        a += n & ~3u;
+        w += n & ~3u;
+        n &= 3u;
     }
 #endif
     while (n > 0u) {
@@ -341,6 +461,14 @@ static void hidden_block_fast(const ebnn_block_t *flash_block, const uint8_t *in
         int32_t total = (int32_t)((uint32_t)b.in_h * b.in_w * b.in_c);
         const uint8_t *w = b.weights;
         uint16_t f;
+#if !defined(__AVR__)
+        /* rows and input 4-byte aligned (the generated model aligns both): whole words per row */
+        if (((((uintptr_t)in) | ((uintptr_t)w) | b.w_bytes) & 3u) == 0u && len <= 4u * 29u + 3u) {
+            linear_words(&b, in, out, len, total);
+            flip_all(&b, out);
+            return;
+        }
+#endif
         for (f = 0; f < b.out_c; f++, w += b.w_bytes) {
 #if defined(__AVR__)
             uint32_t mism = len <= 4095u ? mismatches_avr(in, w, (uint16_t)len) : mismatches(in, w, len);
@@ -485,5 +613,34 @@ void ebnn_block_bin_fast(const ebnn_block_t *block, const uint8_t *in, uint8_t *
 
 int ebnn_block_exit_fast(const ebnn_block_t *block, const uint8_t *in, int32_t *scores)
 {
+#if !defined(__AVR__)
+    ebnn_block_t b;
+    EBNN_LOAD(&b, block, sizeof b);
+    if (b.k_h == b.in_h && b.k_w == b.in_w && b.p_h == 0u && b.p_w == 0u &&
+        ((((uintptr_t)in) | ((uintptr_t)b.weights) | b.w_bytes) & 3u) == 0u) {
+        /* linear, rows and input 4-byte aligned: whole words, as linear_words */
+        uint32_t m1 = 0x55555555u, m2 = 0x33333333u, m4 = 0x0f0f0f0fu, m8 = 0x00ff00ffu;
+        uint32_t len = (uint32_t)b.in_h * b.in_w * (((uint32_t)b.in_c + 7u) / 8u), body = len & ~3u;
+        int32_t total = (int32_t)((uint32_t)b.in_h * b.in_w * b.in_c);
+        const uint8_t *w = b.weights;
+        uint16_t k;
+        int best = 0;
+        EBNN_KEEP(m1);
+        EBNN_KEEP(m2);
+        EBNN_KEEP(m4);
+        EBNN_KEEP(m8);
+        for (k = 0; k < b.out_c; k++, w += b.w_bytes) {
+            uint32_t mism = mismatch_words(in, w, len >> 2, m1, m2, m4, m8), j;
+            for (j = body; j < len; j++) {
+                mism += EBNN_READ_U8(ebnn_popcount8 + (uint8_t)(in[j] ^ EBNN_READ_U8(w + j)));
+            }
+            scores[k] = EBNN_READ_I32(b.score_mul + k) * (total - 2 * (int32_t)mism) + EBNN_READ_I32(b.score_add + k);
+            if (scores[k] > scores[best]) {
+                best = (int)k;
+            }
+        }
+        return best;
+    }
+#endif
     return exit_block(block, in, scores, bin_conv_at_fast);
 }

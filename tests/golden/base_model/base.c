@@ -8,6 +8,14 @@
 #include "base.h"
 #include "ebnn_runtime.h"
 
+/* 32-bit targets: weight rows of the runtime kernels and the workspace on 4-byte boundaries,
+ * so that the XOR + popcount runs go word-wide (docs/speed.md). */
+#if defined(__GNUC__) && !defined(__AVR__)
+#define EBNN_WORD_ALIGNED __attribute__((aligned(4)))
+#else
+#define EBNN_WORD_ALIGNED
+#endif
+
 /* Compile-time checks of the sizes the compiler planned. */
 typedef char base_check_workspace[(BASE_WORKSPACE_BYTES >= 32) ? 1 : -1];
 typedef char base_check_trace[(BASE_TRACE_BYTES == BASE_BLOCK0_BYTES + BASE_BLOCK1_BYTES + BASE_BLOCK2_BYTES) ? 1 : -1];
@@ -35,7 +43,7 @@ static const int32_t base_thr1[8] EBNN_FLASH = {
 static const uint8_t base_flip1[1] EBNN_FLASH = { 0x06 };
 
 /* block 2: blinear 8x4x4 -> 16x1x1, kernel 4x4, stride 1x1, padding 0x0 */
-static const uint8_t base_w2[256] EBNN_FLASH = {
+static const uint8_t base_w2[256] EBNN_FLASH EBNN_WORD_ALIGNED = {
     0xf4, 0x6d, 0xe4, 0xba, 0xbf, 0xfa, 0xf9, 0xd1, 0xf8, 0xb1, 0x3a, 0x3f, 0x9f, 0x95, 0x95, 0x72,
     0x66, 0x9d, 0xe3, 0x6b, 0x06, 0xf8, 0xe0, 0x16, 0xf3, 0x44, 0xdc, 0x06, 0x78, 0x8a, 0x77, 0x2f,
     0x7c, 0xca, 0x7b, 0x37, 0x7a, 0xac, 0xaf, 0xbf, 0xb9, 0x49, 0x2f, 0x23, 0xd1, 0xf2, 0xb1, 0x69,
@@ -60,8 +68,21 @@ static const int32_t base_thr2[16] EBNN_FLASH = {
 static const uint8_t base_flip2[2] EBNN_FLASH = { 0xf8, 0x4c };
 
 /* block 3: exit 16x1x1 -> 3x1x1, kernel 1x1, stride 1x1, padding 0x0 */
-static const uint8_t base_w3[6] EBNN_FLASH = {
-    0x08, 0x48, 0xa2, 0x55, 0xfe, 0xbb,
+#if defined(__AVR__)
+#define BASE_W3_STRIDE 2u
+#else
+#define BASE_W3_STRIDE 4u /* rows 4-byte aligned (zero-padded) */
+#endif
+static const uint8_t base_w3[3][BASE_W3_STRIDE] EBNN_FLASH EBNN_WORD_ALIGNED = {
+    {
+        0x08, 0x48,
+    },
+    {
+        0xa2, 0x55,
+    },
+    {
+        0xfe, 0xbb,
+    },
 };
 static const int32_t base_mul3[3] EBNN_FLASH = { -62686506, -6975135, 43120045 };
 static const int32_t base_add3[3] EBNN_FLASH = { 93330177, 380168260, 219324278 };
@@ -148,8 +169,33 @@ static void base_block0(const uint8_t *in, uint8_t *out)
 
 /* block 1, generated kernel (docs/speed.md): each conv position once, its threshold
  * bits ORed into the outputs whose pool window holds it; window gathered once for all filters. */
+
+#if !defined(__AVR__)
+/* Bits set in x: 2-bit, then 4-bit sums (nibbles of at most 4); m1 = 0x55555555, m2 = 0x33333333. */
+static uint32_t swar_nib(uint32_t x, uint32_t m1, uint32_t m2)
+{
+    x = x - ((x >> 1) & m1);
+    return (x & m2) + ((x >> 2) & m2);
+}
+
+/* Nibble sums (at most 15) to byte sums; m4 = 0x0f0f0f0f. */
+static uint32_t swar_fold(uint32_t x, uint32_t m4)
+{
+    return (x & m4) + ((x >> 4) & m4);
+}
+
+/* The masks and the weight table pointer are kept in registers (the shifted-operand forms of
+ * Cortex-M3/M4, a multiply on RISC-V) rather than folded into immediates at every use; not on
+ * Cortex-M0 (8 low registers: the immediates do better there). */
+#if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
+#define SWAR_KEEP(v) __asm__("" : "+r"(v))
+#else
+#define SWAR_KEEP(v) ((void)0)
+#endif
+#endif
 static const uint8_t base_rows1[4][3] EBNN_FLASH = { { 0, 1, 0 }, { 1, 2, 1 }, { 2, 3, 1 }, { 3, 4, 2 }, };
 static const uint8_t base_cols1[4][3] EBNN_FLASH = { { 0, 1, 0 }, { 1, 2, 1 }, { 2, 3, 1 }, { 3, 4, 2 }, };
+#if defined(__AVR__)
 static const uint8_t base_bound1[9][8] EBNN_FLASH = {
     { 22, 16, 18, 21, 20, 20, 0, 16, },
     { 21, 18, 19, 20, 19, 21, 1, 16, },
@@ -161,12 +207,40 @@ static const uint8_t base_bound1[9][8] EBNN_FLASH = {
     { 22, 14, 19, 21, 24, 23, 2, 17, },
     { 22, 16, 20, 23, 24, 21, 2, 18, },
 };
+#else
+static const uint32_t base_wk1[16] = {
+    0x03030a0eu, 0x0a0b0304u, 0x010e0b0cu, 0x06010d06u, 0x030f0108u, 0x0b020405u,
+    0x0e0f0202u, 0x0b0c0304u, 0x010c0409u, 0x090f0908u, 0x08000e02u, 0x0b0c0a05u,
+    0x0005010fu, 0x0e0e0900u, 0x010b0200u, 0x000e0907u,
+};
+static const uint32_t base_bound32_1[9][8] = {
+    { 0x16000000u, 0x10000000u, 0x12000000u, 0x15000000u, 0x14000000u, 0x14000000u, 0x00000000u, 0x10000000u, },
+    { 0x15000000u, 0x12000000u, 0x13000000u, 0x14000000u, 0x13000000u, 0x15000000u, 0x01000000u, 0x10000000u, },
+    { 0x16000000u, 0x12000000u, 0x12000000u, 0x14000000u, 0x15000000u, 0x14000000u, 0x01000000u, 0x10000000u, },
+    { 0x16000000u, 0x0e000000u, 0x11000000u, 0x14000000u, 0x15000000u, 0x15000000u, 0x01000000u, 0x10000000u, },
+    { 0x14000000u, 0x10000000u, 0x13000000u, 0x14000000u, 0x14000000u, 0x17000000u, 0x00000000u, 0x12000000u, },
+    { 0x15000000u, 0x11000000u, 0x14000000u, 0x16000000u, 0x16000000u, 0x14000000u, 0x00000000u, 0x13000000u, },
+    { 0x17000000u, 0x0d000000u, 0x12000000u, 0x15000000u, 0x17000000u, 0x15000000u, 0x02000000u, 0x0e000000u, },
+    { 0x16000000u, 0x0e000000u, 0x13000000u, 0x15000000u, 0x18000000u, 0x17000000u, 0x02000000u, 0x11000000u, },
+    { 0x16000000u, 0x10000000u, 0x14000000u, 0x17000000u, 0x18000000u, 0x15000000u, 0x02000000u, 0x12000000u, },
+};
+#endif
 
 static void base_block1(const uint8_t *in, uint8_t *out)
 {
     int cy, cx, oy, ox;
+#if defined(__AVR__)
     uint8_t bound[8] = { 0 };
     int cls_loaded = -1;
+#else
+    uint32_t m1 = 0x55555555u, m2 = 0x33333333u, m4 = 0x0f0f0f0fu, k1 = 0x01010101u;
+    const uint32_t *kw = base_wk1;
+    SWAR_KEEP(m1);
+    SWAR_KEEP(m2);
+    SWAR_KEEP(m4);
+    SWAR_KEEP(k1);
+    SWAR_KEEP(kw);
+#endif
     memset(out, 0, 16u);
     for (cy = 0; cy < 4; cy++) {
         int oy_lo = EBNN_READ_U8(&base_rows1[cy][0]), oy_hi = EBNN_READ_U8(&base_rows1[cy][1]);
@@ -181,17 +255,23 @@ static void base_block1(const uint8_t *in, uint8_t *out)
             uint8_t a0, a1, a2, a3, a4, a5, a6, a7, a8;
             uint8_t o0 = 0;
             int cls = row_class + EBNN_READ_U8(&base_cols1[cx][2]);
+#if defined(__AVR__)
             uint8_t m;
 #if defined(EBNN_POPCOUNT8_PAGED)
             uint8_t t;
 #endif
+#else
+            uint32_t w0, w1, t;
+#endif
             if (ox_lo >= ox_hi) {
                 continue;
             }
+#if defined(__AVR__)
             if (cls != cls_loaded) { /* the bounds of this border class, copied when it changes */
                 EBNN_LOAD(bound, base_bound1[cls], sizeof bound);
                 cls_loaded = cls;
             }
+#endif
             if (y0 >= 0 && y0 <= 1 && x0 >= 0 && x0 <= 1) {
                 const uint8_t *p = in + ((y0 * 4 + x0) * 1);
                 a0 = p[0];
@@ -561,7 +641,7 @@ static void base_block1(const uint8_t *in, uint8_t *out)
             if (m < bound[7]) {
                 o0 = (uint8_t)(o0 | 0x80u);
             }
-#else
+#elif defined(__AVR__)
             m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0x0eu)) + EBNN_POPCOUNT8((a1 ^ 0x0au)) + EBNN_POPCOUNT8((a2 ^ 0x03u)) + EBNN_POPCOUNT8((a3 ^ 0x03u)) + EBNN_POPCOUNT8((a4 ^ 0x04u)) + EBNN_POPCOUNT8((a5 ^ 0x03u)) + EBNN_POPCOUNT8((a6 ^ 0x0bu)) + EBNN_POPCOUNT8((a7 ^ 0x0au)) + EBNN_POPCOUNT8((a8 ^ 0x0bu)));
             if (m < bound[0]) {
                 o0 = (uint8_t)(o0 | 0x01u);
@@ -593,6 +673,79 @@ static void base_block1(const uint8_t *in, uint8_t *out)
             m = (uint8_t)(EBNN_POPCOUNT8(a0) + EBNN_POPCOUNT8((a1 ^ 0x02u)) + EBNN_POPCOUNT8((a2 ^ 0x0bu)) + EBNN_POPCOUNT8((a3 ^ 0x01u)) + EBNN_POPCOUNT8((a4 ^ 0x07u)) + EBNN_POPCOUNT8((a5 ^ 0x09u)) + EBNN_POPCOUNT8((a6 ^ 0x0eu)) + EBNN_POPCOUNT8(a7) + EBNN_POPCOUNT8((a8 ^ 0x05u)));
             if (m < bound[7]) {
                 o0 = (uint8_t)(o0 | 0x80u);
+            }
+#else /* 32-bit: the window as words, SWAR popcount, the count in the top byte */
+            w0 = (uint32_t)a0 | ((uint32_t)a1 << 8) | ((uint32_t)a2 << 16) | ((uint32_t)a3 << 24);
+            w1 = (uint32_t)a4 | ((uint32_t)a5 << 8) | ((uint32_t)a6 << 16) | ((uint32_t)a7 << 24);
+            t = a8;
+#if !defined(__ARM_ARCH_6M__) /* Cortex-M0: no compare with a shifted immediate */
+            if (cls == 4) /* interior: the bounds as immediates */
+            {
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0bu)) << 24)) * k1 < 0x14000000u) {
+                    o0 = (uint8_t)(o0 | 0x01u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[2], m1, m2) + swar_nib(w1 ^ kw[3], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u)) << 24)) * k1 < 0x10000000u) {
+                    o0 = (uint8_t)(o0 | 0x02u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[4], m1, m2) + swar_nib(w1 ^ kw[5], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x03u)) << 24)) * k1 < 0x13000000u) {
+                    o0 = (uint8_t)(o0 | 0x04u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[6], m1, m2) + swar_nib(w1 ^ kw[7], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x06u)) << 24)) * k1 < 0x14000000u) {
+                    o0 = (uint8_t)(o0 | 0x08u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[8], m1, m2) + swar_nib(w1 ^ kw[9], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0fu)) << 24)) * k1 < 0x14000000u) {
+                    o0 = (uint8_t)(o0 | 0x10u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x02u)) << 24)) * k1 < 0x17000000u) {
+                    o0 = (uint8_t)(o0 | 0x20u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[14], m1, m2) + swar_nib(w1 ^ kw[15], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x05u)) << 24)) * k1 < 0x12000000u) {
+                    o0 = (uint8_t)(o0 | 0x80u);
+                }
+            }
+            else
+#endif
+            {
+                const uint32_t *bw = base_bound32_1[cls];
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0bu)) << 24)) * k1 < bw[0]) {
+                    o0 = (uint8_t)(o0 | 0x01u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[2], m1, m2) + swar_nib(w1 ^ kw[3], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u)) << 24)) * k1 < bw[1]) {
+                    o0 = (uint8_t)(o0 | 0x02u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[4], m1, m2) + swar_nib(w1 ^ kw[5], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x03u)) << 24)) * k1 < bw[2]) {
+                    o0 = (uint8_t)(o0 | 0x04u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[6], m1, m2) + swar_nib(w1 ^ kw[7], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x06u)) << 24)) * k1 < bw[3]) {
+                    o0 = (uint8_t)(o0 | 0x08u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[8], m1, m2) + swar_nib(w1 ^ kw[9], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0fu)) << 24)) * k1 < bw[4]) {
+                    o0 = (uint8_t)(o0 | 0x10u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x02u)) << 24)) * k1 < bw[5]) {
+                    o0 = (uint8_t)(o0 | 0x20u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[12], m1, m2) + swar_nib(w1 ^ kw[13], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0au)) << 24)) * k1 < bw[6]) {
+                    o0 = (uint8_t)(o0 | 0x40u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[14], m1, m2) + swar_nib(w1 ^ kw[15], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x05u)) << 24)) * k1 < bw[7]) {
+                    o0 = (uint8_t)(o0 | 0x80u);
+                }
             }
 #endif
             for (oy = oy_lo; oy < oy_hi; oy++) {
@@ -634,13 +787,13 @@ static const ebnn_block_t base_blocks[4] EBNN_FLASH = {
         16u, 1u, 1u, 3u, 1u, 1u, 1u, 1u,
         1u, 1u, 1u, 1u, 0u, 0u,
         0u, 0u, 1u, 1u, 0u, 0u,
-        2u, base_w3,
+        BASE_W3_STRIDE, &base_w3[0][0],
         NULL, NULL, base_mul3, base_add3
     },
 };
 
 #ifndef BASE_NO_STATIC_WORKSPACE
-static uint8_t base_workspace[BASE_WORKSPACE_BYTES];
+static uint8_t base_workspace[BASE_WORKSPACE_BYTES] EBNN_WORD_ALIGNED;
 
 int base_infer(const uint8_t *input, int32_t *scores)
 {

@@ -8,6 +8,14 @@
 #include "mnist_small.h"
 #include "ebnn_runtime.h"
 
+/* 32-bit targets: weight rows of the runtime kernels and the workspace on 4-byte boundaries,
+ * so that the XOR + popcount runs go word-wide (docs/speed.md). */
+#if defined(__GNUC__) && !defined(__AVR__)
+#define EBNN_WORD_ALIGNED __attribute__((aligned(4)))
+#else
+#define EBNN_WORD_ALIGNED
+#endif
+
 /* Compile-time checks of the sizes the compiler planned. */
 typedef char mnist_small_check_workspace[(MNIST_SMALL_WORKSPACE_BYTES >= 588) ? 1 : -1];
 typedef char mnist_small_check_trace[(MNIST_SMALL_TRACE_BYTES == MNIST_SMALL_BLOCK0_BYTES + MNIST_SMALL_BLOCK1_BYTES) ? 1 : -1];
@@ -70,7 +78,7 @@ static const int32_t mnist_small_thr1[32] EBNN_FLASH = {
 static const uint8_t mnist_small_flip1[4] EBNN_FLASH = { 0x00, 0x00, 0x00, 0x00 };
 
 /* block 2: exit 32x7x7 -> 10x1x1, kernel 7x7, stride 1x1, padding 0x0 */
-static const uint8_t mnist_small_w2[1960] EBNN_FLASH = {
+static const uint8_t mnist_small_w2[1960] EBNN_FLASH EBNN_WORD_ALIGNED = {
     0xfc, 0x67, 0xd5, 0x82, 0x28, 0x20, 0xe2, 0x80, 0x9b, 0x41, 0xb1, 0x92, 0xbb, 0x28, 0x39, 0x00,
     0xab, 0x3d, 0x30, 0x58, 0xa7, 0x5b, 0x22, 0xeb, 0xe6, 0xc7, 0x46, 0x62, 0xa8, 0x12, 0x4b, 0xf7,
     0x8b, 0x09, 0x01, 0xe3, 0x23, 0x01, 0x01, 0x80, 0x23, 0x19, 0x91, 0x22, 0x41, 0x13, 0x66, 0x60,
@@ -321,8 +329,33 @@ static void mnist_small_block0(const uint8_t *in, uint8_t *out)
 
 /* block 1, generated kernel (docs/speed.md): each conv position once, its threshold
  * bits ORed into the outputs whose pool window holds it; window gathered once for all filters. */
+
+#if !defined(__AVR__)
+/* Bits set in x: 2-bit, then 4-bit sums (nibbles of at most 4); m1 = 0x55555555, m2 = 0x33333333. */
+static uint32_t swar_nib(uint32_t x, uint32_t m1, uint32_t m2)
+{
+    x = x - ((x >> 1) & m1);
+    return (x & m2) + ((x >> 2) & m2);
+}
+
+/* Nibble sums (at most 15) to byte sums; m4 = 0x0f0f0f0f. */
+static uint32_t swar_fold(uint32_t x, uint32_t m4)
+{
+    return (x & m4) + ((x >> 4) & m4);
+}
+
+/* The masks and the weight table pointer are kept in registers (the shifted-operand forms of
+ * Cortex-M3/M4, a multiply on RISC-V) rather than folded into immediates at every use; not on
+ * Cortex-M0 (8 low registers: the immediates do better there). */
+#if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
+#define SWAR_KEEP(v) __asm__("" : "+r"(v))
+#else
+#define SWAR_KEEP(v) ((void)0)
+#endif
+#endif
 static const uint8_t mnist_small_rows1[14][3] EBNN_FLASH = { { 0, 1, 0 }, { 0, 1, 1 }, { 1, 2, 1 }, { 1, 2, 1 }, { 2, 3, 1 }, { 2, 3, 1 }, { 3, 4, 1 }, { 3, 4, 1 }, { 4, 5, 1 }, { 4, 5, 1 }, { 5, 6, 1 }, { 5, 6, 1 }, { 6, 7, 1 }, { 6, 7, 2 }, };
 static const uint8_t mnist_small_cols1[14][3] EBNN_FLASH = { { 0, 1, 0 }, { 0, 1, 1 }, { 1, 2, 1 }, { 1, 2, 1 }, { 2, 3, 1 }, { 2, 3, 1 }, { 3, 4, 1 }, { 3, 4, 1 }, { 4, 5, 1 }, { 4, 5, 1 }, { 5, 6, 1 }, { 5, 6, 1 }, { 6, 7, 1 }, { 6, 7, 2 }, };
+#if defined(__AVR__)
 static const uint8_t mnist_small_bound1[9][32] EBNN_FLASH = {
     { 74, 62, 76, 58, 53, 61, 60, 63, 60, 89, 60, 73, 92, 60, 66, 54, 63, 51, 62, 55, 49, 80, 51, 62, 67, 54, 75, 48, 104, 56, 67, 55, },
     { 70, 64, 74, 61, 54, 62, 63, 66, 58, 84, 57, 70, 86, 59, 65, 56, 62, 49, 58, 54, 53, 77, 54, 61, 68, 54, 75, 49, 96, 59, 63, 55, },
@@ -334,12 +367,64 @@ static const uint8_t mnist_small_bound1[9][32] EBNN_FLASH = {
     { 66, 46, 77, 59, 56, 58, 65, 64, 66, 80, 62, 71, 89, 57, 63, 59, 61, 53, 69, 57, 55, 74, 49, 72, 60, 53, 75, 51, 91, 48, 66, 50, },
     { 71, 49, 76, 63, 49, 55, 74, 65, 63, 82, 63, 71, 86, 60, 65, 57, 62, 50, 69, 56, 56, 77, 55, 70, 59, 56, 75, 45, 94, 43, 68, 45, },
 };
+#else
+static const uint32_t mnist_small_wk1[160] = {
+    0x34442ff4u, 0xb567f537u, 0x3df497b4u, 0x2ce4c7d6u, 0x00009025u, 0x3df96d7au,
+    0xd82b3ffbu, 0x5c28d069u, 0xe884d094u, 0x0000d004u, 0xad74b5b7u, 0x25d421f4u,
+    0x2cf43ffcu, 0xf00bfc6bu, 0x0000edf9u, 0xf1ac3194u, 0x6c48f9b7u, 0x6d582d5au,
+    0xd86fd02bu, 0x0000d82bu, 0x5a2b1788u, 0x4fcac015u, 0x2484586fu, 0x38ad4a4au,
+    0x000026acu, 0x3ffa6958u, 0x6c4b675au, 0x4c08d14bu, 0xb8f5d033u, 0x0000b825u,
+    0x540b4f49u, 0x480bd79fu, 0x3ffbd7adu, 0x3ff9c21fu, 0x0000474bu, 0x2bda2ddau,
+    0xd4206f5au, 0xd813c023u, 0x24f439d4u, 0x00003dfcu, 0xc82317a0u, 0xb9f4444bu,
+    0xb0a5b934u, 0x3dd029f2u, 0x00003df4u, 0xfcedf66du, 0xb7a4b4e5u, 0xb2e52f80u,
+    0x760abff4u, 0x00002cedu, 0x0fa860adu, 0xbb78474au, 0xdb0f475bu, 0x574b4b5bu,
+    0x000044edu, 0x2fda87b5u, 0x07d6d0c7u, 0x87a5da4fu, 0xd627dbceu, 0x000007d3u,
+    0xb7f4b7f5u, 0x7f5f8183u, 0xc556e9ffu, 0xb735f42du, 0x000097f7u, 0xd037d034u,
+    0x35d8d9b7u, 0x67587dd8u, 0x695b6c6bu, 0x0000480bu, 0x475b27b8u, 0x6b5bc35bu,
+    0xf869c31bu, 0x586d4a4bu, 0x0000fc38u, 0x6e4a17b0u, 0x0790e007u, 0x90b74f4bu,
+    0x4c6847dau, 0x0000a8ddu, 0xb80e2fd2u, 0xd027d0a7u, 0x2fd2d597u, 0x27e237d6u,
+    0x0000b820u, 0x439d001du, 0x7c7b031au, 0x4e5a7d7bu, 0xd42dd42cu, 0x00009c28u,
+    0xc24b2d5au, 0x542dd00bu, 0x6df836adu, 0x3ff83ffbu, 0x0000c85bu, 0xc823d023u,
+    0xb1b4d02fu, 0x29b4b894u, 0x6d586d5au, 0x0000415au, 0x21c4287cu, 0x4c2833a7u,
+    0x2dd82c78u, 0xd42fd00fu, 0x0000d528u, 0x97a7b9e7u, 0x93352ff4u, 0xb8672ff6u,
+    0xf0277b5bu, 0x000095b5u, 0x28e86c28u, 0xd428e3dfu, 0x6df87c28u, 0x940e9385u,
+    0x00005c28u, 0x81df81b4u, 0x69188017u, 0x29dd410au, 0x7d7a6d7bu, 0x00006d78u,
+    0xd2270fdbu, 0xd2af17a9u, 0x434b0794u, 0x4f020323u, 0x0000d027u, 0x290d6c2bu,
+    0xd46b07dau, 0x5f7a3d68u, 0x827cd207u, 0x00005e0au, 0xcb47c3d3u, 0xd3834397u,
+    0x27d2d1b5u, 0x6f5b2bd2u, 0x00004b4au, 0x02255e6au, 0x4c4f0394u, 0x16840227u,
+    0xc2254c4bu, 0x000017a8u, 0xbff4abdfu, 0xf12fb767u, 0xd287b087u, 0x6f5abfdfu,
+    0x0000c285u, 0xfb7a2979u, 0xd04f484bu, 0xd808d06fu, 0x28ac440du, 0x0000401cu,
+    0x6f58462bu, 0x94ad2858u, 0xf57f972fu, 0xa884bff4u, 0x00009626u, 0x5e4ba7d6u,
+    0x6bdbc00bu, 0xd00dda2eu, 0xd40f402bu, 0x0000c027u,
+};
+static const uint32_t mnist_small_bound32_1[9][32] = {
+    { 0x4a000000u, 0x3e000000u, 0x4c000000u, 0x3a000000u, 0x35000000u, 0x3d000000u, 0x3c000000u, 0x3f000000u, 0x3c000000u, 0x59000000u, 0x3c000000u, 0x49000000u, 0x5c000000u, 0x3c000000u, 0x42000000u, 0x36000000u, 0x3f000000u, 0x33000000u, 0x3e000000u, 0x37000000u, 0x31000000u, 0x50000000u, 0x33000000u, 0x3e000000u, 0x43000000u, 0x36000000u, 0x4b000000u, 0x30000000u, 0x68000000u, 0x38000000u, 0x43000000u, 0x37000000u, },
+    { 0x46000000u, 0x40000000u, 0x4a000000u, 0x3d000000u, 0x36000000u, 0x3e000000u, 0x3f000000u, 0x42000000u, 0x3a000000u, 0x54000000u, 0x39000000u, 0x46000000u, 0x56000000u, 0x3b000000u, 0x41000000u, 0x38000000u, 0x3e000000u, 0x31000000u, 0x3a000000u, 0x36000000u, 0x35000000u, 0x4d000000u, 0x36000000u, 0x3d000000u, 0x44000000u, 0x36000000u, 0x4b000000u, 0x31000000u, 0x60000000u, 0x3b000000u, 0x3f000000u, 0x37000000u, },
+    { 0x45000000u, 0x3a000000u, 0x4e000000u, 0x3d000000u, 0x31000000u, 0x39000000u, 0x44000000u, 0x44000000u, 0x3b000000u, 0x56000000u, 0x3b000000u, 0x46000000u, 0x5a000000u, 0x38000000u, 0x43000000u, 0x39000000u, 0x3c000000u, 0x2f000000u, 0x3c000000u, 0x33000000u, 0x34000000u, 0x4f000000u, 0x36000000u, 0x3f000000u, 0x42000000u, 0x38000000u, 0x4a000000u, 0x2d000000u, 0x5e000000u, 0x34000000u, 0x43000000u, 0x33000000u, },
+    { 0x4a000000u, 0x36000000u, 0x4c000000u, 0x35000000u, 0x38000000u, 0x38000000u, 0x3a000000u, 0x3c000000u, 0x40000000u, 0x54000000u, 0x3e000000u, 0x47000000u, 0x5c000000u, 0x39000000u, 0x40000000u, 0x38000000u, 0x40000000u, 0x36000000u, 0x41000000u, 0x39000000u, 0x33000000u, 0x4c000000u, 0x31000000u, 0x40000000u, 0x43000000u, 0x38000000u, 0x4a000000u, 0x37000000u, 0x61000000u, 0x36000000u, 0x45000000u, 0x39000000u, },
+    { 0x44000000u, 0x36000000u, 0x47000000u, 0x3a000000u, 0x3b000000u, 0x3a000000u, 0x3d000000u, 0x3e000000u, 0x40000000u, 0x4c000000u, 0x3c000000u, 0x43000000u, 0x52000000u, 0x3a000000u, 0x3f000000u, 0x3b000000u, 0x3e000000u, 0x38000000u, 0x3d000000u, 0x3a000000u, 0x38000000u, 0x46000000u, 0x36000000u, 0x41000000u, 0x42000000u, 0x38000000u, 0x49000000u, 0x37000000u, 0x55000000u, 0x39000000u, 0x42000000u, 0x37000000u, },
+    { 0x46000000u, 0x35000000u, 0x4a000000u, 0x3e000000u, 0x33000000u, 0x36000000u, 0x46000000u, 0x42000000u, 0x3f000000u, 0x4f000000u, 0x3d000000u, 0x43000000u, 0x53000000u, 0x3a000000u, 0x42000000u, 0x3a000000u, 0x3c000000u, 0x33000000u, 0x3d000000u, 0x37000000u, 0x38000000u, 0x4a000000u, 0x3a000000u, 0x40000000u, 0x40000000u, 0x3a000000u, 0x48000000u, 0x30000000u, 0x56000000u, 0x30000000u, 0x43000000u, 0x30000000u, },
+    { 0x46000000u, 0x30000000u, 0x4f000000u, 0x37000000u, 0x37000000u, 0x39000000u, 0x3e000000u, 0x3e000000u, 0x42000000u, 0x54000000u, 0x3f000000u, 0x48000000u, 0x62000000u, 0x37000000u, 0x41000000u, 0x37000000u, 0x3d000000u, 0x34000000u, 0x44000000u, 0x37000000u, 0x33000000u, 0x4d000000u, 0x2d000000u, 0x44000000u, 0x40000000u, 0x36000000u, 0x4c000000u, 0x34000000u, 0x61000000u, 0x30000000u, 0x41000000u, 0x37000000u, },
+    { 0x42000000u, 0x2e000000u, 0x4d000000u, 0x3b000000u, 0x38000000u, 0x3a000000u, 0x41000000u, 0x40000000u, 0x42000000u, 0x50000000u, 0x3e000000u, 0x47000000u, 0x59000000u, 0x39000000u, 0x3f000000u, 0x3b000000u, 0x3d000000u, 0x35000000u, 0x45000000u, 0x39000000u, 0x37000000u, 0x4a000000u, 0x31000000u, 0x48000000u, 0x3c000000u, 0x35000000u, 0x4b000000u, 0x33000000u, 0x5b000000u, 0x30000000u, 0x42000000u, 0x32000000u, },
+    { 0x47000000u, 0x31000000u, 0x4c000000u, 0x3f000000u, 0x31000000u, 0x37000000u, 0x4a000000u, 0x41000000u, 0x3f000000u, 0x52000000u, 0x3f000000u, 0x47000000u, 0x56000000u, 0x3c000000u, 0x41000000u, 0x39000000u, 0x3e000000u, 0x32000000u, 0x45000000u, 0x38000000u, 0x38000000u, 0x4d000000u, 0x37000000u, 0x46000000u, 0x3b000000u, 0x38000000u, 0x4b000000u, 0x2d000000u, 0x5e000000u, 0x2b000000u, 0x44000000u, 0x2d000000u, },
+};
+#endif
 
 static void mnist_small_block1(const uint8_t *in, uint8_t *out)
 {
     int cy, cx, oy, ox;
+#if defined(__AVR__)
     uint8_t bound[32] = { 0 };
     int cls_loaded = -1;
+#else
+    uint32_t m1 = 0x55555555u, m2 = 0x33333333u, m4 = 0x0f0f0f0fu, k1 = 0x01010101u;
+    const uint32_t *kw = mnist_small_wk1;
+    SWAR_KEEP(m1);
+    SWAR_KEEP(m2);
+    SWAR_KEEP(m4);
+    SWAR_KEEP(k1);
+    SWAR_KEEP(kw);
+#endif
     memset(out, 0, 196u);
     for (cy = 0; cy < 14; cy++) {
         int oy_lo = EBNN_READ_U8(&mnist_small_rows1[cy][0]), oy_hi = EBNN_READ_U8(&mnist_small_rows1[cy][1]);
@@ -357,17 +442,23 @@ static void mnist_small_block1(const uint8_t *in, uint8_t *out)
             uint8_t o2 = 0;
             uint8_t o3 = 0;
             int cls = row_class + EBNN_READ_U8(&mnist_small_cols1[cx][2]);
+#if defined(__AVR__)
             uint8_t m;
 #if defined(EBNN_POPCOUNT8_PAGED)
             uint8_t t;
 #endif
+#else
+            uint32_t w0, w1, w2, w3, w4;
+#endif
             if (ox_lo >= ox_hi) {
                 continue;
             }
+#if defined(__AVR__)
             if (cls != cls_loaded) { /* the bounds of this border class, copied when it changes */
                 EBNN_LOAD(bound, mnist_small_bound1[cls], sizeof bound);
                 cls_loaded = cls;
             }
+#endif
             if (y0 >= 0 && y0 <= 11 && x0 >= 0 && x0 <= 11) {
                 const uint8_t *p = in + ((y0 * 14 + x0) * 2);
                 a0 = p[0];
@@ -2943,7 +3034,7 @@ static void mnist_small_block1(const uint8_t *in, uint8_t *out)
             if (m < bound[31]) {
                 o3 = (uint8_t)(o3 | 0x80u);
             }
-#else
+#elif defined(__AVR__)
             m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0xf4u)) + EBNN_POPCOUNT8((a1 ^ 0x2fu)) + EBNN_POPCOUNT8((a2 ^ 0x44u)) + EBNN_POPCOUNT8((a3 ^ 0x34u)) + EBNN_POPCOUNT8((a4 ^ 0x37u)) + EBNN_POPCOUNT8((a5 ^ 0xf5u)) + EBNN_POPCOUNT8((a6 ^ 0x67u)) + EBNN_POPCOUNT8((a7 ^ 0xb5u)) + EBNN_POPCOUNT8((a8 ^ 0xb4u)) + EBNN_POPCOUNT8((a9 ^ 0x97u)) + EBNN_POPCOUNT8((a10 ^ 0xf4u)) + EBNN_POPCOUNT8((a11 ^ 0x3du)) + EBNN_POPCOUNT8((a12 ^ 0xd6u)) + EBNN_POPCOUNT8((a13 ^ 0xc7u)) + EBNN_POPCOUNT8((a14 ^ 0xe4u)) + EBNN_POPCOUNT8((a15 ^ 0x2cu)) + EBNN_POPCOUNT8((a16 ^ 0x25u)) + EBNN_POPCOUNT8((a17 ^ 0x90u)));
             if (m < bound[0]) {
                 o0 = (uint8_t)(o0 | 0x01u);
@@ -3072,6 +3163,213 @@ static void mnist_small_block1(const uint8_t *in, uint8_t *out)
             if (m < bound[31]) {
                 o3 = (uint8_t)(o3 | 0x80u);
             }
+#else /* 32-bit: the window as words, SWAR popcount, the count in the top byte */
+            w0 = (uint32_t)a0 | ((uint32_t)a1 << 8) | ((uint32_t)a2 << 16) | ((uint32_t)a3 << 24);
+            w1 = (uint32_t)a4 | ((uint32_t)a5 << 8) | ((uint32_t)a6 << 16) | ((uint32_t)a7 << 24);
+            w2 = (uint32_t)a8 | ((uint32_t)a9 << 8) | ((uint32_t)a10 << 16) | ((uint32_t)a11 << 24);
+            w3 = (uint32_t)a12 | ((uint32_t)a13 << 8) | ((uint32_t)a14 << 16) | ((uint32_t)a15 << 24);
+            w4 = (uint32_t)a16 | ((uint32_t)a17 << 8);
+#if !defined(__ARM_ARCH_6M__) /* Cortex-M0: no compare with a shifted immediate */
+            if (cls == 4) /* interior: the bounds as immediates */
+            {
+                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2) + swar_nib(w2 ^ kw[2], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[3], m1, m2) + swar_nib(w4 ^ kw[4], m1, m2), m4)) * k1 < 0x44000000u) {
+                    o0 = (uint8_t)(o0 | 0x01u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[5], m1, m2) + swar_nib(w1 ^ kw[6], m1, m2) + swar_nib(w2 ^ kw[7], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[8], m1, m2) + swar_nib(w4 ^ kw[9], m1, m2), m4)) * k1 < 0x36000000u) {
+                    o0 = (uint8_t)(o0 | 0x02u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2) + swar_nib(w2 ^ kw[12], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[13], m1, m2) + swar_nib(w4 ^ kw[14], m1, m2), m4)) * k1 < 0x47000000u) {
+                    o0 = (uint8_t)(o0 | 0x04u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[15], m1, m2) + swar_nib(w1 ^ kw[16], m1, m2) + swar_nib(w2 ^ kw[17], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[18], m1, m2) + swar_nib(w4 ^ kw[19], m1, m2), m4)) * k1 < 0x3a000000u) {
+                    o0 = (uint8_t)(o0 | 0x08u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[20], m1, m2) + swar_nib(w1 ^ kw[21], m1, m2) + swar_nib(w2 ^ kw[22], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[23], m1, m2) + swar_nib(w4 ^ kw[24], m1, m2), m4)) * k1 < 0x3b000000u) {
+                    o0 = (uint8_t)(o0 | 0x10u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[25], m1, m2) + swar_nib(w1 ^ kw[26], m1, m2) + swar_nib(w2 ^ kw[27], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[28], m1, m2) + swar_nib(w4 ^ kw[29], m1, m2), m4)) * k1 < 0x3a000000u) {
+                    o0 = (uint8_t)(o0 | 0x20u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[30], m1, m2) + swar_nib(w1 ^ kw[31], m1, m2) + swar_nib(w2 ^ kw[32], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[33], m1, m2) + swar_nib(w4 ^ kw[34], m1, m2), m4)) * k1 < 0x3d000000u) {
+                    o0 = (uint8_t)(o0 | 0x40u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[35], m1, m2) + swar_nib(w1 ^ kw[36], m1, m2) + swar_nib(w2 ^ kw[37], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[38], m1, m2) + swar_nib(w4 ^ kw[39], m1, m2), m4)) * k1 < 0x3e000000u) {
+                    o0 = (uint8_t)(o0 | 0x80u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[40], m1, m2) + swar_nib(w1 ^ kw[41], m1, m2) + swar_nib(w2 ^ kw[42], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[43], m1, m2) + swar_nib(w4 ^ kw[44], m1, m2), m4)) * k1 < 0x40000000u) {
+                    o1 = (uint8_t)(o1 | 0x01u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[45], m1, m2) + swar_nib(w1 ^ kw[46], m1, m2) + swar_nib(w2 ^ kw[47], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[48], m1, m2) + swar_nib(w4 ^ kw[49], m1, m2), m4)) * k1 < 0x4c000000u) {
+                    o1 = (uint8_t)(o1 | 0x02u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[50], m1, m2) + swar_nib(w1 ^ kw[51], m1, m2) + swar_nib(w2 ^ kw[52], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[53], m1, m2) + swar_nib(w4 ^ kw[54], m1, m2), m4)) * k1 < 0x3c000000u) {
+                    o1 = (uint8_t)(o1 | 0x04u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[55], m1, m2) + swar_nib(w1 ^ kw[56], m1, m2) + swar_nib(w2 ^ kw[57], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[58], m1, m2) + swar_nib(w4 ^ kw[59], m1, m2), m4)) * k1 < 0x43000000u) {
+                    o1 = (uint8_t)(o1 | 0x08u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[60], m1, m2) + swar_nib(w1 ^ kw[61], m1, m2) + swar_nib(w2 ^ kw[62], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[63], m1, m2) + swar_nib(w4 ^ kw[64], m1, m2), m4)) * k1 < 0x52000000u) {
+                    o1 = (uint8_t)(o1 | 0x10u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[65], m1, m2) + swar_nib(w1 ^ kw[66], m1, m2) + swar_nib(w2 ^ kw[67], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[68], m1, m2) + swar_nib(w4 ^ kw[69], m1, m2), m4)) * k1 < 0x3a000000u) {
+                    o1 = (uint8_t)(o1 | 0x20u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[70], m1, m2) + swar_nib(w1 ^ kw[71], m1, m2) + swar_nib(w2 ^ kw[72], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[73], m1, m2) + swar_nib(w4 ^ kw[74], m1, m2), m4)) * k1 < 0x3f000000u) {
+                    o1 = (uint8_t)(o1 | 0x40u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[75], m1, m2) + swar_nib(w1 ^ kw[76], m1, m2) + swar_nib(w2 ^ kw[77], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[78], m1, m2) + swar_nib(w4 ^ kw[79], m1, m2), m4)) * k1 < 0x3b000000u) {
+                    o1 = (uint8_t)(o1 | 0x80u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[80], m1, m2) + swar_nib(w1 ^ kw[81], m1, m2) + swar_nib(w2 ^ kw[82], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[83], m1, m2) + swar_nib(w4 ^ kw[84], m1, m2), m4)) * k1 < 0x3e000000u) {
+                    o2 = (uint8_t)(o2 | 0x01u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[85], m1, m2) + swar_nib(w1 ^ kw[86], m1, m2) + swar_nib(w2 ^ kw[87], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[88], m1, m2) + swar_nib(w4 ^ kw[89], m1, m2), m4)) * k1 < 0x38000000u) {
+                    o2 = (uint8_t)(o2 | 0x02u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[90], m1, m2) + swar_nib(w1 ^ kw[91], m1, m2) + swar_nib(w2 ^ kw[92], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[93], m1, m2) + swar_nib(w4 ^ kw[94], m1, m2), m4)) * k1 < 0x3d000000u) {
+                    o2 = (uint8_t)(o2 | 0x04u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[95], m1, m2) + swar_nib(w1 ^ kw[96], m1, m2) + swar_nib(w2 ^ kw[97], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[98], m1, m2) + swar_nib(w4 ^ kw[99], m1, m2), m4)) * k1 < 0x3a000000u) {
+                    o2 = (uint8_t)(o2 | 0x08u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[100], m1, m2) + swar_nib(w1 ^ kw[101], m1, m2) + swar_nib(w2 ^ kw[102], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[103], m1, m2) + swar_nib(w4 ^ kw[104], m1, m2), m4)) * k1 < 0x38000000u) {
+                    o2 = (uint8_t)(o2 | 0x10u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[105], m1, m2) + swar_nib(w1 ^ kw[106], m1, m2) + swar_nib(w2 ^ kw[107], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[108], m1, m2) + swar_nib(w4 ^ kw[109], m1, m2), m4)) * k1 < 0x46000000u) {
+                    o2 = (uint8_t)(o2 | 0x20u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[110], m1, m2) + swar_nib(w1 ^ kw[111], m1, m2) + swar_nib(w2 ^ kw[112], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[113], m1, m2) + swar_nib(w4 ^ kw[114], m1, m2), m4)) * k1 < 0x36000000u) {
+                    o2 = (uint8_t)(o2 | 0x40u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[115], m1, m2) + swar_nib(w1 ^ kw[116], m1, m2) + swar_nib(w2 ^ kw[117], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[118], m1, m2) + swar_nib(w4 ^ kw[119], m1, m2), m4)) * k1 < 0x41000000u) {
+                    o2 = (uint8_t)(o2 | 0x80u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[120], m1, m2) + swar_nib(w1 ^ kw[121], m1, m2) + swar_nib(w2 ^ kw[122], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[123], m1, m2) + swar_nib(w4 ^ kw[124], m1, m2), m4)) * k1 < 0x42000000u) {
+                    o3 = (uint8_t)(o3 | 0x01u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[125], m1, m2) + swar_nib(w1 ^ kw[126], m1, m2) + swar_nib(w2 ^ kw[127], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[128], m1, m2) + swar_nib(w4 ^ kw[129], m1, m2), m4)) * k1 < 0x38000000u) {
+                    o3 = (uint8_t)(o3 | 0x02u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[130], m1, m2) + swar_nib(w1 ^ kw[131], m1, m2) + swar_nib(w2 ^ kw[132], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[133], m1, m2) + swar_nib(w4 ^ kw[134], m1, m2), m4)) * k1 < 0x49000000u) {
+                    o3 = (uint8_t)(o3 | 0x04u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[135], m1, m2) + swar_nib(w1 ^ kw[136], m1, m2) + swar_nib(w2 ^ kw[137], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[138], m1, m2) + swar_nib(w4 ^ kw[139], m1, m2), m4)) * k1 < 0x37000000u) {
+                    o3 = (uint8_t)(o3 | 0x08u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[140], m1, m2) + swar_nib(w1 ^ kw[141], m1, m2) + swar_nib(w2 ^ kw[142], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[143], m1, m2) + swar_nib(w4 ^ kw[144], m1, m2), m4)) * k1 < 0x55000000u) {
+                    o3 = (uint8_t)(o3 | 0x10u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[145], m1, m2) + swar_nib(w1 ^ kw[146], m1, m2) + swar_nib(w2 ^ kw[147], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[148], m1, m2) + swar_nib(w4 ^ kw[149], m1, m2), m4)) * k1 < 0x39000000u) {
+                    o3 = (uint8_t)(o3 | 0x20u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[150], m1, m2) + swar_nib(w1 ^ kw[151], m1, m2) + swar_nib(w2 ^ kw[152], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[153], m1, m2) + swar_nib(w4 ^ kw[154], m1, m2), m4)) * k1 < 0x42000000u) {
+                    o3 = (uint8_t)(o3 | 0x40u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[155], m1, m2) + swar_nib(w1 ^ kw[156], m1, m2) + swar_nib(w2 ^ kw[157], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[158], m1, m2) + swar_nib(w4 ^ kw[159], m1, m2), m4)) * k1 < 0x37000000u) {
+                    o3 = (uint8_t)(o3 | 0x80u);
+                }
+            }
+            else
+#endif
+            {
+                const uint32_t *bw = mnist_small_bound32_1[cls];
+                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2) + swar_nib(w2 ^ kw[2], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[3], m1, m2) + swar_nib(w4 ^ kw[4], m1, m2), m4)) * k1 < bw[0]) {
+                    o0 = (uint8_t)(o0 | 0x01u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[5], m1, m2) + swar_nib(w1 ^ kw[6], m1, m2) + swar_nib(w2 ^ kw[7], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[8], m1, m2) + swar_nib(w4 ^ kw[9], m1, m2), m4)) * k1 < bw[1]) {
+                    o0 = (uint8_t)(o0 | 0x02u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2) + swar_nib(w2 ^ kw[12], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[13], m1, m2) + swar_nib(w4 ^ kw[14], m1, m2), m4)) * k1 < bw[2]) {
+                    o0 = (uint8_t)(o0 | 0x04u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[15], m1, m2) + swar_nib(w1 ^ kw[16], m1, m2) + swar_nib(w2 ^ kw[17], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[18], m1, m2) + swar_nib(w4 ^ kw[19], m1, m2), m4)) * k1 < bw[3]) {
+                    o0 = (uint8_t)(o0 | 0x08u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[20], m1, m2) + swar_nib(w1 ^ kw[21], m1, m2) + swar_nib(w2 ^ kw[22], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[23], m1, m2) + swar_nib(w4 ^ kw[24], m1, m2), m4)) * k1 < bw[4]) {
+                    o0 = (uint8_t)(o0 | 0x10u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[25], m1, m2) + swar_nib(w1 ^ kw[26], m1, m2) + swar_nib(w2 ^ kw[27], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[28], m1, m2) + swar_nib(w4 ^ kw[29], m1, m2), m4)) * k1 < bw[5]) {
+                    o0 = (uint8_t)(o0 | 0x20u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[30], m1, m2) + swar_nib(w1 ^ kw[31], m1, m2) + swar_nib(w2 ^ kw[32], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[33], m1, m2) + swar_nib(w4 ^ kw[34], m1, m2), m4)) * k1 < bw[6]) {
+                    o0 = (uint8_t)(o0 | 0x40u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[35], m1, m2) + swar_nib(w1 ^ kw[36], m1, m2) + swar_nib(w2 ^ kw[37], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[38], m1, m2) + swar_nib(w4 ^ kw[39], m1, m2), m4)) * k1 < bw[7]) {
+                    o0 = (uint8_t)(o0 | 0x80u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[40], m1, m2) + swar_nib(w1 ^ kw[41], m1, m2) + swar_nib(w2 ^ kw[42], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[43], m1, m2) + swar_nib(w4 ^ kw[44], m1, m2), m4)) * k1 < bw[8]) {
+                    o1 = (uint8_t)(o1 | 0x01u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[45], m1, m2) + swar_nib(w1 ^ kw[46], m1, m2) + swar_nib(w2 ^ kw[47], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[48], m1, m2) + swar_nib(w4 ^ kw[49], m1, m2), m4)) * k1 < bw[9]) {
+                    o1 = (uint8_t)(o1 | 0x02u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[50], m1, m2) + swar_nib(w1 ^ kw[51], m1, m2) + swar_nib(w2 ^ kw[52], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[53], m1, m2) + swar_nib(w4 ^ kw[54], m1, m2), m4)) * k1 < bw[10]) {
+                    o1 = (uint8_t)(o1 | 0x04u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[55], m1, m2) + swar_nib(w1 ^ kw[56], m1, m2) + swar_nib(w2 ^ kw[57], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[58], m1, m2) + swar_nib(w4 ^ kw[59], m1, m2), m4)) * k1 < bw[11]) {
+                    o1 = (uint8_t)(o1 | 0x08u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[60], m1, m2) + swar_nib(w1 ^ kw[61], m1, m2) + swar_nib(w2 ^ kw[62], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[63], m1, m2) + swar_nib(w4 ^ kw[64], m1, m2), m4)) * k1 < bw[12]) {
+                    o1 = (uint8_t)(o1 | 0x10u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[65], m1, m2) + swar_nib(w1 ^ kw[66], m1, m2) + swar_nib(w2 ^ kw[67], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[68], m1, m2) + swar_nib(w4 ^ kw[69], m1, m2), m4)) * k1 < bw[13]) {
+                    o1 = (uint8_t)(o1 | 0x20u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[70], m1, m2) + swar_nib(w1 ^ kw[71], m1, m2) + swar_nib(w2 ^ kw[72], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[73], m1, m2) + swar_nib(w4 ^ kw[74], m1, m2), m4)) * k1 < bw[14]) {
+                    o1 = (uint8_t)(o1 | 0x40u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[75], m1, m2) + swar_nib(w1 ^ kw[76], m1, m2) + swar_nib(w2 ^ kw[77], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[78], m1, m2) + swar_nib(w4 ^ kw[79], m1, m2), m4)) * k1 < bw[15]) {
+                    o1 = (uint8_t)(o1 | 0x80u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[80], m1, m2) + swar_nib(w1 ^ kw[81], m1, m2) + swar_nib(w2 ^ kw[82], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[83], m1, m2) + swar_nib(w4 ^ kw[84], m1, m2), m4)) * k1 < bw[16]) {
+                    o2 = (uint8_t)(o2 | 0x01u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[85], m1, m2) + swar_nib(w1 ^ kw[86], m1, m2) + swar_nib(w2 ^ kw[87], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[88], m1, m2) + swar_nib(w4 ^ kw[89], m1, m2), m4)) * k1 < bw[17]) {
+                    o2 = (uint8_t)(o2 | 0x02u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[90], m1, m2) + swar_nib(w1 ^ kw[91], m1, m2) + swar_nib(w2 ^ kw[92], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[93], m1, m2) + swar_nib(w4 ^ kw[94], m1, m2), m4)) * k1 < bw[18]) {
+                    o2 = (uint8_t)(o2 | 0x04u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[95], m1, m2) + swar_nib(w1 ^ kw[96], m1, m2) + swar_nib(w2 ^ kw[97], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[98], m1, m2) + swar_nib(w4 ^ kw[99], m1, m2), m4)) * k1 < bw[19]) {
+                    o2 = (uint8_t)(o2 | 0x08u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[100], m1, m2) + swar_nib(w1 ^ kw[101], m1, m2) + swar_nib(w2 ^ kw[102], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[103], m1, m2) + swar_nib(w4 ^ kw[104], m1, m2), m4)) * k1 < bw[20]) {
+                    o2 = (uint8_t)(o2 | 0x10u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[105], m1, m2) + swar_nib(w1 ^ kw[106], m1, m2) + swar_nib(w2 ^ kw[107], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[108], m1, m2) + swar_nib(w4 ^ kw[109], m1, m2), m4)) * k1 < bw[21]) {
+                    o2 = (uint8_t)(o2 | 0x20u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[110], m1, m2) + swar_nib(w1 ^ kw[111], m1, m2) + swar_nib(w2 ^ kw[112], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[113], m1, m2) + swar_nib(w4 ^ kw[114], m1, m2), m4)) * k1 < bw[22]) {
+                    o2 = (uint8_t)(o2 | 0x40u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[115], m1, m2) + swar_nib(w1 ^ kw[116], m1, m2) + swar_nib(w2 ^ kw[117], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[118], m1, m2) + swar_nib(w4 ^ kw[119], m1, m2), m4)) * k1 < bw[23]) {
+                    o2 = (uint8_t)(o2 | 0x80u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[120], m1, m2) + swar_nib(w1 ^ kw[121], m1, m2) + swar_nib(w2 ^ kw[122], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[123], m1, m2) + swar_nib(w4 ^ kw[124], m1, m2), m4)) * k1 < bw[24]) {
+                    o3 = (uint8_t)(o3 | 0x01u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[125], m1, m2) + swar_nib(w1 ^ kw[126], m1, m2) + swar_nib(w2 ^ kw[127], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[128], m1, m2) + swar_nib(w4 ^ kw[129], m1, m2), m4)) * k1 < bw[25]) {
+                    o3 = (uint8_t)(o3 | 0x02u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[130], m1, m2) + swar_nib(w1 ^ kw[131], m1, m2) + swar_nib(w2 ^ kw[132], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[133], m1, m2) + swar_nib(w4 ^ kw[134], m1, m2), m4)) * k1 < bw[26]) {
+                    o3 = (uint8_t)(o3 | 0x04u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[135], m1, m2) + swar_nib(w1 ^ kw[136], m1, m2) + swar_nib(w2 ^ kw[137], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[138], m1, m2) + swar_nib(w4 ^ kw[139], m1, m2), m4)) * k1 < bw[27]) {
+                    o3 = (uint8_t)(o3 | 0x08u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[140], m1, m2) + swar_nib(w1 ^ kw[141], m1, m2) + swar_nib(w2 ^ kw[142], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[143], m1, m2) + swar_nib(w4 ^ kw[144], m1, m2), m4)) * k1 < bw[28]) {
+                    o3 = (uint8_t)(o3 | 0x10u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[145], m1, m2) + swar_nib(w1 ^ kw[146], m1, m2) + swar_nib(w2 ^ kw[147], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[148], m1, m2) + swar_nib(w4 ^ kw[149], m1, m2), m4)) * k1 < bw[29]) {
+                    o3 = (uint8_t)(o3 | 0x20u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[150], m1, m2) + swar_nib(w1 ^ kw[151], m1, m2) + swar_nib(w2 ^ kw[152], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[153], m1, m2) + swar_nib(w4 ^ kw[154], m1, m2), m4)) * k1 < bw[30]) {
+                    o3 = (uint8_t)(o3 | 0x40u);
+                }
+                if ((swar_fold(swar_nib(w0 ^ kw[155], m1, m2) + swar_nib(w1 ^ kw[156], m1, m2) + swar_nib(w2 ^ kw[157], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[158], m1, m2) + swar_nib(w4 ^ kw[159], m1, m2), m4)) * k1 < bw[31]) {
+                    o3 = (uint8_t)(o3 | 0x80u);
+                }
+            }
 #endif
             for (oy = oy_lo; oy < oy_hi; oy++) {
                 for (ox = ox_lo; ox < ox_hi; ox++) {
@@ -3111,7 +3409,7 @@ static const ebnn_block_t mnist_small_blocks[3] EBNN_FLASH = {
 };
 
 #ifndef MNIST_SMALL_NO_STATIC_WORKSPACE
-static uint8_t mnist_small_workspace[MNIST_SMALL_WORKSPACE_BYTES];
+static uint8_t mnist_small_workspace[MNIST_SMALL_WORKSPACE_BYTES] EBNN_WORD_ALIGNED;
 
 int mnist_small_infer(const uint8_t *input, int32_t *scores)
 {

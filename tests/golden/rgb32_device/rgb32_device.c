@@ -8,6 +8,14 @@
 #include "rgb32_device.h"
 #include "ebnn_runtime.h"
 
+/* 32-bit targets: weight rows of the runtime kernels and the workspace on 4-byte boundaries,
+ * so that the XOR + popcount runs go word-wide (docs/speed.md). */
+#if defined(__GNUC__) && !defined(__AVR__)
+#define EBNN_WORD_ALIGNED __attribute__((aligned(4)))
+#else
+#define EBNN_WORD_ALIGNED
+#endif
+
 /* Compile-time checks of the sizes the compiler planned. */
 typedef char rgb32_device_check_workspace[(RGB32_DEVICE_WORKSPACE_BYTES >= 384) ? 1 : -1];
 typedef char rgb32_device_check_trace[(RGB32_DEVICE_TRACE_BYTES == RGB32_DEVICE_BLOCK0_BYTES + RGB32_DEVICE_BLOCK1_BYTES) ? 1 : -1];
@@ -41,7 +49,7 @@ static const int32_t rgb32_device_thr1[16] EBNN_FLASH = {
 static const uint8_t rgb32_device_flip1[2] EBNN_FLASH = { 0x00, 0x00 };
 
 /* block 2: exit 16x8x8 -> 3x1x1, kernel 8x8, stride 1x1, padding 0x0 */
-static const uint8_t rgb32_device_w2[384] EBNN_FLASH = {
+static const uint8_t rgb32_device_w2[384] EBNN_FLASH EBNN_WORD_ALIGNED = {
     0x9a, 0xb7, 0xd0, 0xca, 0xd4, 0x62, 0x76, 0x6e, 0x76, 0x4b, 0x12, 0x02, 0x92, 0x66, 0xd7, 0xa0,
     0x73, 0x87, 0xfd, 0xd6, 0xff, 0x76, 0xff, 0x7f, 0x51, 0xff, 0x96, 0xcb, 0xfe, 0xf7, 0x7a, 0xe6,
     0xff, 0xb7, 0x7f, 0xf7, 0xff, 0xb7, 0xcf, 0xf2, 0xdc, 0x72, 0x76, 0x14, 0x97, 0xbe, 0x7c, 0x56,
@@ -204,8 +212,33 @@ static void rgb32_device_block0(const uint8_t *in, uint8_t *out)
 
 /* block 1, generated kernel (docs/speed.md): each conv position once, its threshold
  * bits ORed into the outputs whose pool window holds it; window gathered once for all filters. */
+
+#if !defined(__AVR__)
+/* Bits set in x: 2-bit, then 4-bit sums (nibbles of at most 4); m1 = 0x55555555, m2 = 0x33333333. */
+static uint32_t swar_nib(uint32_t x, uint32_t m1, uint32_t m2)
+{
+    x = x - ((x >> 1) & m1);
+    return (x & m2) + ((x >> 2) & m2);
+}
+
+/* Nibble sums (at most 15) to byte sums; m4 = 0x0f0f0f0f. */
+static uint32_t swar_fold(uint32_t x, uint32_t m4)
+{
+    return (x & m4) + ((x >> 4) & m4);
+}
+
+/* The masks and the weight table pointer are kept in registers (the shifted-operand forms of
+ * Cortex-M3/M4, a multiply on RISC-V) rather than folded into immediates at every use; not on
+ * Cortex-M0 (8 low registers: the immediates do better there). */
+#if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
+#define SWAR_KEEP(v) __asm__("" : "+r"(v))
+#else
+#define SWAR_KEEP(v) ((void)0)
+#endif
+#endif
 static const uint8_t rgb32_device_rows1[16][3] EBNN_FLASH = { { 0, 1, 0 }, { 0, 2, 1 }, { 1, 2, 1 }, { 1, 3, 1 }, { 2, 3, 1 }, { 2, 4, 1 }, { 3, 4, 1 }, { 3, 5, 1 }, { 4, 5, 1 }, { 4, 6, 1 }, { 5, 6, 1 }, { 5, 7, 1 }, { 6, 7, 1 }, { 6, 8, 1 }, { 7, 8, 1 }, { 7, 8, 2 }, };
 static const uint8_t rgb32_device_cols1[16][3] EBNN_FLASH = { { 0, 1, 0 }, { 0, 2, 1 }, { 1, 2, 1 }, { 1, 3, 1 }, { 2, 3, 1 }, { 2, 4, 1 }, { 3, 4, 1 }, { 3, 5, 1 }, { 4, 5, 1 }, { 4, 6, 1 }, { 5, 6, 1 }, { 5, 7, 1 }, { 6, 7, 1 }, { 6, 8, 1 }, { 7, 8, 1 }, { 7, 8, 2 }, };
+#if defined(__AVR__)
 static const uint8_t rgb32_device_bound1[9][16] EBNN_FLASH = {
     { 32, 39, 30, 41, 30, 37, 35, 35, 32, 40, 39, 32, 24, 32, 34, 31, },
     { 34, 35, 32, 35, 31, 32, 35, 36, 28, 38, 38, 28, 28, 31, 34, 36, },
@@ -217,12 +250,43 @@ static const uint8_t rgb32_device_bound1[9][16] EBNN_FLASH = {
     { 35, 32, 32, 36, 37, 32, 35, 39, 28, 33, 35, 29, 28, 30, 30, 32, },
     { 32, 30, 35, 35, 39, 29, 39, 41, 24, 36, 34, 30, 27, 32, 27, 39, },
 };
+#else
+static const uint32_t rgb32_device_wk1[32] = {
+    0x08250db6u, 0xa4c70584u, 0xfb9cd6fbu, 0x467360f9u, 0x35763cbcu, 0x3605777du,
+    0xdd72567du, 0x66ff15d2u, 0x298c88edu, 0x7333fb8eu, 0x7f2546fbu, 0xc3f32456u,
+    0xef7b3c6au, 0xcd80f9fbu, 0x827e3cc1u, 0xfccb1d4cu, 0xfb045b73u, 0xd6a7c4f2u,
+    0xb67fbc7bu, 0x8ce5713fu, 0x7a47f457u, 0xdde88657u, 0xb7f3d373u, 0xf37b3267u,
+    0x804b1a30u, 0x1b0b8500u, 0x1b3b6d11u, 0x8dcdb930u, 0xea307bebu, 0x38451adbu,
+    0xc0fbd497u, 0x3d04ff9cu,
+};
+static const uint32_t rgb32_device_bound32_1[9][16] = {
+    { 0x20000000u, 0x27000000u, 0x1e000000u, 0x29000000u, 0x1e000000u, 0x25000000u, 0x23000000u, 0x23000000u, 0x20000000u, 0x28000000u, 0x27000000u, 0x20000000u, 0x18000000u, 0x20000000u, 0x22000000u, 0x1f000000u, },
+    { 0x22000000u, 0x23000000u, 0x20000000u, 0x23000000u, 0x1f000000u, 0x20000000u, 0x23000000u, 0x24000000u, 0x1c000000u, 0x26000000u, 0x26000000u, 0x1c000000u, 0x1c000000u, 0x1f000000u, 0x22000000u, 0x24000000u, },
+    { 0x20000000u, 0x22000000u, 0x26000000u, 0x21000000u, 0x26000000u, 0x1d000000u, 0x29000000u, 0x25000000u, 0x18000000u, 0x27000000u, 0x22000000u, 0x1c000000u, 0x19000000u, 0x1e000000u, 0x21000000u, 0x2a000000u, },
+    { 0x22000000u, 0x26000000u, 0x1d000000u, 0x29000000u, 0x21000000u, 0x27000000u, 0x21000000u, 0x21000000u, 0x22000000u, 0x24000000u, 0x26000000u, 0x1d000000u, 0x19000000u, 0x1e000000u, 0x22000000u, 0x1c000000u, },
+    { 0x23000000u, 0x1f000000u, 0x1e000000u, 0x21000000u, 0x20000000u, 0x1f000000u, 0x21000000u, 0x23000000u, 0x1d000000u, 0x20000000u, 0x24000000u, 0x18000000u, 0x1f000000u, 0x1f000000u, 0x20000000u, 0x20000000u, },
+    { 0x20000000u, 0x1e000000u, 0x25000000u, 0x1f000000u, 0x26000000u, 0x1b000000u, 0x29000000u, 0x26000000u, 0x16000000u, 0x24000000u, 0x20000000u, 0x1a000000u, 0x1c000000u, 0x1f000000u, 0x1d000000u, 0x29000000u, },
+    { 0x21000000u, 0x26000000u, 0x21000000u, 0x28000000u, 0x26000000u, 0x26000000u, 0x26000000u, 0x24000000u, 0x20000000u, 0x24000000u, 0x25000000u, 0x20000000u, 0x17000000u, 0x1c000000u, 0x21000000u, 0x1f000000u, },
+    { 0x23000000u, 0x20000000u, 0x20000000u, 0x24000000u, 0x25000000u, 0x20000000u, 0x23000000u, 0x27000000u, 0x1c000000u, 0x21000000u, 0x23000000u, 0x1d000000u, 0x1c000000u, 0x1e000000u, 0x1e000000u, 0x20000000u, },
+    { 0x20000000u, 0x1e000000u, 0x23000000u, 0x23000000u, 0x27000000u, 0x1d000000u, 0x27000000u, 0x29000000u, 0x18000000u, 0x24000000u, 0x22000000u, 0x1e000000u, 0x1b000000u, 0x20000000u, 0x1b000000u, 0x27000000u, },
+};
+#endif
 
 static void rgb32_device_block1(const uint8_t *in, uint8_t *out)
 {
     int cy, cx, oy, ox;
+#if defined(__AVR__)
     uint8_t bound[16] = { 0 };
     int cls_loaded = -1;
+#else
+    uint32_t m1 = 0x55555555u, m2 = 0x33333333u, m4 = 0x0f0f0f0fu, k1 = 0x01010101u;
+    const uint32_t *kw = rgb32_device_wk1;
+    SWAR_KEEP(m1);
+    SWAR_KEEP(m2);
+    SWAR_KEEP(m4);
+    SWAR_KEEP(k1);
+    SWAR_KEEP(kw);
+#endif
     memset(out, 0, 128u);
     for (cy = 0; cy < 16; cy++) {
         int oy_lo = EBNN_READ_U8(&rgb32_device_rows1[cy][0]), oy_hi = EBNN_READ_U8(&rgb32_device_rows1[cy][1]);
@@ -238,17 +302,23 @@ static void rgb32_device_block1(const uint8_t *in, uint8_t *out)
             uint8_t o0 = 0;
             uint8_t o1 = 0;
             int cls = row_class + EBNN_READ_U8(&rgb32_device_cols1[cx][2]);
+#if defined(__AVR__)
             uint8_t m;
 #if defined(EBNN_POPCOUNT8_PAGED)
             uint8_t t;
 #endif
+#else
+            uint32_t w0, w1, t;
+#endif
             if (ox_lo >= ox_hi) {
                 continue;
             }
+#if defined(__AVR__)
             if (cls != cls_loaded) { /* the bounds of this border class, copied when it changes */
                 EBNN_LOAD(bound, rgb32_device_bound1[cls], sizeof bound);
                 cls_loaded = cls;
             }
+#endif
             if (y0 >= 0 && y0 <= 13 && x0 >= 0 && x0 <= 13) {
                 const uint8_t *p = in + ((y0 * 16 + x0) * 1);
                 a0 = p[0];
@@ -966,7 +1036,7 @@ static void rgb32_device_block1(const uint8_t *in, uint8_t *out)
             if (m < bound[15]) {
                 o1 = (uint8_t)(o1 | 0x80u);
             }
-#else
+#elif defined(__AVR__)
             m = (uint8_t)(EBNN_POPCOUNT8((a0 ^ 0xb6u)) + EBNN_POPCOUNT8((a1 ^ 0x0du)) + EBNN_POPCOUNT8((a2 ^ 0x25u)) + EBNN_POPCOUNT8((a3 ^ 0x08u)) + EBNN_POPCOUNT8((a4 ^ 0x84u)) + EBNN_POPCOUNT8((a5 ^ 0x05u)) + EBNN_POPCOUNT8((a6 ^ 0xc7u)) + EBNN_POPCOUNT8((a7 ^ 0xa4u)) + EBNN_POPCOUNT8((a8 ^ 0x8eu)));
             if (m < bound[0]) {
                 o0 = (uint8_t)(o0 | 0x01u);
@@ -1031,6 +1101,147 @@ static void rgb32_device_block1(const uint8_t *in, uint8_t *out)
             if (m < bound[15]) {
                 o1 = (uint8_t)(o1 | 0x80u);
             }
+#else /* 32-bit: the window as words, SWAR popcount, the count in the top byte */
+            w0 = (uint32_t)a0 | ((uint32_t)a1 << 8) | ((uint32_t)a2 << 16) | ((uint32_t)a3 << 24);
+            w1 = (uint32_t)a4 | ((uint32_t)a5 << 8) | ((uint32_t)a6 << 16) | ((uint32_t)a7 << 24);
+            t = a8;
+#if !defined(__ARM_ARCH_6M__) /* Cortex-M0: no compare with a shifted immediate */
+            if (cls == 4) /* interior: the bounds as immediates */
+            {
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x8eu)) << 24)) * k1 < 0x23000000u) {
+                    o0 = (uint8_t)(o0 | 0x01u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[2], m1, m2) + swar_nib(w1 ^ kw[3], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3du)) << 24)) * k1 < 0x1f000000u) {
+                    o0 = (uint8_t)(o0 | 0x02u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[4], m1, m2) + swar_nib(w1 ^ kw[5], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xffu)) << 24)) * k1 < 0x1e000000u) {
+                    o0 = (uint8_t)(o0 | 0x04u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[6], m1, m2) + swar_nib(w1 ^ kw[7], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xe0u)) << 24)) * k1 < 0x21000000u) {
+                    o0 = (uint8_t)(o0 | 0x08u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[8], m1, m2) + swar_nib(w1 ^ kw[9], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xffu)) << 24)) * k1 < 0x20000000u) {
+                    o0 = (uint8_t)(o0 | 0x10u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x86u)) << 24)) * k1 < 0x1f000000u) {
+                    o0 = (uint8_t)(o0 | 0x20u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[12], m1, m2) + swar_nib(w1 ^ kw[13], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xffu)) << 24)) * k1 < 0x21000000u) {
+                    o0 = (uint8_t)(o0 | 0x40u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[14], m1, m2) + swar_nib(w1 ^ kw[15], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3du)) << 24)) * k1 < 0x23000000u) {
+                    o0 = (uint8_t)(o0 | 0x80u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[16], m1, m2) + swar_nib(w1 ^ kw[17], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u)) << 24)) * k1 < 0x1d000000u) {
+                    o1 = (uint8_t)(o1 | 0x01u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[18], m1, m2) + swar_nib(w1 ^ kw[19], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xdcu)) << 24)) * k1 < 0x20000000u) {
+                    o1 = (uint8_t)(o1 | 0x02u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[20], m1, m2) + swar_nib(w1 ^ kw[21], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u)) << 24)) * k1 < 0x24000000u) {
+                    o1 = (uint8_t)(o1 | 0x04u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[22], m1, m2) + swar_nib(w1 ^ kw[23], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xf1u)) << 24)) * k1 < 0x18000000u) {
+                    o1 = (uint8_t)(o1 | 0x08u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[24], m1, m2) + swar_nib(w1 ^ kw[25], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x28u)) << 24)) * k1 < 0x1f000000u) {
+                    o1 = (uint8_t)(o1 | 0x10u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[26], m1, m2) + swar_nib(w1 ^ kw[27], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0cu)) << 24)) * k1 < 0x1f000000u) {
+                    o1 = (uint8_t)(o1 | 0x20u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[28], m1, m2) + swar_nib(w1 ^ kw[29], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3cu)) << 24)) * k1 < 0x20000000u) {
+                    o1 = (uint8_t)(o1 | 0x40u);
+                }
+                SWAR_KEEP(t); /* each filter's table lookup where it is used */
+                if ((swar_fold(swar_nib(w0 ^ kw[30], m1, m2) + swar_nib(w1 ^ kw[31], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x6fu)) << 24)) * k1 < 0x20000000u) {
+                    o1 = (uint8_t)(o1 | 0x80u);
+                }
+            }
+            else
+#endif
+            {
+                const uint32_t *bw = rgb32_device_bound32_1[cls];
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x8eu)) << 24)) * k1 < bw[0]) {
+                    o0 = (uint8_t)(o0 | 0x01u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[2], m1, m2) + swar_nib(w1 ^ kw[3], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3du)) << 24)) * k1 < bw[1]) {
+                    o0 = (uint8_t)(o0 | 0x02u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[4], m1, m2) + swar_nib(w1 ^ kw[5], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xffu)) << 24)) * k1 < bw[2]) {
+                    o0 = (uint8_t)(o0 | 0x04u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[6], m1, m2) + swar_nib(w1 ^ kw[7], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xe0u)) << 24)) * k1 < bw[3]) {
+                    o0 = (uint8_t)(o0 | 0x08u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[8], m1, m2) + swar_nib(w1 ^ kw[9], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xffu)) << 24)) * k1 < bw[4]) {
+                    o0 = (uint8_t)(o0 | 0x10u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x86u)) << 24)) * k1 < bw[5]) {
+                    o0 = (uint8_t)(o0 | 0x20u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[12], m1, m2) + swar_nib(w1 ^ kw[13], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xffu)) << 24)) * k1 < bw[6]) {
+                    o0 = (uint8_t)(o0 | 0x40u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[14], m1, m2) + swar_nib(w1 ^ kw[15], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3du)) << 24)) * k1 < bw[7]) {
+                    o0 = (uint8_t)(o0 | 0x80u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[16], m1, m2) + swar_nib(w1 ^ kw[17], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u)) << 24)) * k1 < bw[8]) {
+                    o1 = (uint8_t)(o1 | 0x01u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[18], m1, m2) + swar_nib(w1 ^ kw[19], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xdcu)) << 24)) * k1 < bw[9]) {
+                    o1 = (uint8_t)(o1 | 0x02u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[20], m1, m2) + swar_nib(w1 ^ kw[21], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u)) << 24)) * k1 < bw[10]) {
+                    o1 = (uint8_t)(o1 | 0x04u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[22], m1, m2) + swar_nib(w1 ^ kw[23], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xf1u)) << 24)) * k1 < bw[11]) {
+                    o1 = (uint8_t)(o1 | 0x08u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[24], m1, m2) + swar_nib(w1 ^ kw[25], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x28u)) << 24)) * k1 < bw[12]) {
+                    o1 = (uint8_t)(o1 | 0x10u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[26], m1, m2) + swar_nib(w1 ^ kw[27], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0cu)) << 24)) * k1 < bw[13]) {
+                    o1 = (uint8_t)(o1 | 0x20u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[28], m1, m2) + swar_nib(w1 ^ kw[29], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3cu)) << 24)) * k1 < bw[14]) {
+                    o1 = (uint8_t)(o1 | 0x40u);
+                }
+                SWAR_KEEP(t);
+                if ((swar_fold(swar_nib(w0 ^ kw[30], m1, m2) + swar_nib(w1 ^ kw[31], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x6fu)) << 24)) * k1 < bw[15]) {
+                    o1 = (uint8_t)(o1 | 0x80u);
+                }
+            }
 #endif
             for (oy = oy_lo; oy < oy_hi; oy++) {
                 for (ox = ox_lo; ox < ox_hi; ox++) {
@@ -1068,7 +1279,7 @@ static const ebnn_block_t rgb32_device_blocks[3] EBNN_FLASH = {
 };
 
 #ifndef RGB32_DEVICE_NO_STATIC_WORKSPACE
-static uint8_t rgb32_device_workspace[RGB32_DEVICE_WORKSPACE_BYTES];
+static uint8_t rgb32_device_workspace[RGB32_DEVICE_WORKSPACE_BYTES] EBNN_WORD_ALIGNED;
 
 int rgb32_device_infer(const uint8_t *input, int32_t *scores)
 {
