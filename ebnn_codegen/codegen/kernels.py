@@ -28,6 +28,10 @@ only lays the lists out.
   holds ``bound + 1`` (clamped to ``[0, 8K + 1]``) and the bit is ``m < bound``.
   On AVR each filter is one asm statement (``ldi r30, w; eor r30, a; lpm t, Z;
   add m, t``: 6 cycles a byte) with the popcount table's page in ``r31``.
+  On 32-bit targets the window's bytes are packed into words (a single last
+  byte looked up in the table), each filter's weights pre-packed in the same
+  order (``wk``); SWAR counts and one multiply by 0x01010101 put ``m`` in the top
+  byte, compared with ``bound << 24`` (immediates for the interior class).
 
 Limits (else the generic runtime kernel is used): window of at most 64 bytes
 (first block: ``C*kh*kw``, so the int16 sums cannot overflow) or 31 bytes
@@ -126,7 +130,8 @@ def _word_count_expr(f: int, wbytes: np.ndarray, window: int) -> str:
     total = " + ".join(f"swar_fold({g}, m4)" for g in groups)
     if last is not None:
         v = int(wbytes[last])
-        total += f" + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + {f'(t ^ 0x{v:02x}u)' if v else 't'}) << 24)"
+        # added to the lowest byte: the multiply sums the bytes anyway (every byte <= m <= 248)
+        total += f" + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + {f'(t ^ 0x{v:02x}u)' if v else 't'})"
     return f"({total}) * k1"
 
 

@@ -682,31 +682,31 @@ static void base_block1(const uint8_t *in, uint8_t *out)
             if (cls == 4) /* interior: the bounds as immediates */
             {
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0bu)) << 24)) * k1 < 0x14000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0bu))) * k1 < 0x14000000u) {
                     o0 = (uint8_t)(o0 | 0x01u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[2], m1, m2) + swar_nib(w1 ^ kw[3], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u)) << 24)) * k1 < 0x10000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[2], m1, m2) + swar_nib(w1 ^ kw[3], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u))) * k1 < 0x10000000u) {
                     o0 = (uint8_t)(o0 | 0x02u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[4], m1, m2) + swar_nib(w1 ^ kw[5], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x03u)) << 24)) * k1 < 0x13000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[4], m1, m2) + swar_nib(w1 ^ kw[5], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x03u))) * k1 < 0x13000000u) {
                     o0 = (uint8_t)(o0 | 0x04u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[6], m1, m2) + swar_nib(w1 ^ kw[7], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x06u)) << 24)) * k1 < 0x14000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[6], m1, m2) + swar_nib(w1 ^ kw[7], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x06u))) * k1 < 0x14000000u) {
                     o0 = (uint8_t)(o0 | 0x08u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[8], m1, m2) + swar_nib(w1 ^ kw[9], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0fu)) << 24)) * k1 < 0x14000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[8], m1, m2) + swar_nib(w1 ^ kw[9], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0fu))) * k1 < 0x14000000u) {
                     o0 = (uint8_t)(o0 | 0x10u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x02u)) << 24)) * k1 < 0x17000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x02u))) * k1 < 0x17000000u) {
                     o0 = (uint8_t)(o0 | 0x20u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[14], m1, m2) + swar_nib(w1 ^ kw[15], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x05u)) << 24)) * k1 < 0x12000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[14], m1, m2) + swar_nib(w1 ^ kw[15], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x05u))) * k1 < 0x12000000u) {
                     o0 = (uint8_t)(o0 | 0x80u);
                 }
             }
@@ -715,35 +715,35 @@ static void base_block1(const uint8_t *in, uint8_t *out)
             {
                 const uint32_t *bw = base_bound32_1[cls];
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0bu)) << 24)) * k1 < bw[0]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0bu))) * k1 < bw[0]) {
                     o0 = (uint8_t)(o0 | 0x01u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[2], m1, m2) + swar_nib(w1 ^ kw[3], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u)) << 24)) * k1 < bw[1]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[2], m1, m2) + swar_nib(w1 ^ kw[3], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u))) * k1 < bw[1]) {
                     o0 = (uint8_t)(o0 | 0x02u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[4], m1, m2) + swar_nib(w1 ^ kw[5], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x03u)) << 24)) * k1 < bw[2]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[4], m1, m2) + swar_nib(w1 ^ kw[5], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x03u))) * k1 < bw[2]) {
                     o0 = (uint8_t)(o0 | 0x04u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[6], m1, m2) + swar_nib(w1 ^ kw[7], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x06u)) << 24)) * k1 < bw[3]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[6], m1, m2) + swar_nib(w1 ^ kw[7], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x06u))) * k1 < bw[3]) {
                     o0 = (uint8_t)(o0 | 0x08u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[8], m1, m2) + swar_nib(w1 ^ kw[9], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0fu)) << 24)) * k1 < bw[4]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[8], m1, m2) + swar_nib(w1 ^ kw[9], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0fu))) * k1 < bw[4]) {
                     o0 = (uint8_t)(o0 | 0x10u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x02u)) << 24)) * k1 < bw[5]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x02u))) * k1 < bw[5]) {
                     o0 = (uint8_t)(o0 | 0x20u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[12], m1, m2) + swar_nib(w1 ^ kw[13], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0au)) << 24)) * k1 < bw[6]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[12], m1, m2) + swar_nib(w1 ^ kw[13], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0au))) * k1 < bw[6]) {
                     o0 = (uint8_t)(o0 | 0x40u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[14], m1, m2) + swar_nib(w1 ^ kw[15], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x05u)) << 24)) * k1 < bw[7]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[14], m1, m2) + swar_nib(w1 ^ kw[15], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x05u))) * k1 < bw[7]) {
                     o0 = (uint8_t)(o0 | 0x80u);
                 }
             }

@@ -2230,67 +2230,67 @@ static void mnist_uno_block1(const uint8_t *in, uint8_t *out)
             if (cls == 4) /* interior: the bounds as immediates */
             {
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xdbu)) << 24)) * k1 < 0x20000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xdbu))) * k1 < 0x20000000u) {
                     o0 = (uint8_t)(o0 | 0x01u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[2], m1, m2) + swar_nib(w1 ^ kw[3], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x24u)) << 24)) * k1 < 0x1a000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[2], m1, m2) + swar_nib(w1 ^ kw[3], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x24u))) * k1 < 0x1a000000u) {
                     o0 = (uint8_t)(o0 | 0x02u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[4], m1, m2) + swar_nib(w1 ^ kw[5], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xa6u)) << 24)) * k1 < 0x1a000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[4], m1, m2) + swar_nib(w1 ^ kw[5], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xa6u))) * k1 < 0x1a000000u) {
                     o0 = (uint8_t)(o0 | 0x04u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[6], m1, m2) + swar_nib(w1 ^ kw[7], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x29u)) << 24)) * k1 < 0x1a000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[6], m1, m2) + swar_nib(w1 ^ kw[7], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x29u))) * k1 < 0x1a000000u) {
                     o0 = (uint8_t)(o0 | 0x08u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[8], m1, m2) + swar_nib(w1 ^ kw[9], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3cu)) << 24)) * k1 < 0x1e000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[8], m1, m2) + swar_nib(w1 ^ kw[9], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3cu))) * k1 < 0x1e000000u) {
                     o0 = (uint8_t)(o0 | 0x10u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3cu)) << 24)) * k1 < 0x20000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3cu))) * k1 < 0x20000000u) {
                     o0 = (uint8_t)(o0 | 0x20u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[12], m1, m2) + swar_nib(w1 ^ kw[13], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0bu)) << 24)) * k1 < 0x1c000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[12], m1, m2) + swar_nib(w1 ^ kw[13], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0bu))) * k1 < 0x1c000000u) {
                     o0 = (uint8_t)(o0 | 0x40u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[14], m1, m2) + swar_nib(w1 ^ kw[15], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xdcu)) << 24)) * k1 < 0x1f000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[14], m1, m2) + swar_nib(w1 ^ kw[15], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xdcu))) * k1 < 0x1f000000u) {
                     o0 = (uint8_t)(o0 | 0x80u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[16], m1, m2) + swar_nib(w1 ^ kw[17], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xf6u)) << 24)) * k1 < 0x24000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[16], m1, m2) + swar_nib(w1 ^ kw[17], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xf6u))) * k1 < 0x24000000u) {
                     o1 = (uint8_t)(o1 | 0x01u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[18], m1, m2) + swar_nib(w1 ^ kw[19], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xfdu)) << 24)) * k1 < 0x17000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[18], m1, m2) + swar_nib(w1 ^ kw[19], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xfdu))) * k1 < 0x17000000u) {
                     o1 = (uint8_t)(o1 | 0x02u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[20], m1, m2) + swar_nib(w1 ^ kw[21], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x34u)) << 24)) * k1 < 0x1f000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[20], m1, m2) + swar_nib(w1 ^ kw[21], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x34u))) * k1 < 0x1f000000u) {
                     o1 = (uint8_t)(o1 | 0x04u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[22], m1, m2) + swar_nib(w1 ^ kw[23], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x28u)) << 24)) * k1 < 0x19000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[22], m1, m2) + swar_nib(w1 ^ kw[23], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x28u))) * k1 < 0x19000000u) {
                     o1 = (uint8_t)(o1 | 0x08u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[24], m1, m2) + swar_nib(w1 ^ kw[25], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x2fu)) << 24)) * k1 < 0x1c000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[24], m1, m2) + swar_nib(w1 ^ kw[25], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x2fu))) * k1 < 0x1c000000u) {
                     o1 = (uint8_t)(o1 | 0x10u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[26], m1, m2) + swar_nib(w1 ^ kw[27], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xddu)) << 24)) * k1 < 0x1e000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[26], m1, m2) + swar_nib(w1 ^ kw[27], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xddu))) * k1 < 0x1e000000u) {
                     o1 = (uint8_t)(o1 | 0x20u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[28], m1, m2) + swar_nib(w1 ^ kw[29], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x34u)) << 24)) * k1 < 0x19000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[28], m1, m2) + swar_nib(w1 ^ kw[29], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x34u))) * k1 < 0x19000000u) {
                     o1 = (uint8_t)(o1 | 0x40u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[30], m1, m2) + swar_nib(w1 ^ kw[31], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0fu)) << 24)) * k1 < 0x1d000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[30], m1, m2) + swar_nib(w1 ^ kw[31], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0fu))) * k1 < 0x1d000000u) {
                     o1 = (uint8_t)(o1 | 0x80u);
                 }
             }
@@ -2299,67 +2299,67 @@ static void mnist_uno_block1(const uint8_t *in, uint8_t *out)
             {
                 const uint32_t *bw = mnist_uno_bound32_1[cls];
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xdbu)) << 24)) * k1 < bw[0]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xdbu))) * k1 < bw[0]) {
                     o0 = (uint8_t)(o0 | 0x01u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[2], m1, m2) + swar_nib(w1 ^ kw[3], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x24u)) << 24)) * k1 < bw[1]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[2], m1, m2) + swar_nib(w1 ^ kw[3], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x24u))) * k1 < bw[1]) {
                     o0 = (uint8_t)(o0 | 0x02u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[4], m1, m2) + swar_nib(w1 ^ kw[5], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xa6u)) << 24)) * k1 < bw[2]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[4], m1, m2) + swar_nib(w1 ^ kw[5], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xa6u))) * k1 < bw[2]) {
                     o0 = (uint8_t)(o0 | 0x04u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[6], m1, m2) + swar_nib(w1 ^ kw[7], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x29u)) << 24)) * k1 < bw[3]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[6], m1, m2) + swar_nib(w1 ^ kw[7], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x29u))) * k1 < bw[3]) {
                     o0 = (uint8_t)(o0 | 0x08u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[8], m1, m2) + swar_nib(w1 ^ kw[9], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3cu)) << 24)) * k1 < bw[4]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[8], m1, m2) + swar_nib(w1 ^ kw[9], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3cu))) * k1 < bw[4]) {
                     o0 = (uint8_t)(o0 | 0x10u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3cu)) << 24)) * k1 < bw[5]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3cu))) * k1 < bw[5]) {
                     o0 = (uint8_t)(o0 | 0x20u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[12], m1, m2) + swar_nib(w1 ^ kw[13], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0bu)) << 24)) * k1 < bw[6]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[12], m1, m2) + swar_nib(w1 ^ kw[13], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0bu))) * k1 < bw[6]) {
                     o0 = (uint8_t)(o0 | 0x40u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[14], m1, m2) + swar_nib(w1 ^ kw[15], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xdcu)) << 24)) * k1 < bw[7]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[14], m1, m2) + swar_nib(w1 ^ kw[15], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xdcu))) * k1 < bw[7]) {
                     o0 = (uint8_t)(o0 | 0x80u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[16], m1, m2) + swar_nib(w1 ^ kw[17], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xf6u)) << 24)) * k1 < bw[8]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[16], m1, m2) + swar_nib(w1 ^ kw[17], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xf6u))) * k1 < bw[8]) {
                     o1 = (uint8_t)(o1 | 0x01u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[18], m1, m2) + swar_nib(w1 ^ kw[19], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xfdu)) << 24)) * k1 < bw[9]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[18], m1, m2) + swar_nib(w1 ^ kw[19], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xfdu))) * k1 < bw[9]) {
                     o1 = (uint8_t)(o1 | 0x02u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[20], m1, m2) + swar_nib(w1 ^ kw[21], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x34u)) << 24)) * k1 < bw[10]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[20], m1, m2) + swar_nib(w1 ^ kw[21], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x34u))) * k1 < bw[10]) {
                     o1 = (uint8_t)(o1 | 0x04u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[22], m1, m2) + swar_nib(w1 ^ kw[23], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x28u)) << 24)) * k1 < bw[11]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[22], m1, m2) + swar_nib(w1 ^ kw[23], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x28u))) * k1 < bw[11]) {
                     o1 = (uint8_t)(o1 | 0x08u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[24], m1, m2) + swar_nib(w1 ^ kw[25], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x2fu)) << 24)) * k1 < bw[12]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[24], m1, m2) + swar_nib(w1 ^ kw[25], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x2fu))) * k1 < bw[12]) {
                     o1 = (uint8_t)(o1 | 0x10u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[26], m1, m2) + swar_nib(w1 ^ kw[27], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xddu)) << 24)) * k1 < bw[13]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[26], m1, m2) + swar_nib(w1 ^ kw[27], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xddu))) * k1 < bw[13]) {
                     o1 = (uint8_t)(o1 | 0x20u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[28], m1, m2) + swar_nib(w1 ^ kw[29], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x34u)) << 24)) * k1 < bw[14]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[28], m1, m2) + swar_nib(w1 ^ kw[29], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x34u))) * k1 < bw[14]) {
                     o1 = (uint8_t)(o1 | 0x40u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[30], m1, m2) + swar_nib(w1 ^ kw[31], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0fu)) << 24)) * k1 < bw[15]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[30], m1, m2) + swar_nib(w1 ^ kw[31], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0fu))) * k1 < bw[15]) {
                     o1 = (uint8_t)(o1 | 0x80u);
                 }
             }

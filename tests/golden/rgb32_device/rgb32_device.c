@@ -1109,67 +1109,67 @@ static void rgb32_device_block1(const uint8_t *in, uint8_t *out)
             if (cls == 4) /* interior: the bounds as immediates */
             {
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x8eu)) << 24)) * k1 < 0x23000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x8eu))) * k1 < 0x23000000u) {
                     o0 = (uint8_t)(o0 | 0x01u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[2], m1, m2) + swar_nib(w1 ^ kw[3], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3du)) << 24)) * k1 < 0x1f000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[2], m1, m2) + swar_nib(w1 ^ kw[3], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3du))) * k1 < 0x1f000000u) {
                     o0 = (uint8_t)(o0 | 0x02u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[4], m1, m2) + swar_nib(w1 ^ kw[5], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xffu)) << 24)) * k1 < 0x1e000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[4], m1, m2) + swar_nib(w1 ^ kw[5], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xffu))) * k1 < 0x1e000000u) {
                     o0 = (uint8_t)(o0 | 0x04u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[6], m1, m2) + swar_nib(w1 ^ kw[7], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xe0u)) << 24)) * k1 < 0x21000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[6], m1, m2) + swar_nib(w1 ^ kw[7], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xe0u))) * k1 < 0x21000000u) {
                     o0 = (uint8_t)(o0 | 0x08u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[8], m1, m2) + swar_nib(w1 ^ kw[9], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xffu)) << 24)) * k1 < 0x20000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[8], m1, m2) + swar_nib(w1 ^ kw[9], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xffu))) * k1 < 0x20000000u) {
                     o0 = (uint8_t)(o0 | 0x10u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x86u)) << 24)) * k1 < 0x1f000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x86u))) * k1 < 0x1f000000u) {
                     o0 = (uint8_t)(o0 | 0x20u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[12], m1, m2) + swar_nib(w1 ^ kw[13], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xffu)) << 24)) * k1 < 0x21000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[12], m1, m2) + swar_nib(w1 ^ kw[13], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xffu))) * k1 < 0x21000000u) {
                     o0 = (uint8_t)(o0 | 0x40u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[14], m1, m2) + swar_nib(w1 ^ kw[15], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3du)) << 24)) * k1 < 0x23000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[14], m1, m2) + swar_nib(w1 ^ kw[15], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3du))) * k1 < 0x23000000u) {
                     o0 = (uint8_t)(o0 | 0x80u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[16], m1, m2) + swar_nib(w1 ^ kw[17], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u)) << 24)) * k1 < 0x1d000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[16], m1, m2) + swar_nib(w1 ^ kw[17], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u))) * k1 < 0x1d000000u) {
                     o1 = (uint8_t)(o1 | 0x01u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[18], m1, m2) + swar_nib(w1 ^ kw[19], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xdcu)) << 24)) * k1 < 0x20000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[18], m1, m2) + swar_nib(w1 ^ kw[19], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xdcu))) * k1 < 0x20000000u) {
                     o1 = (uint8_t)(o1 | 0x02u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[20], m1, m2) + swar_nib(w1 ^ kw[21], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u)) << 24)) * k1 < 0x24000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[20], m1, m2) + swar_nib(w1 ^ kw[21], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u))) * k1 < 0x24000000u) {
                     o1 = (uint8_t)(o1 | 0x04u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[22], m1, m2) + swar_nib(w1 ^ kw[23], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xf1u)) << 24)) * k1 < 0x18000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[22], m1, m2) + swar_nib(w1 ^ kw[23], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xf1u))) * k1 < 0x18000000u) {
                     o1 = (uint8_t)(o1 | 0x08u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[24], m1, m2) + swar_nib(w1 ^ kw[25], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x28u)) << 24)) * k1 < 0x1f000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[24], m1, m2) + swar_nib(w1 ^ kw[25], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x28u))) * k1 < 0x1f000000u) {
                     o1 = (uint8_t)(o1 | 0x10u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[26], m1, m2) + swar_nib(w1 ^ kw[27], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0cu)) << 24)) * k1 < 0x1f000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[26], m1, m2) + swar_nib(w1 ^ kw[27], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0cu))) * k1 < 0x1f000000u) {
                     o1 = (uint8_t)(o1 | 0x20u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[28], m1, m2) + swar_nib(w1 ^ kw[29], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3cu)) << 24)) * k1 < 0x20000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[28], m1, m2) + swar_nib(w1 ^ kw[29], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3cu))) * k1 < 0x20000000u) {
                     o1 = (uint8_t)(o1 | 0x40u);
                 }
                 SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[30], m1, m2) + swar_nib(w1 ^ kw[31], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x6fu)) << 24)) * k1 < 0x20000000u) {
+                if ((swar_fold(swar_nib(w0 ^ kw[30], m1, m2) + swar_nib(w1 ^ kw[31], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x6fu))) * k1 < 0x20000000u) {
                     o1 = (uint8_t)(o1 | 0x80u);
                 }
             }
@@ -1178,67 +1178,67 @@ static void rgb32_device_block1(const uint8_t *in, uint8_t *out)
             {
                 const uint32_t *bw = rgb32_device_bound32_1[cls];
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x8eu)) << 24)) * k1 < bw[0]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x8eu))) * k1 < bw[0]) {
                     o0 = (uint8_t)(o0 | 0x01u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[2], m1, m2) + swar_nib(w1 ^ kw[3], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3du)) << 24)) * k1 < bw[1]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[2], m1, m2) + swar_nib(w1 ^ kw[3], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3du))) * k1 < bw[1]) {
                     o0 = (uint8_t)(o0 | 0x02u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[4], m1, m2) + swar_nib(w1 ^ kw[5], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xffu)) << 24)) * k1 < bw[2]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[4], m1, m2) + swar_nib(w1 ^ kw[5], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xffu))) * k1 < bw[2]) {
                     o0 = (uint8_t)(o0 | 0x04u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[6], m1, m2) + swar_nib(w1 ^ kw[7], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xe0u)) << 24)) * k1 < bw[3]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[6], m1, m2) + swar_nib(w1 ^ kw[7], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xe0u))) * k1 < bw[3]) {
                     o0 = (uint8_t)(o0 | 0x08u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[8], m1, m2) + swar_nib(w1 ^ kw[9], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xffu)) << 24)) * k1 < bw[4]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[8], m1, m2) + swar_nib(w1 ^ kw[9], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xffu))) * k1 < bw[4]) {
                     o0 = (uint8_t)(o0 | 0x10u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x86u)) << 24)) * k1 < bw[5]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x86u))) * k1 < bw[5]) {
                     o0 = (uint8_t)(o0 | 0x20u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[12], m1, m2) + swar_nib(w1 ^ kw[13], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xffu)) << 24)) * k1 < bw[6]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[12], m1, m2) + swar_nib(w1 ^ kw[13], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xffu))) * k1 < bw[6]) {
                     o0 = (uint8_t)(o0 | 0x40u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[14], m1, m2) + swar_nib(w1 ^ kw[15], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3du)) << 24)) * k1 < bw[7]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[14], m1, m2) + swar_nib(w1 ^ kw[15], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3du))) * k1 < bw[7]) {
                     o0 = (uint8_t)(o0 | 0x80u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[16], m1, m2) + swar_nib(w1 ^ kw[17], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u)) << 24)) * k1 < bw[8]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[16], m1, m2) + swar_nib(w1 ^ kw[17], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u))) * k1 < bw[8]) {
                     o1 = (uint8_t)(o1 | 0x01u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[18], m1, m2) + swar_nib(w1 ^ kw[19], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xdcu)) << 24)) * k1 < bw[9]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[18], m1, m2) + swar_nib(w1 ^ kw[19], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xdcu))) * k1 < bw[9]) {
                     o1 = (uint8_t)(o1 | 0x02u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[20], m1, m2) + swar_nib(w1 ^ kw[21], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u)) << 24)) * k1 < bw[10]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[20], m1, m2) + swar_nib(w1 ^ kw[21], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u))) * k1 < bw[10]) {
                     o1 = (uint8_t)(o1 | 0x04u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[22], m1, m2) + swar_nib(w1 ^ kw[23], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xf1u)) << 24)) * k1 < bw[11]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[22], m1, m2) + swar_nib(w1 ^ kw[23], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0xf1u))) * k1 < bw[11]) {
                     o1 = (uint8_t)(o1 | 0x08u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[24], m1, m2) + swar_nib(w1 ^ kw[25], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x28u)) << 24)) * k1 < bw[12]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[24], m1, m2) + swar_nib(w1 ^ kw[25], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x28u))) * k1 < bw[12]) {
                     o1 = (uint8_t)(o1 | 0x10u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[26], m1, m2) + swar_nib(w1 ^ kw[27], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0cu)) << 24)) * k1 < bw[13]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[26], m1, m2) + swar_nib(w1 ^ kw[27], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0cu))) * k1 < bw[13]) {
                     o1 = (uint8_t)(o1 | 0x20u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[28], m1, m2) + swar_nib(w1 ^ kw[29], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3cu)) << 24)) * k1 < bw[14]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[28], m1, m2) + swar_nib(w1 ^ kw[29], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x3cu))) * k1 < bw[14]) {
                     o1 = (uint8_t)(o1 | 0x40u);
                 }
                 SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[30], m1, m2) + swar_nib(w1 ^ kw[31], m1, m2), m4) + ((uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x6fu)) << 24)) * k1 < bw[15]) {
+                if ((swar_fold(swar_nib(w0 ^ kw[30], m1, m2) + swar_nib(w1 ^ kw[31], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x6fu))) * k1 < bw[15]) {
                     o1 = (uint8_t)(o1 | 0x80u);
                 }
             }
