@@ -36,7 +36,9 @@ def test_shipped_model_loads(dataset):
 @pytest.mark.mnist
 @pytest.mark.parametrize("dataset", sorted(MODELS))
 def test_shipped_model_reproduces_the_documented_numbers(dataset):
-    expected = json.loads((ROOT / "docs" / "img" / f"ddnn_{dataset.replace('-', '_')}_sweep.json").read_text())["evaluation"]
+    expected = json.loads((ROOT / "docs" / "img" / f"ddnn_{dataset.replace('-', '_')}_sweep.json").read_text())[
+        "evaluation"
+    ]
     try:
         data = datasets.load(dataset, "test")
     except E.CodegenError as exc:  # the MNIST data cannot be fetched here
