@@ -67,7 +67,19 @@ def _add_devices(p: argparse.ArgumentParser) -> None:
     )
 
 
-class Train:
+class Action:
+    """One ``ebnn-gen ddnn`` action: ``help``, ``add(parser)``, ``run(args) -> exit code``."""
+
+    help = ""
+
+    def add(self, p: argparse.ArgumentParser) -> None:
+        raise NotImplementedError
+
+    def run(self, args: argparse.Namespace) -> int:
+        raise NotImplementedError
+
+
+class Train(Action):
     help = "train a DDNN jointly from a config"
 
     def add(self, p: argparse.ArgumentParser) -> None:
@@ -144,7 +156,7 @@ class Train:
         return 0
 
 
-class Eval:
+class Eval(Action):
     help = "evaluate a DDNN through the staged runtime (devices as generated C by default)"
 
     def add(self, p: argparse.ArgumentParser) -> None:
@@ -177,7 +189,7 @@ class Eval:
         return 0
 
 
-class Sweep:
+class Sweep(Action):
     help = "threshold sweep, failures and scaling: tables and PNG plots"
 
     def add(self, p: argparse.ArgumentParser) -> None:
@@ -234,7 +246,7 @@ def _json_default(o):
     raise TypeError(type(o).__name__)
 
 
-class Export:
+class Export(Action):
     help = "C of every device section, the message codec and the gateway's local exit"
 
     def add(self, p: argparse.ArgumentParser) -> None:
@@ -252,7 +264,7 @@ class Export:
         return 0
 
 
-ACTIONS = {"train": Train, "eval": Eval, "sweep": Sweep, "export": Export}
+ACTIONS: dict[str, type[Action]] = {"train": Train, "eval": Eval, "sweep": Sweep, "export": Export}
 
 
 class DdnnCommand(Command):

@@ -75,6 +75,7 @@ class LocalGateway:
             lin, bn = model.local.linear, model.local.bn
             # (K, D*K) ±1, input index d*K + k as in torch's concat of (N, D, K)
             self.weights = binary_weight(lin).numpy().astype(np.int64)
+            assert bn.running_var is not None and bn.running_mean is not None
             with torch.no_grad():
                 a = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).double().numpy()
                 b = (bn.bias.double() - bn.running_mean.double() * torch.from_numpy(a)).numpy()

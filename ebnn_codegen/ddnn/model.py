@@ -132,7 +132,9 @@ class DDNN(nn.Module):
         """The section that runs on device ``d``."""
         if not 0 <= d < self.spec.num_devices:
             raise IndexError(f"no device {d}")
-        return self.device_sections[0 if self.spec.share_weights else d]
+        section = self.device_sections[0 if self.spec.share_weights else d]
+        assert isinstance(section, DeviceSection)
+        return section
 
     def run_device(self, d: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Device ``d`` on its views (N, C, H, W): (exit scores (N, K), feature map (N, C', H', W'))."""

@@ -247,11 +247,10 @@ class StagedRuntime:
             for i in range(n):
                 if mask is not None and not mask[i, sender - base]:
                     continue
-                data: bytes | None = rows[i].tobytes()
-                if channel is not None:
-                    data = channel(data)
-                    if data is None:
-                        continue
+                wire = rows[i].tobytes()
+                data = channel(wire) if channel is not None else wire
+                if data is None:  # lost in transit
+                    continue
                 sent += len(data)
                 try:
                     msg = decode_message(data, self.layout)
@@ -276,20 +275,18 @@ class StagedRuntime:
     def _unpack(self, kind: int, sender: int, payloads: list[bytes | None], present: np.ndarray) -> np.ndarray:
         """The validated payloads of one sender, unpacked together (zeros where missing)."""
         lay = self.layout
-        if kind == SCORES:
-            size, shape = lay.scores_bytes() - HEADER_BYTES, (lay.num_classes,)
-        else:
-            size, shape = lay.features_bytes(sender) - HEADER_BYTES, lay.feature_shapes[sender]
+        size = (lay.scores_bytes() if kind == SCORES else lay.features_bytes(sender)) - HEADER_BYTES
         raw = np.zeros((len(payloads), size), np.uint8)
         idx = np.flatnonzero(present)
         if len(idx):
-            raw[idx] = np.frombuffer(b"".join(payloads[i] for i in idx), np.uint8).reshape(len(idx), size)  # type: ignore[misc]
+            joined = b"".join(payloads[i] or b"" for i in idx)
+            raw[idx] = np.frombuffer(joined, np.uint8).reshape(len(idx), size)
         if kind == SCORES:
             dt = np.dtype("<i1") if lay.score_bits == 8 else np.dtype("<i2")
             out = raw.view(dt).astype(np.int32)
             out[~present] = 0
-            return out.reshape(len(payloads), *shape)
-        out = unpack_features(raw, tuple(shape)).astype(np.float32)  # type: ignore[arg-type]
+            return out.reshape(len(payloads), lay.num_classes)
+        out = unpack_features(raw, lay.feature_shapes[sender]).astype(np.float32)
         out[~present] = 0
         return out
 
