@@ -12,7 +12,7 @@
 * ``bytes_per_sample``: ``to_aggregator`` (SCORES messages), ``to_cloud``
   (FEATURES messages of samples that do not exit locally), ``edge_to_cloud``
   when there is an edge tier, ``total``, ``raw`` (every view as uint8 pixels)
-  and ``reduction`` (raw / total);
+  and ``reduction`` (raw / total, null when nothing was sent);
 * ``device_failure``: per device, the overall accuracy with that device's
   messages missing (same model, nothing retrained);
 * ``scaling``: the accuracy with the first k devices only, adding the least
@@ -205,7 +205,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         "  exit accuracy (all samples): " + ", ".join(f"{k} {v:.4f}" for k, v in report["exit_accuracy"].items()),
         "  device accuracy: " + " ".join(f"{a:.3f}" for a in report["device_accuracy"]),
         f"  bytes/sample: to aggregator {b['to_aggregator']:.1f}, to cloud {b['to_cloud']:.1f}, "
-        f"total {b['total']:.1f}, raw {b['raw']:.0f} ({b['reduction']:.1f}x less)",
+        f"total {b['total']:.1f}, raw {b['raw']:.0f}"
+        + (f" ({b['reduction']:.1f}x less)" if b["reduction"] is not None else ""),
         "  one device failed: " + " ".join(f"{e['overall_accuracy']:.4f}" for e in report["device_failure"]),
     ]
     if report["message_errors"]:

@@ -133,13 +133,13 @@ class Outcome:
             out[name] = float(np.mean(p[sel] == self.y[sel])) if sel.any() else None
         return out
 
-    def bytes_per_sample(self) -> dict[str, float]:
+    def bytes_per_sample(self) -> dict[str, float | None]:
         n = max(self.n, 1)
         out = {k: v / n for k, v in self.bytes_sent.items()}
         total = sum(out.values())
         out["total"] = total
         out["raw"] = float(self.raw_bytes)
-        out["reduction"] = float(self.raw_bytes / total) if total > 0 else float("inf")
+        out["reduction"] = float(self.raw_bytes / total) if total > 0 else None  # None: nothing was sent
         return out
 
 
