@@ -135,9 +135,9 @@ class Outcome:
 
     def bytes_per_sample(self) -> dict[str, float | None]:
         n = max(self.n, 1)
-        out = {k: v / n for k, v in self.bytes_sent.items()}
-        total = sum(out.values())
-        out["total"] = total
+        per = {k: v / n for k, v in self.bytes_sent.items()}
+        total = sum(per.values())
+        out: dict[str, float | None] = {**per, "total": total}
         out["raw"] = float(self.raw_bytes)
         out["reduction"] = float(self.raw_bytes / total) if total > 0 else None  # None: nothing was sent
         return out
