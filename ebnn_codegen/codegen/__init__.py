@@ -255,6 +255,9 @@ def _write_atomically(files: dict[str, str], out: Path, overwrite: bool) -> list
             p.write_bytes(data)
         created = not out.exists()
         if created:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it 0700; a new output directory gets the usual mode
             os.replace(tmp, out)
             return [out / f for f in files]
         for fname in files:
