@@ -22,7 +22,11 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=[*find_packages(include=["ebnn_codegen", "ebnn_codegen.*"]), "ebnn_codegen.templates", "ebnn_codegen.firmware"],
+    packages=[
+        *find_packages(include=["ebnn_codegen", "ebnn_codegen.*"]),
+        "ebnn_codegen.templates",
+        "ebnn_codegen.firmware",
+    ],
     package_dir={"ebnn_codegen.templates": "templates", "ebnn_codegen.firmware": "firmware"},
     package_data={"ebnn_codegen.templates": data_files("templates"), "ebnn_codegen.firmware": data_files("firmware")},
     install_requires=[

@@ -191,7 +191,18 @@ def main(argv: list[str] | None = None) -> int:
             fl["mnist_uno_binary_cycles_per_mac"] = uno["binary_blocks_per_mac"]
             fl["distance_to_floor_flash"] = round(uno["binary_blocks_per_mac"] / fl["cycles_per_bit_flash"], 3)
 
-    head = ("model", "target", "kernels", "count", "per MAC", "binary/MAC", "ms@clock", "flash", "RAM/stack", "per block")
+    head = (
+        "model",
+        "target",
+        "kernels",
+        "count",
+        "per MAC",
+        "binary/MAC",
+        "ms@clock",
+        "flash",
+        "RAM/stack",
+        "per block",
+    )
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     print()
     for r in [head, *rows]:

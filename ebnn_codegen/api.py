@@ -206,10 +206,14 @@ def compare(
         ambiguous = (top2[:, 1] - top2[:, 0]) <= 2 * tol.max()
     t_pred = t_scores.argmax(axis=1)
     argmax_mism = int(np.sum((t_pred != result.pred) & ~ambiguous))
-    ref_exact = None if ref is None else (
-        np.array_equal(ref.scores, result.scores)
-        and np.array_equal(ref.pred, result.pred)
-        and all(np.array_equal(a, b) for a, b in zip(ref.layers, result.layers))
+    ref_exact = (
+        None
+        if ref is None
+        else (
+            np.array_equal(ref.scores, result.scores)
+            and np.array_equal(ref.pred, result.pred)
+            and all(np.array_equal(a, b) for a, b in zip(ref.layers, result.layers))
+        )
     )
     if first is None and ref_exact is False:
         first = "target output differs from the IR reference"

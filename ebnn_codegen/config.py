@@ -246,7 +246,9 @@ def parse_config(config: Any) -> ModelSpec:
         if kind == "bconv" and layers[-1].type == "blinear":
             raise ConfigError(f"{where}: 'bconv' cannot follow 'blinear' (no spatial input left)")
         if kind == "exit" and i != len(layers_in) - 1:
-            raise ConfigError(f"{where}: 'exit' must be the last block, but {len(layers_in) - 1 - i} block(s) follow it")
+            raise ConfigError(
+                f"{where}: 'exit' must be the last block, but {len(layers_in) - 1 - i} block(s) follow it"
+            )
         if i == len(layers_in) - 1 and kind != "exit":
             raise ConfigError(f"{where}: the last block must be 'exit', got '{kind}'")
 
@@ -284,7 +286,12 @@ def parse_config(config: Any) -> ModelSpec:
             _check_keys(entry, {"type", key}, where)
             if key not in entry:
                 raise ConfigError(f"{where}: missing field '{key}'")
-            f = _int(entry[key], f"{where}.{key}", 2 if kind == "exit" else 1, MAX_CLASSES if kind == "exit" else MAX_CHANNELS)
+            f = _int(
+                entry[key],
+                f"{where}.{key}",
+                2 if kind == "exit" else 1,
+                MAX_CLASSES if kind == "exit" else MAX_CHANNELS,
+            )
             # A linear block is a convolution whose kernel covers its whole input.
             k, s, p, pool = (cur[1], cur[2]), (1, 1), (0, 0), None
             conv_shape = out_shape = (f, 1, 1)

@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ebnn_codegen.data import DataError, DATASETS, load_multiview, load_mvmc_npz
-from ebnn_codegen.data import mnist, multiview, mvmc
+from ebnn_codegen.data import DATASETS, DataError, load_multiview, load_mvmc_npz, mnist, multiview, mvmc
 from ebnn_codegen.data.idx import IdxFormatError, read_idx, write_idx
 
 ON_CI = os.environ.get("CI", "").lower() == "true"
@@ -141,9 +140,7 @@ def test_load_from_env_and_subdirectory(tmp_path: Path, monkeypatch: pytest.Monk
     np.testing.assert_array_equal(x[:, 0], data["test"][0])
 
 
-def test_env_top_level_files_are_mnist_only(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_env_top_level_files_are_mnist_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mnist_data = _write_fake_idx_set(tmp_path)
     (tmp_path / "fashion-mnist").mkdir()
     write_idx(tmp_path / "fashion-mnist" / "t10k-images-idx3-ubyte", np.ones((2, 28, 28), np.uint8))
@@ -255,9 +252,7 @@ def test_tile_geometry_exact() -> None:
     padded[:, :, 1:29] = images
     for k in range(6):
         r, c = divmod(k, 2)
-        np.testing.assert_array_equal(
-            tiles[:, k], padded[:, :, 10 * r : 10 * r + 10, 14 * c : 14 * c + 14]
-        )
+        np.testing.assert_array_equal(tiles[:, k], padded[:, :, 10 * r : 10 * r + 10, 14 * c : 14 * c + 14])
     assert not tiles[:, 0, :, 0].any() and not tiles[:, 5, :, -1].any()
     assert tiles[:, 0, :, 1:].all() and tiles[:, 5, :, :-1].all()
 

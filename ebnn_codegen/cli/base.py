@@ -94,7 +94,9 @@ def add_model(parser: argparse.ArgumentParser) -> None:
 
 
 def add_target(parser: argparse.ArgumentParser, default: str = "host") -> None:
-    parser.add_argument("--target", default=default, help=f"where the C runs (default: {default}); see `ebnn-gen targets`")
+    parser.add_argument(
+        "--target", default=default, help=f"where the C runs (default: {default}); see `ebnn-gen targets`"
+    )
     parser.add_argument(
         "--kernels", default="fast", choices=("fast", "reference"), help="kernel strategy (default: fast)"
     )

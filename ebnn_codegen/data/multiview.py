@@ -39,7 +39,7 @@ from __future__ import annotations
 import os
 import zlib
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Protocol, Union
+from typing import NamedTuple, Protocol, Union
 
 import numpy as np
 
@@ -69,9 +69,7 @@ class MultiViewSplit(NamedTuple):
 class MultiViewLoader(Protocol):
     """Signature shared by the loaders in :data:`DATASETS`."""
 
-    def __call__(
-        self, split: str, root: Optional[PathLike] = None, *, n: Optional[int] = None
-    ) -> MultiViewSplit: ...
+    def __call__(self, split: str, root: PathLike | None = None, *, n: int | None = None) -> MultiViewSplit: ...
 
 
 # --------------------------------------------------------------------------- #
@@ -117,9 +115,7 @@ def tile_images(images: np.ndarray, grid: tuple[int, int] = TILE_GRID) -> np.nda
     return np.ascontiguousarray(tiles.reshape(n, rows * cols, c, th, tw))
 
 
-def untile_images(
-    tiles: np.ndarray, height: int, width: int, grid: tuple[int, int] = TILE_GRID
-) -> np.ndarray:
+def untile_images(tiles: np.ndarray, height: int, width: int, grid: tuple[int, int] = TILE_GRID) -> np.ndarray:
     """Reassemble ``N x V x C x th x tw`` tiles into ``N x C x height x width`` images.
 
     Inverse of :func:`tile_images` (the padding is cut away).
@@ -135,9 +131,7 @@ def untile_images(
     return np.ascontiguousarray(padded[:, :, top : top + height, left : left + width])
 
 
-def tiles(
-    base: str, split: str, root: Optional[PathLike] = None, *, n: Optional[int] = None
-) -> MultiViewSplit:
+def tiles(base: str, split: str, root: PathLike | None = None, *, n: int | None = None) -> MultiViewSplit:
     """Cut the images of a single-view dataset into the 3x2 tile grid.
 
     Args:
@@ -156,9 +150,7 @@ def tiles(
     return MultiViewSplit(views, np.ascontiguousarray(y_views), y)
 
 
-def mnist_tiles(
-    split: str, root: Optional[PathLike] = None, *, n: Optional[int] = None
-) -> MultiViewSplit:
+def mnist_tiles(split: str, root: PathLike | None = None, *, n: int | None = None) -> MultiViewSplit:
     """MNIST cut into 6 tiles of 10x14 (3 rows x 2 columns, row-major).
 
     The 28x28 digit is padded with one zero row above and one below (30x28).
@@ -221,18 +213,61 @@ class MvmcLikeSpec:
 _DEVICES = (
     # Four partial views (quadrants), a zoomed-in centre and a distant overview,
     # with increasing noise and occlusion and decreasing presence.
-    DeviceSpec(center=(0.35, 0.35), size=0.6, jitter=0.06, noise=40.0, occlusion=0.3,
-               occlusion_size=0.4, presence=(0.65, 0.55, 0.6)),
-    DeviceSpec(center=(0.35, 0.65), size=0.6, jitter=0.06, noise=50.0, occlusion=0.3,
-               occlusion_size=0.45, presence=(0.45, 0.6, 0.45)),
-    DeviceSpec(center=(0.65, 0.35), size=0.55, jitter=0.08, noise=60.0, occlusion=0.4,
-               occlusion_size=0.45, presence=(0.45, 0.5, 0.75)),
-    DeviceSpec(center=(0.65, 0.65), size=0.55, jitter=0.08, noise=70.0, occlusion=0.4,
-               occlusion_size=0.5, presence=(0.65, 0.4, 0.55)),
-    DeviceSpec(center=(0.5, 0.5), size=0.45, jitter=0.1, noise=80.0, occlusion=0.5,
-               occlusion_size=0.45, presence=(0.45, 0.55, 0.55)),
-    DeviceSpec(center=(0.5, 0.5), size=2.0, jitter=0.12, noise=100.0, occlusion=0.5,
-               occlusion_size=0.45, presence=(0.35, 0.45, 0.4), contrast=0.7),
+    DeviceSpec(
+        center=(0.35, 0.35),
+        size=0.6,
+        jitter=0.06,
+        noise=40.0,
+        occlusion=0.3,
+        occlusion_size=0.4,
+        presence=(0.65, 0.55, 0.6),
+    ),
+    DeviceSpec(
+        center=(0.35, 0.65),
+        size=0.6,
+        jitter=0.06,
+        noise=50.0,
+        occlusion=0.3,
+        occlusion_size=0.45,
+        presence=(0.45, 0.6, 0.45),
+    ),
+    DeviceSpec(
+        center=(0.65, 0.35),
+        size=0.55,
+        jitter=0.08,
+        noise=60.0,
+        occlusion=0.4,
+        occlusion_size=0.45,
+        presence=(0.45, 0.5, 0.75),
+    ),
+    DeviceSpec(
+        center=(0.65, 0.65),
+        size=0.55,
+        jitter=0.08,
+        noise=70.0,
+        occlusion=0.4,
+        occlusion_size=0.5,
+        presence=(0.65, 0.4, 0.55),
+    ),
+    DeviceSpec(
+        center=(0.5, 0.5),
+        size=0.45,
+        jitter=0.1,
+        noise=80.0,
+        occlusion=0.5,
+        occlusion_size=0.45,
+        presence=(0.45, 0.55, 0.55),
+    ),
+    DeviceSpec(
+        center=(0.5, 0.5),
+        size=2.0,
+        jitter=0.12,
+        noise=100.0,
+        occlusion=0.5,
+        occlusion_size=0.45,
+        presence=(0.35, 0.45, 0.4),
+        contrast=0.7,
+    ),
 )
 
 #: MVMC-like recipe over MNIST: digits 0, 6, 9 in a 50/30/20 mix.  Each
@@ -320,9 +355,7 @@ def _presence(spec: MvmcLikeSpec, split: str, cls: np.ndarray) -> np.ndarray:
     return seen
 
 
-def _render_device(
-    spec: MvmcLikeSpec, split: str, dev: int, images: np.ndarray
-) -> np.ndarray:
+def _render_device(spec: MvmcLikeSpec, split: str, dev: int, images: np.ndarray) -> np.ndarray:
     """Render device ``dev``'s view of ``images`` (``N x C x H x W``) as float32 ``N x C x S x S``."""
     d = spec.devices[dev]
     n, c, h, w = images.shape
@@ -356,7 +389,7 @@ def _render_device(
 
 
 def generate_mvmc_like(
-    spec: MvmcLikeSpec, split: str, root: Optional[PathLike] = None, *, n: Optional[int] = None
+    spec: MvmcLikeSpec, split: str, root: PathLike | None = None, *, n: int | None = None
 ) -> MultiViewSplit:
     """Build one split of an MVMC-like benchmark from ``spec``.
 
@@ -402,10 +435,10 @@ def generate_mvmc_like(
 
 def mvmc_like(
     split: str,
-    root: Optional[PathLike] = None,
+    root: PathLike | None = None,
     base: str = "mnist",
     *,
-    n: Optional[int] = None,
+    n: int | None = None,
 ) -> MultiViewSplit:
     """MVMC-like 6-device benchmark over ``base`` (``"mnist"``, ``"fashion-mnist"`` or ``"digits"``).
 
@@ -423,7 +456,7 @@ def mvmc_like(
 
 
 def _tiles_loader(base: str) -> MultiViewLoader:
-    def load(split: str, root: Optional[PathLike] = None, *, n: Optional[int] = None) -> MultiViewSplit:
+    def load(split: str, root: PathLike | None = None, *, n: int | None = None) -> MultiViewSplit:
         return tiles(base, split, root, n=n)
 
     load.__doc__ = f"{base} cut into 3x2 tiles (see :func:`tiles`)."
@@ -431,7 +464,7 @@ def _tiles_loader(base: str) -> MultiViewLoader:
 
 
 def _mvmc_loader(base: str) -> MultiViewLoader:
-    def load(split: str, root: Optional[PathLike] = None, *, n: Optional[int] = None) -> MultiViewSplit:
+    def load(split: str, root: PathLike | None = None, *, n: int | None = None) -> MultiViewSplit:
         return mvmc_like(split, root, base, n=n)
 
     load.__doc__ = f"MVMC-like benchmark over {base} (see :func:`mvmc_like`)."
@@ -449,16 +482,12 @@ DATASETS: dict[str, MultiViewLoader] = {
 }
 
 
-def load_multiview(
-    name: str, split: str, root: Optional[PathLike] = None, *, n: Optional[int] = None
-) -> MultiViewSplit:
+def load_multiview(name: str, split: str, root: PathLike | None = None, *, n: int | None = None) -> MultiViewSplit:
     """Load a dataset of :data:`DATASETS` by name."""
     try:
         loader = DATASETS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown multi-view dataset {name!r}; expected one of {', '.join(DATASETS)}"
-        ) from None
+        raise ValueError(f"unknown multi-view dataset {name!r}; expected one of {', '.join(DATASETS)}") from None
     return loader(split, root, n=n)
 
 

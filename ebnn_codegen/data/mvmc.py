@@ -118,13 +118,9 @@ def load_mvmc_npz(path: PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise DataError(f"cannot read MVMC file {name}: {exc}") from exc
 
     if x.ndim != 5 or tuple(x.shape[1:]) != VIEW_SHAPE:
-        raise MvmcFormatError(
-            f"{name}: 'X' has shape {x.shape}, expected (N, {', '.join(map(str, VIEW_SHAPE))})"
-        )
+        raise MvmcFormatError(f"{name}: 'X' has shape {x.shape}, expected (N, {', '.join(map(str, VIEW_SHAPE))})")
     if y_views.shape != (x.shape[0], VIEW_SHAPE[0]):
-        raise MvmcFormatError(
-            f"{name}: 'y' has shape {y_views.shape}, expected ({x.shape[0]}, {VIEW_SHAPE[0]})"
-        )
+        raise MvmcFormatError(f"{name}: 'y' has shape {y_views.shape}, expected ({x.shape[0]}, {VIEW_SHAPE[0]})")
     if y_views.dtype.kind not in "iu":
         if y_views.dtype.kind == "f" and np.all(np.mod(y_views, 1) == 0):
             pass
@@ -133,8 +129,7 @@ def load_mvmc_npz(path: PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     y_views = y_views.astype(np.int64)
     if y_views.size and (y_views.min() < 0 or y_views.max() > ABSENT):
         raise MvmcFormatError(
-            f"{name}: 'y' labels must lie in 0..{ABSENT} ({ABSENT} = absent), "
-            f"found {y_views.min()}..{y_views.max()}"
+            f"{name}: 'y' labels must lie in 0..{ABSENT} ({ABSENT} = absent), found {y_views.min()}..{y_views.max()}"
         )
     x = _to_uint8(x, name)
     return x, np.ascontiguousarray(y_views), object_labels(y_views)
