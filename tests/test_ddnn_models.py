@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import strict_tools
 
 import ebnn_codegen as E
 from ebnn_codegen.ddnn import datasets, metrics
@@ -42,6 +43,8 @@ def test_shipped_model_reproduces_the_documented_numbers(dataset):
     try:
         data = datasets.load(dataset, "test")
     except E.CodegenError as exc:  # the MNIST data cannot be fetched here
+        if strict_tools():
+            pytest.fail(f"MNIST is required on CI: {exc}")
         pytest.skip(str(exc))
     before = torch.get_num_threads()
     torch.set_num_threads(1)
