@@ -18,24 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import ebnn_codegen as E
 from ebnn_codegen.config import parse_config
 from ebnn_codegen.data.mnist import load as load_data
-from ebnn_codegen.nn.train import accuracy, train
-
-
-def shift_batch(xb: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Random per-batch shifts of up to 2 pixels (zero fill)."""
-    dy, dx = (int(v) for v in rng.integers(-2, 3, size=2))
-    out = torch.zeros_like(xb)
-    h, w = xb.shape[2], xb.shape[3]
-    out[:, :, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = xb[
-        :, :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
-    ]
-    return out
+from ebnn_codegen.nn.train import accuracy, random_shift, train
 
 
 def cost(config: dict) -> dict:
@@ -63,7 +51,7 @@ def one(job: tuple[str, dict, int, str, str, int, float, int | None]) -> dict:
         x_val=x_test,
         y_val=y_test,
         seed=seed,
-        augment=shift_batch,
+        augment=random_shift,
         device=device,
         log=None,
     )

@@ -27,15 +27,9 @@ import torch
 import ebnn_codegen as E
 from ebnn_codegen import api
 from ebnn_codegen.data.mnist import load as load_data
-from ebnn_codegen.nn.train import accuracy, train
+from ebnn_codegen.nn.train import accuracy, random_shift, train
 
 HERE = Path(__file__).resolve().parent
-
-
-def shift_augment(xb: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Random shifts of up to 2 pixels (zero fill): cheap and effective on MNIST."""
-    dy, dx = (int(v) for v in rng.integers(-2, 3, size=2))
-    return torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
 
 
 def select_classes(x: np.ndarray, y: np.ndarray, keep: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         x_val=x_test,
         y_val=y_test,
         seed=args.seed,
-        augment=shift_augment if args.augment else None,
+        augment=random_shift if args.augment else None,
     )
     train_s = time.perf_counter() - t0
     out = Path(args.output or f"{config['name']}.pt")

@@ -39,6 +39,17 @@ class History:
     seconds: list[float] = field(default_factory=list)
 
 
+def random_shift(xb: torch.Tensor, rng: np.random.Generator, max_shift: int = 2) -> torch.Tensor:
+    """Shift a whole batch by up to ``max_shift`` pixels in each direction, zero fill (an ``augment``)."""
+    dy, dx = (int(v) for v in rng.integers(-max_shift, max_shift + 1, size=2))
+    out = torch.zeros_like(xb)
+    h, w = xb.shape[2], xb.shape[3]
+    out[:, :, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = xb[
+        :, :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
     """Top-1 accuracy of the torch model in eval mode on uint8 inputs."""
