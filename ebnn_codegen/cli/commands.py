@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import numpy as np
@@ -228,4 +227,3 @@ def _commands() -> list[type[Command]]:
 
 
 COMMANDS = _commands()
-_ = sys

@@ -123,4 +123,4 @@ def run_sanitized(graph: Model, x: np.ndarray, kernels: str = "fast", cc: str = 
     return decode_records(graph, proc.stdout, len(x))
 
 
-__all__ = ["build", "run", "run_sanitized", "host_sources", "CFLAGS", "Path"]
+__all__ = ["build", "run", "run_sanitized", "host_sources", "CFLAGS"]
