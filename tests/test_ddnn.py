@@ -625,3 +625,33 @@ def test_cli_train_eval_sweep_export(tmp_path, capsys):
     assert main(["ddnn", "train", str(bad), "--dataset", "digits-tiles", "-o", str(tmp_path / "x.pt")]) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "device, text",
+    [
+        ("bogus", "--torch-device: unknown device 'bogus'"),
+        ("meta", "--torch-device must be cpu or cuda[:N], got 'meta'"),
+        *([] if torch.cuda.is_available() else [("cuda", "--torch-device: CUDA is not available in this PyTorch")]),
+    ],
+)
+def test_cli_train_torch_device_errors(tmp_path, capsys, device, text):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({**TINY, "training": {"epochs": 1, "batch_size": 32}}))
+    model = tmp_path / "m.pt"
+    args = ["ddnn", "train", str(cfg), "--dataset", "digits-tiles", "--limit", "50", "-o", str(model)]
+    assert main([*args, "--torch-device", device]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {text}"]
+    assert not model.exists()
+
+
+def test_training_device_argument_is_recorded_and_model_ends_on_cpu(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({**TINY, "training": {"epochs": 1, "batch_size": 32}}))
+    model = tmp_path / "m.pt"
+    args = ["-q", "ddnn", "train", str(cfg), "--dataset", "digits-tiles", "--limit", "120", "-o", str(model)]
+    assert main([*args, "--torch-device", "cpu"]) == 0
+    loaded = E.load(model)
+    assert loaded.config["meta"]["training"]["torch_device"] == "cpu"
+    assert all(p.device.type == "cpu" for p in loaded.parameters())

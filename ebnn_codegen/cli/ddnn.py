@@ -89,6 +89,12 @@ class Train(Action):
         p.add_argument("--epochs", type=int, default=None, help="override training.epochs")
         p.add_argument("--seed", type=int, default=None, help="override training.seed")
         p.add_argument("--history", metavar="OUT.json", help="write the per-epoch history as JSON")
+        p.add_argument(
+            "--torch-device",
+            default="cpu",
+            metavar="DEV",
+            help="torch device to train on: cpu (default), cuda, cuda:1, ... (results differ slightly from cpu's)",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         import torch
@@ -99,6 +105,14 @@ class Train(Action):
 
         log = progress(args)
         _threads(args.threads)
+        try:
+            where = torch.device(args.torch_device)
+        except RuntimeError:
+            raise UsageError(f"--torch-device: unknown device {args.torch_device!r}") from None
+        if where.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError("--torch-device: CUDA is not available in this PyTorch")
+        if where.type not in ("cpu", "cuda"):
+            raise UsageError(f"--torch-device must be cpu or cuda[:N], got {args.torch_device!r}")
         cfg_path = Path(args.config)
         if not cfg_path.is_file():
             raise CodegenError(f"{cfg_path}: no such file")
@@ -131,7 +145,7 @@ class Train(Action):
             f"({0 if val is None else len(val)} held out), {sum(p.numel() for p in model.parameters())} parameters"
         )
         t0 = time.perf_counter()
-        hist = tr.train(model, fit, val=val, log=log)
+        hist = tr.train(model, fit, val=val, log=log, device=where)
         seconds = time.perf_counter() - t0
         say(f"[3/{steps}] calibrate the message scale")
         m = tr.calibrate_messages(model, fit)
@@ -146,6 +160,7 @@ class Train(Action):
             "epochs": int(model.config["training"]["epochs"]),
             "seconds": round(seconds, 1),
             "threads": args.threads,
+            "torch_device": str(where),
         }
         model.config["meta"] = meta
         say(f"[5/{steps}] save {args.output}")

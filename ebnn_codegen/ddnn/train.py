@@ -112,15 +112,16 @@ def joint_loss(
 
 @torch.no_grad()
 def predict(model: DDNN, data: MultiView, batch: int = 512, present: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Float scores of every exit in eval mode (no message quantisation)."""
+    """Float scores of every exit in eval mode (no message quantisation), on the model's torch device."""
     model.eval()
+    where = next(model.parameters()).device
     outs: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(data), batch):
-        x = torch.from_numpy(data.x[i : i + batch]).float()
-        p = None if present is None else torch.from_numpy(present[i : i + batch])
+        x = torch.from_numpy(data.x[i : i + batch]).float().to(where)
+        p = None if present is None else torch.from_numpy(present[i : i + batch]).to(where)
         o = model(x, p)
         for k, v in o.items():
-            outs.setdefault(k, []).append(v.numpy())
+            outs.setdefault(k, []).append(v.cpu().numpy())
     return {k: np.concatenate(v) for k, v in outs.items()}
 
 
@@ -153,13 +154,21 @@ def train(
     epochs: int | None = None,
     log: Log | None = None,
     limit_batches: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> History:
-    """Train ``model`` jointly on ``data`` with the settings of its config's ``training`` section."""
+    """Train ``model`` jointly on ``data`` with the settings of its config's ``training`` section.
+
+    ``device`` is the torch device to train on (``cpu``, ``cuda``); the random
+    draws (order, shifts, dropout) come from a CPU generator, so they do not
+    depend on it.  The model is left on the CPU, in eval mode.
+    """
     tr = model.config["training"]
+    where = torch.device(device)
     epochs = tr["epochs"] if epochs is None else epochs
     bs = int(tr["batch_size"])
     gen = torch.Generator().manual_seed(int(tr["seed"]))
     torch.manual_seed(int(tr["seed"]))
+    model.to(where)
     opt = torch.optim.Adam(model.parameters(), lr=float(tr["lr"]), weight_decay=float(tr["weight_decay"]))
     steps_per_epoch = math.ceil(len(data) / bs)
     if limit_batches is not None:
@@ -187,8 +196,8 @@ def train(
             ii = idx.numpy()
             x = shift_views(torch.from_numpy(data.x[ii]).float(), shift, gen, tiles)  # type: ignore[arg-type]
             present = device_dropout_mask(len(idx), model.num_devices, p_drop, gen)
-            out = model(x, present)
-            loss, parts = joint_loss(out, y_all[idx], yv_all[idx], weights)
+            out = model(x.to(where), present.to(where))
+            loss, parts = joint_loss(out, y_all[idx].to(where), yv_all[idx].to(where), weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -209,6 +218,7 @@ def train(
                 msg += " | val " + " ".join(f"{k} {v:.4f}" for k, v in entry["val_accuracy"].items())
             log(msg)
     hist.seconds = time.perf_counter() - t_start
+    model.to("cpu")
     model.eval()
     return hist
 
