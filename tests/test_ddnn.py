@@ -92,6 +92,7 @@ def edge(one_thread):
     "patch, text",
     [
         ({"devices": 0}, "config.devices"),
+        ({"training": {"recalibrate_bn": "yes"}}, "config.training.recalibrate_bn"),
         ({"local": {"aggregator": "median"}}, "config.local.aggregator"),
         (
             {"cloud": {"layers": [{"type": "conv", "out_channels": 2, "kernel": 1}, {"type": "exit", "classes": 10}]}},
@@ -213,6 +214,49 @@ def test_device_dropout_keeps_one_device():
     keep = tr.device_dropout_mask(5000, 6, 0.9, g)
     assert keep.any(dim=1).all()
     assert 0.05 < keep.float().mean() < 0.3
+
+
+def test_recalibrate_batch_norm_is_exact_and_deterministic(tiny):
+    model, _ = tiny
+    model = copy.deepcopy(model)
+    data = datasets.load("digits-tiles", "train", n=300)
+    blk = model.device(0).blocks[0]
+    for m in model.modules():  # corrupt the running statistics: the result must not depend on them
+        if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+            m.running_mean.fill_(7.0)
+            m.running_var.fill_(0.01)
+    count = tr.recalibrate_batch_norm(model, data, device_dropout=0.0, batch=512)
+    assert count == sum(isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d) for m in model.modules())
+    assert not model.training and blk.bn.momentum == 0.1  # momentum restored
+    with torch.no_grad():  # one batch: the running statistics are the exact mean and (unbiased) variance
+        z = blk.conv(torch.from_numpy(data.x[:, 0]).float())
+        if blk.pool is not None:
+            z = blk.pool(z)
+    torch.testing.assert_close(blk.bn.running_mean, z.mean(dim=(0, 2, 3)), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(blk.bn.running_var, z.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-4)
+    again = copy.deepcopy(model)
+    tr.recalibrate_batch_norm(model, data, device_dropout=0.3, seed=5)
+    tr.recalibrate_batch_norm(again, data, device_dropout=0.3, seed=5)
+    for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # dropping devices changes what the cloud's batch norms see, not the devices' own
+    assert torch.allclose(blk.bn.running_mean, z.mean(dim=(0, 2, 3)), rtol=1e-5, atol=1e-4)
+
+
+def test_training_recalibrates_batch_norm_when_asked():
+    cfg = {**TINY, "training": {**TINY["training"], "epochs": 1, "recalibrate_bn": True}}
+    data = datasets.load("digits-tiles", "train", n=200)
+    torch.manual_seed(0)
+    a = DDNN(cfg)
+    lines: list[str] = []
+    tr.train(a, data, log=lines.append)
+    assert any(line.startswith("[batch norm]") for line in lines)
+    torch.manual_seed(0)
+    b = DDNN({**cfg, "training": {**cfg["training"], "recalibrate_bn": False}})
+    tr.train(b, data)
+    tr.recalibrate_batch_norm(b, data, device_dropout=b.config["training"]["device_dropout"], seed=0)
+    for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y)
 
 
 def test_shift_views_moves_the_whole_tiled_image():

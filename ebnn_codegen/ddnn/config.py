@@ -38,6 +38,10 @@ A DDNN config is a JSON-compatible dict::
   to that many pixels (zero fill), the same for every view of a sample; with
   ``training.tiles: [rows, columns]`` the views are first put back together as
   the tiles of one image, which is shifted as a whole and cut again.
+* ``training.recalibrate_bn``: after the last epoch, set every batch norm's
+  running statistics to their exact mean over the training samples, devices
+  dropped as in training (:func:`ebnn_codegen.ddnn.train.recalibrate_batch_norm`),
+  instead of the exponential average of the last batches.
 * ``messages.score_frac_bits`` is the fixed-point position ``m`` of the scores
   a device sends (value = round(score * 2**m)); ``null`` means "calibrate after
   training" (:func:`ebnn_codegen.ddnn.train.calibrate_messages`).
@@ -81,6 +85,7 @@ DEFAULTS: dict[str, Any] = {
         "seed": 0,
         "shift": 0,
         "tiles": None,
+        "recalibrate_bn": False,
     },
 }
 
@@ -357,6 +362,8 @@ def parse_ddnn_config(config: Any) -> DdnnSpec:
     _number(tr["min_local_exit"], "config.training.min_local_exit", 0.0, 1.0)
     _int(tr["seed"], "config.training.seed", 0)
     _int(tr["shift"], "config.training.shift", 0, 16)
+    if not isinstance(tr["recalibrate_bn"], bool):
+        raise ConfigError(f"config.training.recalibrate_bn must be true or false, got {tr['recalibrate_bn']!r}")
     if tr["tiles"] is not None:
         t = tr["tiles"]
         if not isinstance(t, list) or len(t) != 2:
