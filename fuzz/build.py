@@ -212,8 +212,23 @@ def build_messages(out: Path = DEFAULT_OUT, cc: str = "clang") -> Path:
 
 
 def run(exe: Path, *args: str, corpora: list[Path] | None = None, timeout: float | None = None) -> tuple[int, int, str]:
-    """Run the fuzzer; returns (exit code, executions done, output)."""
-    cmd = [str(exe), *args, *[str(c) for c in corpora or []]]
+    """Run the fuzzer; returns (exit code, executions done, output).
+
+    ``-rss_limit_mb=N`` is raised by this process's peak RSS: Linux carries
+    the resident set of the parent at ``fork`` into the child's peak RSS,
+    across ``exec``, and libFuzzer reads that peak, so a fuzzer started from a
+    large process (a test session that has evaluated a big model) would report
+    an out-of-memory on its first input.  The limit stays N megabytes above
+    what the fuzzer inherits.
+    """
+    import resource
+
+    inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # Linux: kilobytes
+    fixed = []
+    for a in args:
+        m = re.fullmatch(r"-rss_limit_mb=(\d+)", a)
+        fixed.append(f"-rss_limit_mb={int(m.group(1)) + inherited_mb}" if m and int(m.group(1)) > 0 else a)
+    cmd = [str(exe), *fixed, *[str(c) for c in corpora or []]]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     output = proc.stdout + proc.stderr
     done = re.findall(r"Done (\d+) runs", output) or re.findall(r"stat::number_of_executed_units:\s*(\d+)", output)
