@@ -93,6 +93,10 @@ def edge(one_thread):
     [
         ({"devices": 0}, "config.devices"),
         ({"training": {"recalibrate_bn": "yes"}}, "config.training.recalibrate_bn"),
+        ({"training": {"absent_devices": [6]}}, "config.training.absent_devices[0]"),
+        ({"training": {"absent_devices": [1, 1]}}, "config.training.absent_devices lists a device twice"),
+        ({"training": {"absent_devices": list(range(6))}}, "config.training.absent_devices leaves no device"),
+        ({"training": {"absent_devices": 2}}, "config.training.absent_devices must be a list"),
         ({"local": {"aggregator": "median"}}, "config.local.aggregator"),
         (
             {"cloud": {"layers": [{"type": "conv", "out_channels": 2, "kernel": 1}, {"type": "exit", "classes": 10}]}},
@@ -257,6 +261,49 @@ def test_training_recalibrates_batch_norm_when_asked():
     tr.recalibrate_batch_norm(b, data, device_dropout=b.config["training"]["device_dropout"], seed=0)
     for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
         assert torch.equal(x, y)
+
+
+def test_device_dropout_never_keeps_an_absent_device():
+    g = torch.Generator().manual_seed(3)
+    keep = tr.device_dropout_mask(2000, 6, 0.7, g, absent=(1, 4))
+    assert not keep[:, [1, 4]].any() and keep.any(dim=1).all()
+    a = tr.device_dropout_mask(500, 6, 0.5, torch.Generator().manual_seed(9))
+    b = tr.device_dropout_mask(500, 6, 0.5, torch.Generator().manual_seed(9), absent=())
+    assert torch.equal(a, b)
+
+
+def test_model_trained_without_a_device(tmp_path, capsys):
+    cfg = {**TINY, "name": "tiny_wo2", "training": {**TINY["training"], "absent_devices": [2]}}
+    model, test = _trained(cfg, n=300)
+    assert model.config["training"]["absent_devices"] == [2]
+    rep = metrics.evaluate(model, test, devices="torch")
+    assert rep["failed_devices"] == [2]
+    assert [e["device"] for e in rep["device_failure"]] == [0, 1, 3, 4, 5]
+    assert [row["devices"] for row in rep["scaling"]] == [1, 2, 3, 4, 5]
+    assert all(2 not in row["active"] for row in rep["scaling"])
+    full = metrics.evaluate(model, test, devices="torch", failed=[], with_scaling=False)
+    assert full["failed_devices"] == [] and len(full["device_failure"]) == 6
+    per_device = full["bytes_per_sample"]["to_aggregator"] / 6  # one SCORES message per device and sample
+    assert rep["bytes_per_sample"]["to_aggregator"] == pytest.approx(5 * per_device)
+    # the CLI: --fail overrides the model's default, bad device numbers are one error line
+    path = tmp_path / "m.pt"
+    E.save(model, path)
+    out = tmp_path / "e.json"
+    args = ["-q", "ddnn", "eval", str(path), "--dataset", "digits-tiles", "--limit", "40", "--devices", "torch"]
+    assert main([*args, "--no-scaling", "--fail", "0", "--fail", "3", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["failed_devices"] == [0, 3]
+    capsys.readouterr()
+    assert main([*args, "--fail", "6"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --fail 6: the model has devices 0..5"
+
+
+def test_cli_train_without_device(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({**TINY, "training": {"epochs": 1, "batch_size": 32}}))
+    model = tmp_path / "m.pt"
+    args = ["-q", "ddnn", "train", str(cfg), "--dataset", "digits-tiles", "--limit", "120", "-o", str(model)]
+    assert main([*args, "--without-device", "4", "--without-device", "1"]) == 0
+    assert E.load(model).config["training"]["absent_devices"] == [1, 4]
 
 
 def test_shift_views_moves_the_whole_tiled_image():

@@ -58,6 +58,29 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads, 1 or 2 (default 1)")
 
 
+def _add_fail(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--fail",
+        type=int,
+        action="append",
+        default=None,
+        metavar="D",
+        help="device D is missing in every run (repeatable; default: the model's training.absent_devices)",
+    )
+
+
+def _check_fail(model, fail: list[int] | None) -> list[int] | None:
+    if fail is None:
+        return None
+    n = model.num_devices
+    for d in fail:
+        if not 0 <= d < n:
+            raise UsageError(f"--fail {d}: the model has devices 0..{n - 1}")
+    if len(set(fail)) >= n:
+        raise UsageError(f"--fail leaves no device: {sorted(set(fail))}")
+    return sorted(set(fail))
+
+
 def _add_devices(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--devices",
@@ -89,6 +112,14 @@ class Train(Action):
         p.add_argument("--epochs", type=int, default=None, help="override training.epochs")
         p.add_argument("--seed", type=int, default=None, help="override training.seed")
         p.add_argument("--history", metavar="OUT.json", help="write the per-epoch history as JSON")
+        p.add_argument(
+            "--without-device",
+            type=int,
+            action="append",
+            default=None,
+            metavar="D",
+            help="train for a system without device D (repeatable; sets training.absent_devices)",
+        )
         p.add_argument(
             "--torch-device",
             default="cpu",
@@ -132,6 +163,8 @@ class Train(Action):
                 config["training"]["epochs"] = args.epochs
             if args.seed is not None:
                 config["training"]["seed"] = args.seed
+            if args.without_device is not None:
+                config["training"]["absent_devices"] = sorted(set(args.without_device))
         torch.manual_seed(int(config.get("training", {}).get("seed", 0)) if isinstance(config, dict) else 0)
         model = DDNN(config)
         steps = 5
@@ -182,6 +215,7 @@ class Eval(Action):
             "--threshold", type=float, default=None, metavar="T", help="exit threshold (default: the model's)"
         )
         _add_devices(p)
+        _add_fail(p)
         p.add_argument("--json", metavar="OUT.json", help="write the report as JSON")
         p.add_argument("--no-scaling", action="store_true", help="skip the device-scaling runs")
 
@@ -192,10 +226,11 @@ class Eval(Action):
         if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
             raise UsageError(f"--threshold must be in [0, 1], got {args.threshold}")
         model = _load_model(args.model)
+        fail = _check_fail(model, args.fail)
         data = _data(args.dataset, args.split, args.limit)
         _check_views(model, data)
         rep = metrics.evaluate(
-            model, data, devices=args.devices, threshold=args.threshold, with_scaling=not args.no_scaling
+            model, data, devices=args.devices, threshold=args.threshold, with_scaling=not args.no_scaling, failed=fail
         )
         for line in metrics.summary_lines(rep):
             print(line)
@@ -213,6 +248,7 @@ class Sweep(Action):
         p.add_argument("--split", default="test", choices=("train", "test"))
         p.add_argument("-o", "--output", required=True, metavar="DIR")
         _add_devices(p)
+        _add_fail(p)
         p.add_argument("--prefix", default=None, help="file name prefix (default: ddnn_<dataset>)")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -225,12 +261,13 @@ class Sweep(Action):
         except ImportError as exc:  # pragma: no cover - matplotlib is an extra
             raise CodegenError(f"plots need matplotlib ({exc})", hint="pip install 'ebnn-codegen[ddnn]'") from None
         model = _load_model(args.model)
+        fail = _check_fail(model, args.fail)
         data = _data(args.dataset, args.split, args.limit)
         _check_views(model, data)
         log = progress(args)
         if log:
             log(f"[1/2] staged runs on {len(data)} samples (devices: {args.devices})")
-        res = metrics.sweep(model, data, devices=args.devices)
+        res = metrics.sweep(model, data, devices=args.devices, failed=fail)
         prefix = args.prefix or f"ddnn_{plots.slug(args.dataset.split(':')[0])}"
         ev = res["evaluation"]
         tables = (

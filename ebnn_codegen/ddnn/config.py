@@ -38,6 +38,9 @@ A DDNN config is a JSON-compatible dict::
   to that many pixels (zero fill), the same for every view of a sample; with
   ``training.tiles: [rows, columns]`` the views are first put back together as
   the tiles of one image, which is shifted as a whole and cut again.
+* ``training.absent_devices``: devices left out of training altogether (always
+  dropped): the model is trained for a system without them, as the paper
+  retrained without a failed camera.  Evaluations treat them as failed.
 * ``training.recalibrate_bn``: after the last epoch, set every batch norm's
   running statistics to their exact mean over the training samples, devices
   dropped as in training (:func:`ebnn_codegen.ddnn.train.recalibrate_batch_norm`),
@@ -86,6 +89,7 @@ DEFAULTS: dict[str, Any] = {
         "shift": 0,
         "tiles": None,
         "recalibrate_bn": False,
+        "absent_devices": [],
     },
 }
 
@@ -362,6 +366,16 @@ def parse_ddnn_config(config: Any) -> DdnnSpec:
     _number(tr["min_local_exit"], "config.training.min_local_exit", 0.0, 1.0)
     _int(tr["seed"], "config.training.seed", 0)
     _int(tr["shift"], "config.training.shift", 0, 16)
+    absent = tr["absent_devices"]
+    if not isinstance(absent, list):
+        raise ConfigError(f"config.training.absent_devices must be a list of device numbers, got {absent!r}")
+    for i, d in enumerate(absent):
+        _int(d, f"config.training.absent_devices[{i}]", 0, n - 1)
+    if len(set(absent)) != len(absent):
+        raise ConfigError(f"config.training.absent_devices lists a device twice: {absent}")
+    if len(absent) >= n:
+        raise ConfigError(f"config.training.absent_devices leaves no device: {absent}")
+    tr["absent_devices"] = sorted(absent)
     if not isinstance(tr["recalibrate_bn"], bool):
         raise ConfigError(f"config.training.recalibrate_bn must be true or false, got {tr['recalibrate_bn']!r}")
     if tr["tiles"] is not None:

@@ -13,8 +13,11 @@
   (FEATURES messages of samples that do not exit locally), ``edge_to_cloud``
   when there is an edge tier, ``total``, ``raw`` (every view as uint8 pixels)
   and ``reduction`` (raw / total, null when nothing was sent);
+* ``failed_devices``: devices missing in every run (``--fail``, or the
+  model's ``training.absent_devices``: a model retrained without them);
 * ``device_failure``: per device, the overall accuracy with that device's
-  messages missing (same model, nothing retrained);
+  messages missing (same model, nothing retrained); ``worst_single_failure_accuracy``
+  is the lowest of them;
 * ``scaling``: the accuracy with the first k devices only, adding the least
   accurate first (the others failed);
 * ``message_errors``: rejected messages by reason (0 on a clean network).
@@ -58,10 +61,10 @@ def outcome_summary(out: Outcome) -> dict[str, Any]:
 def scaling(
     rt: StagedRuntime, stage: DeviceStage, thresholds: dict[str, float], order: list[int]
 ) -> list[dict[str, Any]]:
-    """Accuracy as devices are added in ``order`` (the devices not yet added are failed)."""
+    """Accuracy as devices are added in ``order`` (the devices not yet added, or not in it, are failed)."""
     dn = rt.model.num_devices
     rows = []
-    for count in range(1, dn + 1):
+    for count in range(1, len(order) + 1):
         active = order[:count]
         failed = [d for d in range(dn) if d not in active]
         out = rt.run(stage, thresholds, failed=failed)
@@ -88,8 +91,14 @@ def evaluate(
     runtime: StagedRuntime | None = None,
     stage: DeviceStage | None = None,
     with_scaling: bool = True,
+    failed: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Every report of the staged run on ``data`` (see the module docstring)."""
+    """Every report of the staged run on ``data`` (see the module docstring).
+
+    ``failed`` devices are missing in every run (default: the model's
+    ``training.absent_devices``); the one-device failures and the scaling then
+    cover the other devices.
+    """
     t0 = time.perf_counter()
     rt = runtime or StagedRuntime(model, devices=devices)
     stage = stage or rt.device_stage(data)
@@ -97,8 +106,10 @@ def evaluate(
     if threshold is not None:
         th = {name: float(threshold) for name in th}
     k = model.num_classes
-    out = rt.run(stage, th)
-    every = rt.run(stage, {name: 0.0 for name in th})
+    down = sorted(set(model.config["training"]["absent_devices"] if failed is None else failed))
+    live = [d for d in range(model.num_devices) if d not in down]
+    out = rt.run(stage, th, failed=down)
+    every = rt.run(stage, {name: 0.0 for name in th}, failed=down)
     dev_all, dev_present = device_accuracy(stage, k)
     report: dict[str, Any] = {
         "model": model.name,
@@ -112,11 +123,12 @@ def evaluate(
         "device_accuracy": dev_all,
         "device_accuracy_present": dev_present,
         "best_device_accuracy": max(dev_all),
+        "failed_devices": down,
         "device_failure": [],
         "message_errors": out.message_errors,
     }
-    for d in range(model.num_devices):
-        f = rt.run(stage, th, failed=[d])
+    for d in live if len(live) > 1 else []:
+        f = rt.run(stage, th, failed=[*down, d])
         report["device_failure"].append(
             {
                 "device": d,
@@ -125,9 +137,11 @@ def evaluate(
                 "bytes_per_sample": f.bytes_per_sample()["total"],
             }
         )
-    report["worst_single_failure_accuracy"] = min(e["overall_accuracy"] for e in report["device_failure"])
+    report["worst_single_failure_accuracy"] = (
+        min(e["overall_accuracy"] for e in report["device_failure"]) if report["device_failure"] else None
+    )
     if with_scaling:
-        order = [int(d) for d in np.argsort(np.asarray(dev_all), kind="stable")]
+        order = [int(d) for d in np.argsort(np.asarray(dev_all), kind="stable") if int(d) in live]
         report["scaling"] = scaling(rt, stage, th, order)
     report["seconds"] = {"devices": stage.seconds, "total": time.perf_counter() - t0}
     return report
@@ -141,15 +155,16 @@ def sweep(
     thresholds: tuple[float, ...] = SWEEP_THRESHOLDS,
     runtime: StagedRuntime | None = None,
     stage: DeviceStage | None = None,
+    failed: list[int] | None = None,
 ) -> dict[str, Any]:
     """The threshold sweep plus the reports of :func:`evaluate` at the model's thresholds."""
     rt = runtime or StagedRuntime(model, devices=devices)
     stage = stage or rt.device_stage(data)
-    base = evaluate(model, data, runtime=rt, stage=stage)
+    base = evaluate(model, data, runtime=rt, stage=stage, failed=failed)
     every = base["exit_accuracy"]
     rows = []
     for t in thresholds:
-        out = rt.run(stage, {name: float(t) for name in base["thresholds"]})
+        out = rt.run(stage, {name: float(t) for name in base["thresholds"]}, failed=base["failed_devices"])
         row = {"threshold": float(t), **outcome_summary(out)}
         row["exit_accuracy"] = every
         rows.append(row)
@@ -172,7 +187,8 @@ def sweep_table(result: dict[str, Any]) -> str:
 
 def failure_table(report: dict[str, Any]) -> str:
     lines = ["| failed device | device accuracy alone | overall accuracy | local exit (%) |", "|---|---|---|---|"]
-    lines.append(f"| none | - | {report['overall_accuracy']:.4f} | {100 * report['local_exit_fraction']:.2f} |")
+    base = ", ".join(map(str, report.get("failed_devices") or [])) or "none"
+    lines.append(f"| {base} | - | {report['overall_accuracy']:.4f} | {100 * report['local_exit_fraction']:.2f} |")
     for e in report["device_failure"]:
         d = e["device"]
         lines.append(
@@ -209,6 +225,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         + (f" ({b['reduction']:.1f}x less)" if b["reduction"] is not None else ""),
         "  one device failed: " + " ".join(f"{e['overall_accuracy']:.4f}" for e in report["device_failure"]),
     ]
+    if report.get("failed_devices"):
+        lines.insert(1, f"  devices failed in every run: {', '.join(map(str, report['failed_devices']))}")
     if report["message_errors"]:
         lines.append(f"  rejected messages: {report['message_errors']}")
     return lines

@@ -9,7 +9,8 @@ section IV-C)::
 Each device is trained on its own per-view label; a view whose label is not a
 class (``3`` = absent in the MVMC layout) is left out of that device's mean.
 *Device dropout*: every sample drops each device with probability
-``training.device_dropout`` (at least one device stays); a dropped device is
+``training.device_dropout`` (at least one device stays; the devices of
+``training.absent_devices`` are always dropped); a dropped device is
 left out of the local MP/AP aggregators and sends zeros to CC, so the upper
 tiers learn to classify with a device missing, which is what a failed device
 looks like at inference.
@@ -52,12 +53,23 @@ THRESHOLD_GRID = tuple(
 )
 
 
-def device_dropout_mask(n: int, devices: int, p: float, generator: torch.Generator) -> torch.Tensor:
-    """(n, devices) bool: each device kept with probability 1 - p, at least one kept per sample."""
+def device_dropout_mask(
+    n: int, devices: int, p: float, generator: torch.Generator, absent: tuple[int, ...] = ()
+) -> torch.Tensor:
+    """(n, devices) bool: each device kept with probability 1 - p, at least one kept per sample.
+
+    Devices in ``absent`` are never kept (``training.absent_devices``); the
+    random draws are the same with or without them.
+    """
     keep = torch.rand(n, devices, generator=generator) >= p
+    allowed = torch.ones(devices, dtype=torch.bool)
+    if absent:
+        allowed[list(absent)] = False
+        keep &= allowed
     none = ~keep.any(dim=1)
     if none.any():
-        pick = torch.randint(0, devices, (int(none.sum()),), generator=generator)
+        choices = allowed.nonzero(as_tuple=True)[0]
+        pick = choices[torch.randint(0, len(choices), (int(none.sum()),), generator=generator)]
         keep[none.nonzero(as_tuple=True)[0], pick] = True
     return keep
 
@@ -179,6 +191,7 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     weights = {k: float(v) for k, v in model.config["loss_weights"].items()}
     p_drop = float(tr["device_dropout"])
+    absent = tuple(tr["absent_devices"])
     shift = int(tr["shift"])
     tiles = tuple(tr["tiles"]) if tr["tiles"] is not None else None
     hist = History()
@@ -197,7 +210,7 @@ def train(
                 continue
             ii = idx.numpy()
             x = shift_views(torch.from_numpy(data.x[ii]).float(), shift, gen, tiles)  # type: ignore[arg-type]
-            present = device_dropout_mask(len(idx), model.num_devices, p_drop, gen)
+            present = device_dropout_mask(len(idx), model.num_devices, p_drop, gen, absent)
             out = model(x.to(where), present.to(where))
             loss, parts = joint_loss(out, y_all[idx].to(where), yv_all[idx].to(where), weights)
             opt.zero_grad(set_to_none=True)
@@ -221,7 +234,7 @@ def train(
             log(msg)
     if tr["recalibrate_bn"] and epochs > 0:
         t0 = time.perf_counter()
-        count = recalibrate_batch_norm(model, data, device_dropout=p_drop, seed=int(tr["seed"]))
+        count = recalibrate_batch_norm(model, data, device_dropout=p_drop, seed=int(tr["seed"]), absent=absent)
         if log:
             log(
                 f"[batch norm] {count} running statistics re-estimated on {len(data)} samples in {time.perf_counter() - t0:.1f}s"
@@ -234,7 +247,13 @@ def train(
 
 @torch.no_grad()
 def recalibrate_batch_norm(
-    model: DDNN, data: MultiView, *, device_dropout: float, seed: int = 0, batch: int = 512
+    model: DDNN,
+    data: MultiView,
+    *,
+    device_dropout: float,
+    seed: int = 0,
+    batch: int = 512,
+    absent: tuple[int, ...] = (),
 ) -> int:
     """Re-estimate every batch norm's running statistics over ``data``, exactly.
 
@@ -263,7 +282,7 @@ def recalibrate_batch_norm(
             x = torch.from_numpy(data.x[i : i + batch]).float()
             if len(x) < 2:
                 continue
-            present = device_dropout_mask(len(x), model.num_devices, device_dropout, gen)
+            present = device_dropout_mask(len(x), model.num_devices, device_dropout, gen, absent)
             model(x.to(where), present.to(where))
     finally:
         for m, mom in zip(norms, saved, strict=True):
@@ -303,9 +322,10 @@ def choose_thresholds(model: DDNN, data: MultiView, devices: str = "torch") -> d
     want = float(model.config["training"]["min_local_exit"])
     best: tuple[float, float] | None = None
     best_t = float(model.config["thresholds"]["local"])
+    absent = model.config["training"]["absent_devices"]
     for t in THRESHOLD_GRID:
         th = {"local": float(t), "edge": float(t)}
-        out = rt.run(stage, th)
+        out = rt.run(stage, th, failed=absent)
         frac = out.exit_fraction["local"]
         if frac + 1e-12 < want:
             continue
