@@ -69,16 +69,21 @@ def _add_fail(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _check_fail(model, fail: list[int] | None) -> list[int] | None:
-    if fail is None:
-        return None
-    n = model.num_devices
-    for d in fail:
-        if not 0 <= d < n:
-            raise UsageError(f"--fail {d}: the model has devices 0..{n - 1}")
-    if len(set(fail)) >= n:
-        raise UsageError(f"--fail leaves no device: {sorted(set(fail))}")
-    return sorted(set(fail))
+def _model_and_data(args: argparse.Namespace):
+    """The model, its ``--fail`` devices (checked before any data is read) and the data of ``eval``/``sweep``."""
+    model = _load_model(args.model)
+    fail = None
+    if args.fail is not None:
+        n = model.num_devices
+        for d in args.fail:
+            if not 0 <= d < n:
+                raise UsageError(f"--fail {d}: the model has devices 0..{n - 1}")
+        fail = sorted(set(args.fail))
+        if len(fail) >= n:
+            raise UsageError(f"--fail leaves no device: {fail}")
+    data = _data(args.dataset, args.split, args.limit)
+    _check_views(model, data)
+    return model, fail, data
 
 
 def _add_devices(p: argparse.ArgumentParser) -> None:
@@ -225,10 +230,7 @@ class Eval(Action):
         _threads(args.threads)
         if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
             raise UsageError(f"--threshold must be in [0, 1], got {args.threshold}")
-        model = _load_model(args.model)
-        fail = _check_fail(model, args.fail)
-        data = _data(args.dataset, args.split, args.limit)
-        _check_views(model, data)
+        model, fail, data = _model_and_data(args)
         rep = metrics.evaluate(
             model, data, devices=args.devices, threshold=args.threshold, with_scaling=not args.no_scaling, failed=fail
         )
@@ -260,10 +262,7 @@ class Sweep(Action):
             from ..ddnn import plots
         except ImportError as exc:  # pragma: no cover - matplotlib is an extra
             raise CodegenError(f"plots need matplotlib ({exc})", hint="pip install 'ebnn-codegen[ddnn]'") from None
-        model = _load_model(args.model)
-        fail = _check_fail(model, args.fail)
-        data = _data(args.dataset, args.split, args.limit)
-        _check_views(model, data)
+        model, fail, data = _model_and_data(args)
         log = progress(args)
         if log:
             log(f"[1/2] staged runs on {len(data)} samples (devices: {args.devices})")

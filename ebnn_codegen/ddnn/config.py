@@ -42,9 +42,10 @@ A DDNN config is a JSON-compatible dict::
   dropped): the model is trained for a system without them, as the paper
   retrained without a failed camera.  Evaluations treat them as failed.
 * ``training.recalibrate_bn``: after the last epoch, set every batch norm's
-  running statistics to their exact mean over the training samples, devices
-  dropped as in training (:func:`ebnn_codegen.ddnn.train.recalibrate_batch_norm`),
-  instead of the exponential average of the last batches.
+  running statistics to their average over every batch of the (unshifted)
+  training samples, devices dropped as in training
+  (:func:`ebnn_codegen.ddnn.train.recalibrate_batch_norm`), instead of the
+  exponential average of the last few batches.
 * ``messages.score_frac_bits`` is the fixed-point position ``m`` of the scores
   a device sends (value = round(score * 2**m)); ``null`` means "calibrate after
   training" (:func:`ebnn_codegen.ddnn.train.calibrate_messages`).

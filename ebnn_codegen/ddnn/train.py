@@ -17,8 +17,8 @@ looks like at inference.
 
 ``training.shift`` > 0 translates the training views at random
 (:func:`shift_views`).  With ``training.recalibrate_bn`` the batch norms'
-running statistics are re-estimated exactly after the last epoch
-(:func:`recalibrate_batch_norm`).
+running statistics are re-estimated over the whole training set after the
+last epoch (:func:`recalibrate_batch_norm`).
 
 Binarised shadow weights are clipped to [-1, 1] after every step (BinaryNet).
 Optimiser: Adam with a cosine learning-rate decay to zero.
@@ -255,17 +255,18 @@ def recalibrate_batch_norm(
     batch: int = 512,
     absent: tuple[int, ...] = (),
 ) -> int:
-    """Re-estimate every batch norm's running statistics over ``data``, exactly.
+    """Re-estimate every batch norm's running statistics over all of ``data``.
 
     During training the running mean and variance are exponential averages of
     the last few batches, each with its own random set of dropped devices: a
     noisy estimate, and every sign after a batch norm turns into a threshold,
-    so the noise shows as test accuracy that jumps from epoch to epoch even at
-    a small learning rate.  This pass sets them to the mean over all of
-    ``data`` (``momentum = None``: a cumulative average of the per-batch
-    statistics), with devices dropped as in training (probability
-    ``device_dropout``; 0 measures the all-devices case).  Weights are not
-    changed.  Returns the number of batch norms updated.
+    so the noise shows as held-out accuracy that jumps from epoch to epoch even
+    at a small learning rate.  This pass sets them to the average of the
+    per-batch statistics over every batch of ``data`` (``momentum = None``; one
+    batch gives the exact mean and unbiased variance), on the samples as they
+    are (no shifts: the inputs met at inference), with devices dropped as in
+    training (probability ``device_dropout``; 0 measures the all-devices case).
+    Weights are not changed.  Returns the number of batch norms updated.
     """
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not norms or len(data) < 2:
