@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
 version = {}
-for line in (ROOT / "ebnn_codegen" / "__init__.py").read_text().splitlines():
+for line in (ROOT / "ebnn_codegen" / "version.py").read_text().splitlines():
     if line.startswith("__version__"):
         exec(line, version)
 
@@ -28,7 +28,11 @@ setup(
         "ebnn_codegen.firmware",
     ],
     package_dir={"ebnn_codegen.templates": "templates", "ebnn_codegen.firmware": "firmware"},
-    package_data={"ebnn_codegen.templates": data_files("templates"), "ebnn_codegen.firmware": data_files("firmware")},
+    package_data={
+        "ebnn_codegen": ["py.typed"],
+        "ebnn_codegen.templates": data_files("templates"),
+        "ebnn_codegen.firmware": data_files("firmware"),
+    },
     install_requires=[
         "torch>=2.1,<=2.13.0",
         "numpy>=1.24",

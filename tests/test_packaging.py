@@ -18,6 +18,7 @@ from conftest import random_model, require_tools
 
 import ebnn_codegen as E
 from ebnn_codegen import api, codegen, reference, targets
+from ebnn_codegen.cflags import STRICT_CFLAGS
 from ebnn_codegen.cli import main as cli_main
 from ebnn_codegen.errors import CodegenError
 from ebnn_codegen.packaging import FORMATS, default_sample, export_package, package_files
@@ -39,7 +40,7 @@ CONFIG = {
     ],
 }
 
-STRICT = ["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Wconversion", "-Wdouble-promotion", "-Werror"]
+STRICT = list(STRICT_CFLAGS)
 ESP32C3 = [
     "-march=rv32imc_zicsr_zifencei",
     "-mabi=ilp32",

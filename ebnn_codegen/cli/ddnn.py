@@ -254,7 +254,7 @@ class Sweep(Action):
         p.add_argument("--prefix", default=None, help="file name prefix (default: ddnn_<dataset>)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from ..codegen import write_files
+        from ..api import write_files
         from ..ddnn import metrics
 
         _threads(args.threads)
