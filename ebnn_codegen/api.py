@@ -28,7 +28,7 @@ from .targets.fit import FitReport
 from .verification import REFERENCE_CHECK_LIMIT, VerifyReport, compare, score_tolerance, torch_outputs
 
 Log = Callable[[str], None]
-ModelLike = torch.nn.Module | str | os.PathLike
+ModelLike = torch.nn.Module | str | os.PathLike[str]
 
 checkpoint.register_kind("device", DeviceSection)
 
@@ -65,12 +65,12 @@ def build(config: dict[str, Any]) -> torch.nn.Module:
     return DeviceSection(config)
 
 
-def save(model: torch.nn.Module, path: str | os.PathLike) -> None:
+def save(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
     """Save a model as its config and state_dict (see :mod:`ebnn_codegen.checkpoint`)."""
     checkpoint.save(model, path)
 
 
-def load(path: str | os.PathLike) -> torch.nn.Module:
+def load(path: str | os.PathLike[str]) -> torch.nn.Module:
     """Load a checkpoint with ``torch.load(weights_only=True)``; the model is in eval mode.
 
     Device sections load always; other kinds once their package registered them
@@ -94,10 +94,10 @@ def compile(  # noqa: A001 - the public name the docs use
     *,
     name: str | None = None,
     log: Log | None = None,
-    save_ir: str | os.PathLike | None = None,
+    save_ir: str | os.PathLike[str] | None = None,
 ) -> Model:
     """Lower a model (or checkpoint path) through every pass; returns the final IR."""
-    return compile_model(_device(model), name=name, log=log, save_ir=save_ir)
+    return compile_model(_device(model), name=name, log=log, save_ir=None if save_ir is None else Path(save_ir))
 
 
 def _graph(model: ModelLike | Model) -> Model:
@@ -114,7 +114,7 @@ def _samples(graph: Model, x: np.ndarray) -> np.ndarray:
 
 def export(
     model: ModelLike | Model,
-    outdir: str | os.PathLike,
+    outdir: str | os.PathLike[str],
     *,
     name: str | None = None,
     kernels: str = "fast",
@@ -223,10 +223,10 @@ def target_descriptions() -> dict[str, str]:
     return {n: targets.get(n).description for n in targets.names()}
 
 
-def write_files(files: dict[str, str], outdir: str | os.PathLike) -> list[Path]:
+def write_files(files: dict[str, str], outdir: str | os.PathLike[str]) -> list[Path]:
     """Write text files into ``outdir`` atomically: all of them or none."""
     return codegen.write_files(files, outdir)
 
 
-def load_ir(path: str | os.PathLike) -> Model:
-    return ir_mod.load(path)
+def load_ir(path: str | os.PathLike[str]) -> Model:
+    return ir_mod.load(Path(path))

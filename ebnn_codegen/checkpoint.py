@@ -62,7 +62,7 @@ def _load_failure(path: Path, exc: BaseException) -> str:
     return f"not a readable checkpoint ({_describe(exc)})"
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a checkpoint file; raise CheckpointError naming the problem."""
     p = Path(path)
     if not p.exists():
@@ -138,7 +138,7 @@ def kinds() -> list[str]:
     return sorted(_KINDS)
 
 
-def load_model(path: str | os.PathLike) -> torch.nn.Module:
+def load_model(path: str | os.PathLike[str]) -> torch.nn.Module:
     """Read a checkpoint and build its model through the kind registry; eval mode."""
     obj = read_checkpoint(path)
     kind = obj["kind"]
@@ -162,7 +162,7 @@ def model_kind(model: torch.nn.Module) -> str:
     return getattr(model, "checkpoint_kind", "device")
 
 
-def save(model: torch.nn.Module, path: str | os.PathLike) -> None:
+def save(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
     """Save ``model`` as its config plus its state_dict (written atomically)."""
     config = getattr(model, "config", None)
     if not isinstance(config, dict):

@@ -17,7 +17,7 @@ from .ir import Model
 def report(graph: Model) -> dict[str, Any]:
     """Per-block MACs and memory, before touching a board (numbers computed from the IR)."""
     assert graph.buffers is not None
-    blocks = []
+    blocks: list[dict[str, Any]] = []
     for b in graph.blocks:
         weight_bytes = int(b.packed_weights.size) if b.packed_weights is not None else 0
         if b.is_exit:
@@ -36,7 +36,7 @@ def report(graph: Model) -> dict[str, Any]:
                 "buffer_bytes": 0 if b.is_exit else b.out_bytes,
             }
         )
-    flash = sum(e["weight_bytes"] + e["threshold_bytes"] for e in blocks)
+    flash = sum(int(e["weight_bytes"]) + int(e["threshold_bytes"]) for e in blocks)
     return {
         "name": graph.name,
         "input_shape": list(graph.input_shape),

@@ -42,7 +42,7 @@ def score_tolerance(graph: Model) -> np.ndarray:
     a = np.abs(ex.bn["gamma"] / np.sqrt(ex.bn["var"] + ex.bn["eps"]))
     float_err = 1e-6 * (a * (ex.acc_bound + np.abs(ex.bn["mean"])) + np.abs(ex.bn["beta"]) + 1e-3)
     assert graph.score_resolution is not None
-    return graph.score_resolution + float_err
+    return np.asarray(graph.score_resolution + float_err)
 
 
 @dataclass

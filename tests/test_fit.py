@@ -57,6 +57,7 @@ def numbers(msg: str) -> int:
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.quick
 def test_link_overflow_is_parsed_once_into_a_typed_error():
     e = link_overflow("ld: region `text' overflowed by 8270 bytes\ncollect2: error")
     assert isinstance(e, LinkOverflowError) and e.region == "text" and e.overflow_bytes == 8270 and e.is_flash
@@ -65,6 +66,7 @@ def test_link_overflow_is_parsed_once_into_a_typed_error():
     assert link_overflow("undefined reference to `foo'") is None
 
 
+@pytest.mark.quick
 def test_refusal_names_the_numbers_and_the_largest_part():
     graph = E.compile(random_model(wide(128), 1))
     with pytest.raises(FitError) as info:
@@ -75,6 +77,7 @@ def test_refusal_names_the_numbers_and_the_largest_part():
     assert "largest: block 1 weights 32,768 B" in msg
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     "target,out", [("cortex-m0", 980), ("cortex-m4", 2000), ("rv32imc", 3080)], ids=["m0", "m4", "rv32"]
 )
@@ -210,6 +213,7 @@ def test_a_bigger_chip_is_named_in_the_first_line():
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.quick
 def test_empty_input_is_refused_by_every_command(tmp_path, capsys, tiny_config):
     model = random_model(tiny_config, 1)
     ckpt = tmp_path / "m.pt"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -58,7 +58,7 @@ def decode_traces(graph: Model, traces: np.ndarray) -> list[np.ndarray]:
     return layers
 
 
-def decode_records(graph: Model, data: bytes, n: int, byteorder: str = "<") -> RunResult:
+def decode_records(graph: Model, data: bytes, n: int, byteorder: Literal["<", ">"] = "<") -> RunResult:
     """Parse ``n`` harness records (pred int32, scores int32[K], trace bytes)."""
     size = record_bytes(graph)
     if len(data) != n * size:
