@@ -222,7 +222,7 @@ def test_arduino_sketch_builds_against_the_core_and_prints_the_class(graph, tmp_
     assert "Sketch uses" in log
     elf = tmp_path / "build" / "pkgnet_classify.ino.elf"
     # the weights stay in flash: the library adds only its workspace to the sketch's RAM
-    syms = {name: kind for name, kind, _ in avr._nm(elf)}
+    syms = {name: kind for name, kind, _ in avr.symbols(elf)}
     assert syms["pkgnet_w1"].lower() == "t" and syms["pkgnet_workspace"].lower() == "b"
     emu = avr.emulate(elf, timeout_s=120)
     assert emu.returncode == 0, emu.text

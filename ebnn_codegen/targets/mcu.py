@@ -188,6 +188,12 @@ class McuTarget:
     def image_sizes(self, elf: Path) -> dict[str, int]:
         return elfsize.image_sizes_of(self.toolchain, elf)
 
+    def symbols(self, path: Path) -> list[elfsize.Symbol]:
+        """Defined symbols with a size, (name, nm type letter, size), of an object or ELF."""
+        return elfsize.nm_sizes_of(self.toolchain, path)
+
+    _nm = symbols  # the name callers used before the split
+
     def size(self, graph: Model, kernels: str = "fast") -> dict[str, Any]:
         """Flash and static RAM of the model alone, peak stack measured in the emulator, and
         the report's prediction beside them.  A model that does not fit raises FitError."""
