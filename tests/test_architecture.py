@@ -231,3 +231,27 @@ def test_every_size_checked_package_exists():
     names = set(modules())
     for p in (*SIZE_CHECKED, *SIZE_CHECKED_AFTER_MERGE):
         assert any(_in(n, (p,)) for n in names), p
+
+
+def test_importing_the_core_loads_no_addon_and_names_the_module_of_a_ddnn_checkpoint():
+    """At run time too: `import ebnn_codegen` (and every target) leaves ebnn_codegen.ddnn unloaded;
+    a DDNN checkpoint then names the module that registers its kind."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ebnn_codegen, ebnn_codegen.targets, ebnn_codegen.api\n"
+        "assert not any(m.startswith('ebnn_codegen.ddnn') for m in sys.modules), 'ddnn imported'\n"
+        "from ebnn_codegen.errors import CheckpointError\n"
+        "try:\n"
+        "    ebnn_codegen.load('examples/models/ddnn_mnist_tiles.pt')\n"
+        "except CheckpointError as exc:\n"
+        "    print(exc)\n"
+        "import ebnn_codegen.ddnn\n"
+        "print(type(ebnn_codegen.load('examples/models/ddnn_mnist_tiles.pt')).__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "unknown model kind 'ddnn' (the kind is registered by ebnn_codegen.ddnn: import it first)" in lines[0]
+    assert lines[1] == "DDNN"

@@ -236,3 +236,12 @@ def test_empty_input_is_refused_by_every_command(tmp_path, capsys, tiny_config):
         api.run(model, np.zeros((0, 1, 9, 7), np.uint8))
     with pytest.raises(CodegenError, match="the input holds no samples"):
         api.verify(model, np.zeros((0, 1, 9, 7), np.uint8))
+
+
+@pytest.mark.emulator
+def test_a_target_run_past_the_fit_check_still_refuses_with_numbers():
+    """Calling a target directly (no fit check first): the overflowing link is a FitError, not the linker's text."""
+    t = need("cortex-m3")
+    graph = E.compile(random_model(wide(300), 1))  # 76,800 B of weights, the STM32F103C8 has 64 KB
+    with pytest.raises(FitError, match=r"its firmware overflows the STM32F103C8's flash by [\d,]+ B \(image"):
+        t.run(graph, np.zeros((1, 1, 16, 16), np.uint8))

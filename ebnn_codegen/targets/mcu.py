@@ -160,10 +160,18 @@ class McuTarget:
         return d / "firmware.elf", _overflow_of(d)
 
     def build(self, graph: Model, kernels: str, mode: int, samples: np.ndarray | None = None) -> Path:
-        """As :meth:`build_kept`; a linker overflow raises LinkOverflowError."""
+        """As :meth:`build_kept`; a linker overflow raises FitError with the overflow (never the linker's text)."""
         elf, overflow = self.build_kept(graph, kernels, mode, samples)
         if overflow is not None:
-            raise overflow
+            what = "flash" if overflow.is_flash else "RAM"
+            by = f" by {overflow.overflow_bytes:,} B" if overflow.overflow_bytes else ""
+            raise FitError(
+                f"model '{graph.name}' ({kernels} kernels) does not fit {self.name}: its firmware overflows "
+                f"the {self.chip.name}'s {what}{by} (image {self.image_sizes(elf)['image_flash_bytes']:,} B flash, "
+                f"{self.image_sizes(elf)['image_sram_bytes']:,} B static RAM; the chip has "
+                f"{self.chip.flash_bytes:,} B and {self.chip.sram_bytes:,} B)",
+                hint=fit.HINT,
+            ) from overflow
         return elf
 
     def build_program(self, files: dict[str, str]) -> Path:
