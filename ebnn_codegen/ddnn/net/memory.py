@@ -34,8 +34,13 @@ def run_in_memory(
     system: str = "memory",
     seq_start: int = 0,
     chunk: int = 256,
+    runtime: Any = None,
 ) -> dict[str, Any]:
-    """Stream ``data`` through devices, gateway and clouds; returns pred, exit (N,) and the tiers' stats."""
+    """Stream ``data`` through devices, gateway and clouds; returns pred, exit (N,) and the tiers' stats.
+
+    ``runtime``: a :class:`~ebnn_codegen.ddnn.runtime.StagedRuntime` whose compiled
+    device sections and host builds the devices reuse.
+    """
     broker = MemoryBroker()
     tiers: list[tuple[Tier, MemoryTransport]] = []
 
@@ -54,7 +59,8 @@ def run_in_memory(
         add(lambda t, c=c: CloudTier(model, system, t.send, t.ack, ident=c))
     for d in range(model.num_devices):
         if d not in absent:
-            add(lambda t, d=d: DeviceTier(model, d, system, t.send, t.ack))
+            build = (runtime.graph(d), runtime.host_lib(d)) if runtime is not None else None
+            add(lambda t, d=d, build=build: DeviceTier(model, d, system, t.send, t.ack, build=build))
     sink = MemoryTransport(broker)
     sink.connect([wire.topic(system, "gateway", "+", "answer"), wire.topic(system, "cloud", "+", "answer")])
     n = len(data)
@@ -69,7 +75,9 @@ def run_in_memory(
             seq = (seq_start + i) & 0xFFFF
             for d in range(model.num_devices):
                 if d not in absent:
-                    broker.publish(wire.topic(system, "source", d, "view"), wire.encode_view(seq, data.x[i, d].tobytes()))
+                    broker.publish(
+                        wire.topic(system, "source", d, "view"), wire.encode_view(seq, data.x[i, d].tobytes())
+                    )
         busy = True
         while busy:
             busy = False

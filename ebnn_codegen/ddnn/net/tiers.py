@@ -268,6 +268,7 @@ class DeviceTier(Tier):
         mode: str = "c",
         cache: int = DEFAULT_CACHE,
         runner: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+        build: tuple[Any, Any] | None = None,
     ) -> None:
         super().__init__(system, device, send, ack)
         check_model(model)
@@ -277,9 +278,10 @@ class DeviceTier(Tier):
         self.layout = message_layout(model)
         self.view_shape = tuple(model.spec.device.input_shape)
         self.view_bytes = int(np.prod(self.view_shape))
-        self.graph = compile_device(model, device) if mode == "c" else None
-        self.lib = None
-        if self.graph is not None:
+        self.graph, self.lib = build if build is not None else (None, None)  # (compiled section, loaded host build)
+        if self.graph is None and mode == "c":
+            self.graph = compile_device(model, device)
+        if self.graph is not None and self.lib is None:
             from ...targets import host
 
             self.lib = host.build(self.graph)
