@@ -93,7 +93,11 @@ def mosquitto_config(
     acl_file: Path | None = None,
     persistence: bool = True,
 ) -> str:
+    import pwd
+
     lines = [
+        # as root, mosquitto would switch to user "mosquitto", who cannot read a private work folder
+        f"user {pwd.getpwuid(os.geteuid()).pw_name}",
         f"listener {port} 127.0.0.1",
         f"allow_anonymous {'false' if password_file else 'true'}",
         "max_inflight_messages 0",

@@ -128,7 +128,7 @@ class Sink:
             self.event.set()
 
 
-def _percentiles(ms: np.ndarray) -> dict[str, float | None]:
+def _percentiles(ms: np.ndarray) -> dict[str, Any]:
     if not len(ms):
         return {"p50": None, "p99": None, "count": 0}
     return {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "count": int(len(ms))}
@@ -287,6 +287,7 @@ def run_system(model_path: str, dataset: str, opts: SystemOptions, log=None) -> 
             feeding = set(live)
             unanswered_at_kill: np.ndarray | None = None
             restarts = sorted(opts.restart, key=lambda r: r[1])
+            restarters: list[threading.Thread] = []
             t0 = time.monotonic()
             for i in range(n):
                 if opts.fail is not None and i == opts.fail[1]:
@@ -296,7 +297,9 @@ def run_system(model_path: str, dataset: str, opts: SystemOptions, log=None) -> 
                     say(f"      SIGKILL device {opts.fail[0]} after sample {i}")
                 while restarts and restarts[0][1] == i:
                     what = restarts.pop(0)[0]
-                    _restart(cluster, client, what, say)
+                    th = threading.Thread(target=_restart, args=(cluster, what, say), daemon=True)
+                    th.start()
+                    restarters.append(th)
                 if opts.rate:
                     delay = t0 + i / opts.rate - time.monotonic()
                     if delay > 0:
@@ -319,6 +322,8 @@ def run_system(model_path: str, dataset: str, opts: SystemOptions, log=None) -> 
                     break
                 last = sink.answered
             t_done = time.monotonic()
+            for th in restarters:
+                th.join()
             time.sleep(0.2)  # late duplicates, second answers
             say("[3/3] stop the tiers")
             cluster.stop_all()
@@ -337,7 +342,7 @@ def run_system(model_path: str, dataset: str, opts: SystemOptions, log=None) -> 
     return report
 
 
-def _restart(cluster: Cluster, client: MqttTransport, what: str, say) -> None:
+def _restart(cluster: Cluster, what: str, say) -> None:
     """SIGTERM a tier (``gateway``, ``cloud0``, ...) and start it again on its persistent session."""
     tier = what.rstrip("0123456789")
     ident = int(what[len(tier) :] or 0)
@@ -359,6 +364,9 @@ def _report(model, data, opts, sink: Sink, t_sent, t_done, tier_stats, src_wire,
         exited[name] = float(np.mean(sink.pred[sel] == y[sel])) if sel.any() else None
         latency[name] = _percentiles(lat[sel])
     latency["all"] = _percentiles(lat[ok])
+    if opts.fail is not None:
+        after = ok & (np.arange(n) >= opts.fail[1])
+        latency["after_failure"] = {**_percentiles(lat[after]), "max": float(lat[after].max()) if after.any() else None}
     rejected: dict[str, int] = {}
     by_tier: dict[str, dict[str, int]] = {}
     wire_kinds: dict[str, dict[str, int]] = {}
