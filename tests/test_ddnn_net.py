@@ -148,11 +148,19 @@ def test_gateway_deadline_treats_a_silent_device_as_failed(mvmc):
             gw.tick(10.0 * s + 1.0)  # no features arrive either: an empty job after the deadline
             assert out.sent[-1][0].endswith("job") and wire.decode_job(out.sent[-1][1], lay, 6) == (s, {})
     assert gw.outcomes["deadline"] >= 40 and not gw.pending
-    # a device reported offline (its last will) is not waited for
+    # a device offline (its last will) for a deadline is not waited for; a reconnection of ours forgets that
     gw.handle([(f"ddnn/{SYS}/device/4/status", wire.OFFLINE, None)], now=1000.0)
+    for seq, now in ((100, 1000.2), (101, 1000.5)):
+        for d in (0, 1, 2, 3, 5):
+            gw.handle([(f"ddnn/{SYS}/device/{d}/scores", _scores(lay, d, seq, [50, -50, -50]), None)], now=now)
+    assert set(gw.pending) == {100}  # 100 began before device 4 had been offline for a deadline; 101 did not wait
+    assert out.sent[-1][0].endswith("answer") and wire.decode_answer(out.sent[-1][1], 3, 2, 6)[0] == 101
+    gw.tick(1000.7)
+    assert not gw.pending and wire.decode_answer(out.sent[-1][1], 3, 2, 6)[0] == 100
+    gw.reconnected(1001.0)
     for d in (0, 1, 2, 3, 5):
-        gw.handle([(f"ddnn/{SYS}/device/{d}/scores", _scores(lay, d, 100, [50, -50, -50]), None)], now=1000.0)
-    assert out.sent[-1][0].endswith("answer") and wire.decode_answer(out.sent[-1][1], 3, 2, 6)[0] == 100
+        gw.handle([(f"ddnn/{SYS}/device/{d}/scores", _scores(lay, d, 102, [50, -50, -50]), None)], now=1001.0)
+    assert set(gw.pending) == {102}
 
 
 def _valid_sample(gw, out, lay, seq, now=0.0):

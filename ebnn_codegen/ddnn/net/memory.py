@@ -2,9 +2,9 @@
 
 :func:`run_in_memory` wires the same tier objects that ``ebnn-gen ddnn
 serve`` runs to :class:`~.transport.MemoryTransport` s and streams the
-samples through them, deterministically (one thread; the gateway's clock
-stands still, so only a device's ``offline`` status, never the deadline,
-makes it missing).  Devices in ``failed`` are never started; their status
+samples through them, deterministically (one thread, a clock that advances
+only between chunks of samples: every device that works reports in time,
+and a failed one is missing once the deadline has passed).  Devices in ``failed`` are never started; their status
 is ``offline``, as after a crash.  The answers equal
 :meth:`StagedRuntime.run <ebnn_codegen.ddnn.runtime.StagedRuntime.run>` with
 the same ``failed`` (tested): the staged runtime and the networked tiers
@@ -54,7 +54,9 @@ def run_in_memory(
     for d in range(model.num_devices):
         if d in absent:
             broker.publish(wire.topic(system, "device", d, "status"), wire.OFFLINE, retain=True)
-    add(lambda t: GatewayTier(model, system, t.send, t.ack, decision=decision, clock=lambda: 0.0))
+    add(lambda t: GatewayTier(model, system, t.send, t.ack, decision=decision))
+    gateway = tiers[0][0]
+    assert isinstance(gateway, GatewayTier)
     for c in range(clouds):
         add(lambda t, c=c: CloudTier(model, system, t.send, t.ack, ident=c))
     for d in range(model.num_devices):
@@ -78,14 +80,17 @@ def run_in_memory(
                     broker.publish(
                         wire.topic(system, "source", d, "view"), wire.encode_view(seq, data.x[i, d].tobytes())
                     )
-        busy = True
-        while busy:
-            busy = False
-            for tier, t in tiers:
-                batch = t.receive(0.0, limit=4096)
-                if batch:
-                    tier.handle(batch, 0.0)
-                    busy = True
+        now = 1000.0 * (lo // chunk + 1)
+        for when in (now, now + gateway.deadline, now + 2 * gateway.deadline):
+            gateway.tick(when)  # a failed device's samples: decided at the deadline, features after another
+            busy = True
+            while busy:
+                busy = False
+                for tier, t in tiers:
+                    batch = t.receive(0.0, limit=4096)
+                    if batch:
+                        tier.handle(batch, when)
+                        busy = True
         for _topic, payload, _ in sink.receive(0.0, limit=1 << 30):
             seq, p, ex, _mask = wire.decode_answer(payload, model.num_classes, len(names), model.num_devices)
             i = unwrap.peek(seq) - seq_start

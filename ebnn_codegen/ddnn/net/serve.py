@@ -27,7 +27,11 @@ def serve(tier: Tier, transport: Any, stop: threading.Event, drain_s: float = 30
     """Run ``tier`` until ``stop``; returns its statistics (counters and bytes on the wire)."""
     cpu0 = time.process_time()
     transport.connect(tier.subscriptions(), tier.status_topic())
+    generation = getattr(transport, "generation", 0)
     while not stop.is_set():
+        if getattr(transport, "generation", 0) != generation:  # the connection was lost and is back
+            generation = transport.generation
+            tier.reconnected(time.monotonic())
         wake = tier.next_wakeup(time.monotonic())
         batch = transport.receive(POLL_S if wake is None else min(POLL_S, wake + 1e-3))
         if batch:

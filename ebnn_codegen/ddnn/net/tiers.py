@@ -23,8 +23,13 @@ between gets the message again from a persistent session.
   expected device has reported or the deadline has passed (a device that
   has not reported is missing for that sample, exactly as offline
   ``--fail``), answer locally or request the devices' FEATURES and pass them
-  on as one JOB to a cloud.  Devices whose ``status`` says ``offline`` (clean
-  stop or the broker's last will after a crash) are not waited for.
+  on as one JOB to a cloud.  A device whose ``status`` has said ``offline``
+  (clean stop, or the broker's last will after a crash) for at least the
+  deadline is not waited for, so that only the samples of the first deadline
+  after a crash wait for it.  (Not sooner: mosquitto publishes every
+  client's will when it shuts down, and after a broker restart the devices
+  reconnect one by one; the statuses are forgotten when the gateway's own
+  connection drops.)
 
 Limits: models with an edge tier are refused (:func:`check_model`); a device
 keeps the feature maps of its last ``cache`` samples (default 8192) to
@@ -34,7 +39,6 @@ then drops that device from the sample's cloud job).
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -237,6 +241,9 @@ class Tier:
         """Seconds until :meth:`tick` has something to do (None: nothing pending)."""
         return None
 
+    def reconnected(self, now: float) -> None:
+        """The transport lost its connection and has it back (default: nothing to do)."""
+
     def busy(self) -> bool:
         """True while work it accepted is unfinished."""
         return False
@@ -376,7 +383,6 @@ class GatewayTier(Tier):
         decision: str = "c",
         threshold: float | None = None,
         max_ahead: int = 4096,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(system, ident, send, ack)
         check_model(model)
@@ -387,7 +393,7 @@ class GatewayTier(Tier):
         self.devices = model.num_devices
         self.classes = model.num_classes
         self.absent = set(int(d) for d in model.config["training"]["absent_devices"])
-        self.down: set[int] = set()
+        self.offline_since: dict[int, float] = {}  # device -> when its status said offline
         self.deadline = float(deadline)
         self.decision = make_decision(model, decision, threshold)
         self.unwrap = wire.SeqUnwrap(max_ahead)
@@ -403,11 +409,19 @@ class GatewayTier(Tier):
             wire.topic(self.system, "device", "+", "status"),
         ]
 
-    def expected(self) -> set[int]:
-        return set(range(self.devices)) - self.absent - self.down
+    def down(self, now: float) -> set[int]:
+        """Devices whose status has said ``offline`` for at least the deadline (without a reconnection of ours)."""
+        return {d for d, t in self.offline_since.items() if now - t >= self.deadline}
+
+    def expected(self, now: float) -> set[int]:
+        return set(range(self.devices)) - self.absent - self.down(now)
+
+    def reconnected(self, now: float) -> None:
+        """Our connection was lost: forget the statuses (the broker sends the retained ones again)."""
+        self.offline_since.clear()
 
     def stats(self) -> dict[str, Any]:
-        return {**super().stats(), "outcomes": dict(self.outcomes), "down": sorted(self.down)}
+        return {**super().stats(), "outcomes": dict(self.outcomes)}
 
     def busy(self) -> bool:
         return bool(self.pending)
@@ -431,9 +445,9 @@ class GatewayTier(Tier):
 
     def _status(self, d: int, payload: bytes, now: float) -> None:
         if payload == wire.OFFLINE:
-            self.down.add(d)
+            self.offline_since.setdefault(d, now)
         elif payload == wire.ONLINE:
-            self.down.discard(d)
+            self.offline_since.pop(d, None)
         else:
             raise MessageError("value", "status is online or offline")
         for s in list(self.pending.values()):
@@ -477,12 +491,12 @@ class GatewayTier(Tier):
 
     def _maybe_advance(self, s: _Sample, now: float) -> None:
         if s.phase == "scores":
-            if self.expected() <= set(s.q) or now - s.t0 >= self.deadline:
-                if not self.expected() <= set(s.q):
+            if self.expected(now) <= set(s.q) or now - s.t0 >= self.deadline:
+                if not self.expected(now) <= set(s.q):
                     self.outcomes["deadline"] += 1
                 self._decide(s, now)
         elif s.phase == "features":
-            want = set(wire.devices_of(s.mask, self.devices)) - self.down
+            want = set(wire.devices_of(s.mask, self.devices)) - self.down(now)
             if want <= set(s.feats) or now - s.t_req >= self.deadline:
                 if not want <= set(s.feats):
                     self.outcomes["deadline"] += 1
@@ -529,6 +543,7 @@ class GatewayTier(Tier):
         if not self.pending:
             return None
         ends = [(s.t0 if s.phase == "scores" else s.t_req) + self.deadline for s in self.pending.values()]
+        ends += [t + self.deadline for t in self.offline_since.values() if t + self.deadline > now]
         return max(0.0, min(ends) - now)
 
 

@@ -235,7 +235,10 @@ class MqttTransport:
     """A tier's MQTT client (see the module docstring)."""
 
     def __init__(self, opts: BrokerOptions, client_id: str, clean_start: bool = False, manual_ack: bool = True) -> None:
-        import paho.mqtt.client as mqtt
+        try:
+            import paho.mqtt.client as mqtt
+        except ImportError:
+            raise CodegenError("the networked DDNN needs paho-mqtt", hint="pip install 'ebnn-codegen[net]'") from None
 
         self.mqtt = mqtt
         self.opts = opts
