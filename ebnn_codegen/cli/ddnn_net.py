@@ -104,6 +104,13 @@ class Serve:
         p.add_argument(
             "--gateway-impl", default="c", choices=("c", "python"), help="gateway: generated C (default) or Python"
         )
+        p.add_argument(
+            "--job-retry-ms",
+            type=float,
+            default=10000.0,
+            metavar="MS",
+            help="gateway: publish a job again when no cloud answered it in MS (default 10000)",
+        )
         p.add_argument("--threshold", type=float, default=None, metavar="T", help="gateway: local exit threshold")
         p.add_argument("--client-id", default=None, help="MQTT client id (default: SYSTEM-TIER-ID)")
         p.add_argument("--clean-start", action="store_true", help="discard this client's persistent session")
@@ -144,6 +151,7 @@ class Serve:
             tier_opts["deadline"] = _deadline(args.deadline_ms)
             tier_opts["decision"] = args.gateway_impl
             tier_opts["threshold"] = args.threshold
+            tier_opts["retry"] = _deadline(args.job_retry_ms)
         model = _load(args.model)
         if args.tier == "device" and args.port is not None:
             tier_opts["runner"] = _board_runner(args.port, model, args.device)
@@ -195,6 +203,13 @@ class System:
             metavar="MS",
             help="the gateway's per-sample deadline (default 2000)",
         )
+        p.add_argument(
+            "--job-retry-ms",
+            type=float,
+            default=10000.0,
+            metavar="MS",
+            help="the gateway's job retry time (default 10000)",
+        )
         p.add_argument("--window", type=int, default=32, metavar="W", help="at most W samples unanswered (default 32)")
         p.add_argument(
             "--seq-start", type=int, default=0, metavar="S", help="first sequence number (to cross the 16-bit wrap)"
@@ -219,6 +234,7 @@ class System:
             opts.system = args.system
         opts.rate, opts.limit, opts.clouds, opts.window = args.rate, args.limit, args.clouds, args.window
         opts.deadline = _deadline(args.deadline_ms)
+        opts.retry = _deadline(args.job_retry_ms)
         opts.seq_start, opts.gateway_impl, opts.stall_s = args.seq_start, args.gateway_impl, args.stall_s
         opts.compare = not args.no_compare
         opts.credentials = _credential_args(args)

@@ -7,7 +7,7 @@ while a sample is open), and optionally per-tier credentials with an ACL
 (:func:`acl_text`) in which
 
 * ``device-D`` may write only ``ddnn/SYS/device/D/#`` and read its view and the gateways' requests;
-* ``gateway`` may write ``ddnn/SYS/gateway/#`` and read the devices' topics;
+* ``gateway`` may write ``ddnn/SYS/gateway/#`` and read the devices' topics and the clouds' answers;
 * ``cloud`` may write ``ddnn/SYS/cloud/#`` and read the gateways' jobs;
 * ``source`` (the ``system`` command's source and sink) may write the views and read answers and status;
 
@@ -54,6 +54,7 @@ def acl_text(system: str, devices: int) -> str:
         "user gateway",
         f"topic write {t}/gateway/#",
         f"topic read {t}/device/#",
+        f"topic read {t}/cloud/+/answer",
         "",
         "user cloud",
         f"topic write {t}/cloud/#",

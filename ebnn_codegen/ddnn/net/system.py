@@ -45,7 +45,7 @@ import numpy as np
 from ...errors import CodegenError, ToolError
 from ..messages import MessageError
 from . import wire
-from .tiers import DEFAULT_DEADLINE_S, check_model
+from .tiers import DEFAULT_DEADLINE_S, DEFAULT_RETRY_S, check_model
 from .transport import BrokerOptions, MqttTransport
 
 DEFAULT_WINDOW = 32
@@ -61,6 +61,7 @@ class SystemOptions:
     fail: tuple[int, int] | None = None
     clouds: int = 1
     deadline: float = DEFAULT_DEADLINE_S
+    retry: float = DEFAULT_RETRY_S
     window: int = DEFAULT_WINDOW
     system: str | None = None
     seq_start: int = 0
@@ -158,6 +159,7 @@ class Cluster:
             cmd += ["--id", str(ident)]
         if tier == "gateway":
             cmd += ["--deadline-ms", str(int(round(o.deadline * 1000))), "--gateway-impl", o.gateway_impl]
+            cmd += ["--job-retry-ms", str(int(round(o.retry * 1000)))]
         return cmd
 
     def start(self, tier: str, ident: int) -> None:

@@ -29,7 +29,11 @@ between gets the message again from a persistent session.
   after a crash wait for it.  (Not sooner: mosquitto publishes every
   client's will when it shuts down, and after a broker restart the devices
   reconnect one by one; the statuses are forgotten when the gateway's own
-  connection drops.)
+  connection drops.)  A JOB stays open until a cloud's ANSWER to it comes
+  back; without one for ``retry`` seconds (default 10) it is published again
+  (mosquitto 2.0 does not keep shared subscriptions over a restart, so a job
+  published before the clouds resubscribe is lost); a cloud answers a job it
+  has already classified with its first answer again.
 
 Limits: models with an edge tier are refused (:func:`check_model`); a device
 keeps the feature maps of its last ``cache`` samples (default 8192) to
@@ -69,6 +73,7 @@ Ack = Callable[[Any], None]
 Delivery = tuple[str, bytes, Any]  # topic, payload, token
 
 DEFAULT_DEADLINE_S = 2.0
+DEFAULT_RETRY_S = 10.0
 DEFAULT_CACHE = 8192
 
 
@@ -365,6 +370,8 @@ class _Sample:
     mask: int = 0
     t_req: float = 0.0
     feats: dict[int, bytes] = field(default_factory=dict)
+    job: bytes = b""
+    t_job: float = 0.0
 
 
 class GatewayTier(Tier):
@@ -381,6 +388,7 @@ class GatewayTier(Tier):
         ident: int = 0,
         deadline: float = DEFAULT_DEADLINE_S,
         decision: str = "c",
+        retry: float = DEFAULT_RETRY_S,
         threshold: float | None = None,
         max_ahead: int = 4096,
     ) -> None:
@@ -395,18 +403,22 @@ class GatewayTier(Tier):
         self.absent = set(int(d) for d in model.config["training"]["absent_devices"])
         self.offline_since: dict[int, float] = {}  # device -> when its status said offline
         self.deadline = float(deadline)
+        if not retry > 0:
+            raise CodegenError(f"the job retry time must be > 0 s, got {retry}")
+        self.retry = float(retry)
         self.decision = make_decision(model, decision, threshold)
         self.unwrap = wire.SeqUnwrap(max_ahead)
         self.pending: dict[int, _Sample] = {}
         self.done: dict[int, tuple[int, int]] = {}  # u -> (scores mask, features mask) seen
         self.local_index = model.spec.exit_names.index("local")
-        self.outcomes = {"local": 0, "cloud": 0, "deadline": 0, "deferred": 0}
+        self.outcomes = {"local": 0, "cloud": 0, "deadline": 0, "deferred": 0, "job_retries": 0}
 
     def subscriptions(self) -> list[str]:
         return [
             wire.topic(self.system, "device", "+", "scores"),
             wire.topic(self.system, "device", "+", "features"),
             wire.topic(self.system, "device", "+", "status"),
+            wire.topic(self.system, "cloud", "+", "answer"),
         ]
 
     def down(self, now: float) -> set[int]:
@@ -431,6 +443,10 @@ class GatewayTier(Tier):
             self.counters.received += 1
             try:
                 t = wire.parse_topic(topic_name)
+                if t.tier == "cloud" and t.kind == "answer":
+                    self._cloud_answer(payload)
+                    self.ack(token)
+                    continue
                 if t.tier != "device" or t.ident >= self.devices:
                     raise MessageError("topic", f"not a device of this model: {topic_name}")
                 if t.kind == "status":
@@ -475,16 +491,16 @@ class GatewayTier(Tier):
             u = self.unwrap.unwrap(msg.seq)
             s = self.pending[u] = _Sample(u, now)
         if kind == SCORES:
-            if s.phase != "scores":
-                raise MessageError("late", f"scores of sample {msg.seq} after its local decision")
             if d in s.q:
                 raise MessageError("duplicate", f"scores of device {d}, sample {msg.seq}, twice")
+            if s.phase != "scores":
+                raise MessageError("late", f"scores of sample {msg.seq} after its local decision")
             s.q[d] = msg.values
         else:
-            if s.phase != "features" or not s.mask >> d & 1:
-                raise MessageError("unexpected", f"features of device {d}, sample {msg.seq}, were not requested")
             if d in s.feats:
                 raise MessageError("duplicate", f"features of device {d}, sample {msg.seq}, twice")
+            if s.phase != "features" or not s.mask >> d & 1:
+                raise MessageError("unexpected", f"features of device {d}, sample {msg.seq}, were not requested")
             s.feats[d] = payload
         s.tokens.append(token)
         self._maybe_advance(s, now)
@@ -500,7 +516,12 @@ class GatewayTier(Tier):
             if want <= set(s.feats) or now - s.t_req >= self.deadline:
                 if not want <= set(s.feats):
                     self.outcomes["deadline"] += 1
-                self._job(s)
+                self._job(s, now)
+        elif s.phase == "cloud" and now - s.t_job >= self.retry:
+            # no cloud answered: the job was lost (mosquitto keeps no shared subscription over a restart)
+            self._publish(wire.topic(self.system, "gateway", self.ident, "job"), s.job)
+            s.t_job = now
+            self.outcomes["job_retries"] += 1
 
     def _decide(self, s: _Sample, now: float) -> None:
         q = np.zeros((self.devices, self.classes), np.int32)
@@ -521,10 +542,18 @@ class GatewayTier(Tier):
         self._publish(wire.topic(self.system, "gateway", self.ident, "request"), wire.encode_request(s.u, s.mask))
         self._maybe_advance(s, now)
 
-    def _job(self, s: _Sample) -> None:
-        self._publish(wire.topic(self.system, "gateway", self.ident, "job"), wire.encode_job(s.u, s.feats))
+    def _job(self, s: _Sample, now: float) -> None:
+        s.job = wire.encode_job(s.u, s.feats)
+        s.phase, s.t_job = "cloud", now
+        self._publish(wire.topic(self.system, "gateway", self.ident, "job"), s.job)
         self.outcomes["cloud"] += 1
-        self._finish(s)
+
+    def _cloud_answer(self, payload: bytes) -> None:
+        """A cloud answered one of our jobs: the sample is finished."""
+        seq, _, _, _ = wire.decode_answer(payload, self.classes, len(self.model.spec.exit_names), self.devices)
+        s = self.pending.get(self.unwrap.peek(seq))
+        if s is not None and s.phase == "cloud":
+            self._finish(s)
 
     def _finish(self, s: _Sample) -> None:
         del self.pending[s.u]
@@ -539,10 +568,17 @@ class GatewayTier(Tier):
         for s in list(self.pending.values()):
             self._maybe_advance(s, now)
 
+    def _due(self, s: _Sample) -> float:
+        if s.phase == "scores":
+            return s.t0 + self.deadline
+        if s.phase == "features":
+            return s.t_req + self.deadline
+        return s.t_job + self.retry
+
     def next_wakeup(self, now: float) -> float | None:
         if not self.pending:
             return None
-        ends = [(s.t0 if s.phase == "scores" else s.t_req) + self.deadline for s in self.pending.values()]
+        ends = [self._due(s) for s in self.pending.values()]
         ends += [t + self.deadline for t in self.offline_since.values() if t + self.deadline > now]
         return max(0.0, min(ends) - now)
 
@@ -560,7 +596,7 @@ class CloudTier(Tier):
         self.devices = model.num_devices
         self.fshape = tuple(model.spec.feature_shape)
         self.unwrap: dict[int, wire.SeqUnwrap] = {}
-        self.seen: dict[tuple[int, int], None] = {}
+        self.seen: dict[tuple[int, int], bytes] = {}  # (gateway, sample) -> our answer
         self.max_ahead = max_ahead
         self.cloud_index = model.spec.exit_names.index("cloud")
         self.classified = 0
@@ -573,6 +609,7 @@ class CloudTier(Tier):
 
     def handle(self, batch: list[Delivery], now: float) -> None:
         jobs: list[tuple[int, int, dict[int, bytes], Any]] = []
+        batch_keys: set[tuple[int, int]] = set()
         for topic_name, payload, token in batch:
             self.counters.received += 1
             try:
@@ -582,12 +619,15 @@ class CloudTier(Tier):
                 seq, msgs = wire.decode_job(payload, self.layout, self.devices)
                 unwrap = self.unwrap.setdefault(t.ident, wire.SeqUnwrap(self.max_ahead))
                 u = unwrap.unwrap(seq)
-                if (t.ident, u) in self.seen:
+                if (t.ident, u) in batch_keys:
                     raise MessageError("duplicate", f"job {seq} of gateway {t.ident} twice")
-                self.seen[(t.ident, u)] = None
+                if (t.ident, u) in self.seen:
+                    self._publish(wire.topic(self.system, "cloud", self.ident, "answer"), self.seen[(t.ident, u)])
+                    raise MessageError("duplicate", f"job {seq} of gateway {t.ident} twice (answered again)")
                 if len(self.seen) > 2 * wire.HALF:
                     for key in [k for k in self.seen if self.unwrap[k[0]].stale(k[1])]:
                         del self.seen[key]
+                batch_keys.add((t.ident, u))
                 jobs.append((t.ident, u, msgs, token))
             except MessageError as exc:
                 self._reject(token, exc.reason)
@@ -600,8 +640,9 @@ class CloudTier(Tier):
                 feats[i, d] = unpack_features(np.frombuffer(m[3:], np.uint8), self.fshape)  # type: ignore[arg-type]
                 present[i, d] = True
         pred = cloud_predict(self.model, feats, present)
-        for i, (_g, u, msgs, token) in enumerate(jobs):
+        for i, (g, u, msgs, token) in enumerate(jobs):
             ans = wire.encode_answer(u, int(pred[i]), self.cloud_index, wire.mask_of(msgs))
+            self.seen[(g, u)] = ans
             self._publish(wire.topic(self.system, "cloud", self.ident, "answer"), ans)
             self.classified += 1
             self.ack(token)

@@ -12,8 +12,8 @@ was queued; **manual acknowledgement** (a message is PUBACKed when the tier
 says its work is done, so a killed process gets it again); receive maximum
 65535 so that held acknowledgements do not stall delivery; a retained
 ``online`` status on connect and ``offline`` as its last will and on a clean
-stop; automatic reconnection (``clean_start`` true discards an old session on the
-first connection only: a reconnection resumes the session).  A token from an earlier connection is not
+stop; automatic reconnection (``clean_start`` true discards an old session first,
+see :meth:`MqttTransport._discard_session`; every connection then resumes it).  A token from an earlier connection is not
 acknowledged (the broker redelivers that message on the new one).
 
 Byte counters (``wire_bytes``): per kind (the last topic level), payload
@@ -313,12 +313,10 @@ class MqttTransport:
         props.SessionExpiryInterval = int(self.opts.session_expiry)
         props.ReceiveMaximum = RECEIVE_MAXIMUM
         try:
+            if self.clean_start:
+                self._discard_session()
             self.client.connect(
-                self.opts.host,
-                self.opts.port,
-                keepalive=self.opts.keepalive,
-                clean_start=self.mqtt.MQTT_CLEAN_START_FIRST_ONLY if self.clean_start else False,
-                properties=props,
+                self.opts.host, self.opts.port, keepalive=self.opts.keepalive, clean_start=False, properties=props
             )
         except (OSError, ssl.SSLError) as exc:
             raise ToolError(f"cannot reach the MQTT broker at {self.opts.host}:{self.opts.port}: {exc}") from None
@@ -331,6 +329,36 @@ class MqttTransport:
             if time.monotonic() > t_end:
                 self.client.loop_stop()
                 raise ToolError(f"no answer from the MQTT broker at {self.opts.host}:{self.opts.port} in {timeout:g} s")
+
+    def _discard_session(self) -> None:
+        """Connect once with clean start and no session expiry, then disconnect: the old session is gone.
+
+        (The real connection then uses clean start 0: mosquitto 2.0 does not persist a session whose
+        connection began with clean start 1, even with a session expiry.)
+        """
+        mqtt = self.mqtt
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
+        if self.opts.username is not None:
+            c.username_pw_set(self.opts.username, self.opts.password)
+        if self.opts.tls:
+            c.tls_set(ca_certs=self.opts.cafile, certfile=self.opts.certfile, keyfile=self.opts.keyfile)
+            if self.opts.tls_insecure:
+                c.tls_insecure_set(True)
+        done = threading.Event()
+        result: list[Any] = []
+
+        def on_connect(client, userdata, flags, reason_code, properties) -> None:
+            result.append(reason_code)
+            done.set()
+
+        c.on_connect = on_connect
+        c.connect(self.opts.host, self.opts.port, keepalive=self.opts.keepalive, clean_start=True)
+        c.loop_start()
+        done.wait(30)
+        c.disconnect()
+        c.loop_stop()
+        if result and result[0].is_failure:
+            self.refused = str(result[0])
 
     def send(self, topic: str, payload: bytes, retain: bool = False) -> None:
         self.wire.add("out", topic, len(payload))
