@@ -115,7 +115,7 @@ def _scores(lay, d, seq, q):
 def test_gateway_deadline_treats_a_silent_device_as_failed(mvmc):
     lay = message_layout(mvmc)
     out = Out()
-    gw = GatewayTier(mvmc, SYS, out.send, out.ack, deadline=0.5)
+    gw = GatewayTier(mvmc, SYS, out.send, out.ack, deadline=0.5, retry=1e9)
     py = PythonDecision(mvmc, mvmc.config["thresholds"]["local"])
     rng = np.random.default_rng(2)
     for s in range(40):
@@ -147,7 +147,8 @@ def test_gateway_deadline_treats_a_silent_device_as_failed(mvmc):
             assert wire.decode_request(payload, 6) == (s, wire.mask_of(d for d in range(6) if d != silent))
             gw.tick(10.0 * s + 1.0)  # no features arrive either: an empty job after the deadline
             assert out.sent[-1][0].endswith("job") and wire.decode_job(out.sent[-1][1], lay, 6) == (s, {})
-    assert gw.outcomes["deadline"] >= 40 and not gw.pending
+    assert gw.outcomes["deadline"] >= 40 and all(s.phase == "cloud" for s in gw.pending.values())
+    gw.pending.clear()
     # a device offline (its last will) for a deadline is not waited for; a reconnection of ours forgets that
     gw.handle([(f"ddnn/{SYS}/device/4/status", wire.OFFLINE, None)], now=1000.0)
     for seq, now in ((100, 1000.2), (101, 1000.5)):
@@ -324,3 +325,29 @@ def test_serve_unreachable_broker_is_an_external_failure(capsys):
 
     assert main(["ddnn", "serve", "cloud", MVMC, "--broker", f"mqtt://127.0.0.1:{free_port()}"]) == 3
     assert "error: cannot reach the MQTT broker" in capsys.readouterr().err
+
+
+def test_a_lost_job_is_published_again_and_answered_once(mvmc):
+    lay = message_layout(mvmc)
+    out, cout = Out(), Out()
+    gw = GatewayTier(mvmc, SYS, out.send, out.ack, retry=3.0)
+    cloud = CloudTier(mvmc, SYS, cout.send, cout.ack)
+    for d in range(6):  # undecided scores: the gateway asks for features
+        gw.handle([(f"ddnn/{SYS}/device/{d}/scores", _scores(lay, d, 5, [0, 0, 0]), ("s", d))], 0.0)
+    assert out.kinds() == ["request"]
+    for d in range(6):
+        act = np.where(np.random.default_rng(d).random((4, 8, 8)) > 0.5, 1, -1)
+        gw.handle([(f"ddnn/{SYS}/device/{d}/features", encode_features(lay, d, 5, act), ("f", d))], 0.1)
+    assert out.kinds() == ["request", "job"] and not out.acked  # open until a cloud answers
+    gw.tick(3.0)
+    assert out.kinds() == ["request", "job"]
+    gw.tick(3.2)
+    assert out.kinds() == ["request", "job", "job"] and out.sent[1] == out.sent[2] and gw.outcomes["job_retries"] == 1
+    for topic, payload in out.sent[1:]:  # both copies reach the cloud: classified once, answered twice alike
+        cloud.handle([(topic, payload, "j")], 3.3)
+    assert cloud.classified == 1 and cloud.counters.rejected == {"duplicate": 1}
+    assert len(cout.sent) == 2 and cout.sent[0] == cout.sent[1]
+    gw.handle([(cout.sent[0][0], cout.sent[0][1], "a")], 3.4)
+    assert not gw.pending and len(out.acked) == 13  # 6 scores, 6 features, the answer
+    gw.handle([(cout.sent[1][0], cout.sent[1][1], "a")], 3.5)  # the second answer changes nothing
+    assert not gw.pending and out.kinds() == ["request", "job", "job"]

@@ -85,6 +85,7 @@ def test_system_same_answers_through_broker_and_gateway_restarts_two_clouds(brok
     assert rep["samples"] == rep["answered"] == n and rep["answered_twice"] == 0
     np.testing.assert_array_equal(rep["answers"]["pred"], ref.pred)
     np.testing.assert_array_equal(rep["answers"]["exit"], ref.exit_index)
+    assert all(p["returncode"] == 0 for p in rep["processes"].values()), rep["processes"]
     clouds = [t for t in rep["tiers"] if t["tier"] == "cloud"]
     assert len(clouds) == 2 and all(c["classified"] > 0 for c in clouds)
     assert sum(c["classified"] for c in clouds) == int(np.sum(ref.exit_index == 1))  # each job classified once

@@ -200,6 +200,17 @@ class Cluster:
         for key in self.procs:
             self.terminate(key)
 
+    def exits(self) -> dict[str, Any]:
+        """Per process started: its exit code and, unless 0, the end of its output."""
+        out: dict[str, Any] = {}
+        for (tier, ident), p in self.procs.items():
+            name = f"{tier}{ident}.{self.starts[(tier, ident)] - 1}"
+            entry: dict[str, Any] = {"returncode": p.returncode}
+            if p.returncode not in (0, None):
+                entry["log_tail"] = self.logs[(tier, ident)].read_text(errors="replace").strip().splitlines()[-8:]
+            out[name] = entry
+        return out
+
     def stats(self) -> list[dict[str, Any]]:
         import json
 
@@ -337,8 +348,10 @@ def run_system(model_path: str, dataset: str, opts: SystemOptions, log=None) -> 
             cluster.stop_all()
             client.client.loop_stop()
         tier_stats = cluster.stats()
+        exits = cluster.exits()
     src_wire = client.wire.as_dict()
     report = _report(model, data, opts, sink, t_sent, t_done, tier_stats, src_wire, system, names)
+    report["processes"] = exits
     if opts.compare:
         _compare(model, data, opts, sink, report, unanswered_at_kill)
     return report
