@@ -252,8 +252,8 @@ class MqttTransport:
         self.generation = 0
         self.connected = threading.Event()
         self.refused: str | None = None
-        self.unacked: set[Any] = set()
-        self.inflight: list[Any] = []
+        self.outstanding: set[int] = set()  # mids of our publishes the broker has not acknowledged
+        self.acked_early: set[int] = set()
         self.lock = threading.Lock()
         c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack
@@ -271,6 +271,7 @@ class MqttTransport:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_publish = self._on_publish
         self.client = c
 
     # paho callbacks (network thread)
@@ -296,6 +297,13 @@ class MqttTransport:
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self.lock:
+            if mid in self.outstanding:
+                self.outstanding.discard(mid)
+            else:
+                self.acked_early.add(mid)
 
     def _on_message(self, client, userdata, msg) -> None:
         self.wire.add("in", msg.topic, len(msg.payload))
@@ -362,11 +370,13 @@ class MqttTransport:
 
     def send(self, topic: str, payload: bytes, retain: bool = False) -> None:
         self.wire.add("out", topic, len(payload))
+        # not under self.lock: paho calls on_publish holding its own lock, which publish() takes too
         info = self.client.publish(topic, payload, qos=1, retain=retain)
-        with self.lock:
-            self.inflight.append(info)
-            if len(self.inflight) > 4096:
-                self.inflight = [i for i in self.inflight if not i.is_published()]
+        with self.lock:  # the broker may have acknowledged it already
+            if info.mid in self.acked_early:
+                self.acked_early.discard(info.mid)
+            else:
+                self.outstanding.add(info.mid)
 
     def ack(self, token: Any) -> None:
         if token is None or not self.manual_ack:
@@ -383,8 +393,7 @@ class MqttTransport:
         t_end = time.monotonic() + timeout
         while time.monotonic() < t_end:
             with self.lock:
-                self.inflight = [i for i in self.inflight if not i.is_published()]
-                if not self.inflight:
+                if not self.outstanding:
                     return True
             time.sleep(0.01)
         return False
