@@ -64,7 +64,7 @@ def test_system_same_answers_through_broker_and_gateway_restarts_two_clouds(brok
     out = tmp_path / "a.json"
     argv = ["ddnn", "system", MNIST, "--dataset", "mnist-tiles", "--broker", broker.url, "--json", str(out)]
     argv += ["--limit", str(n), "--clouds", "2", "--seq-start", "65000", "--restart", "gateway@250", "--system", system]
-    argv += ["--deadline-ms", "10000", "--job-retry-ms", "5000", "--no-compare"]
+    argv += ["--deadline-ms", "10000", "--job-retry-ms", "60000", "--no-compare"]
     result: dict[str, int] = {}
     th = threading.Thread(target=lambda: result.setdefault("rc", main(argv)))
     th.start()

@@ -154,7 +154,7 @@ class Serve:
             tier_opts["retry"] = _deadline(args.job_retry_ms)
         model = _load(args.model)
         if args.tier == "device" and args.port is not None:
-            tier_opts["runner"] = _board_runner(args.port, model, args.device)
+            tier_opts["runner"] = _board_runner(args.port, model, int(args.device or 0))
         ident = args.device if args.tier == "device" else args.id
         client_id = args.client_id or f"{system}-{args.tier}-{ident}"
         transport = MqttTransport(opts, client_id, clean_start=args.clean_start)

@@ -143,6 +143,7 @@ class Cluster:
         self.procs: dict[tuple[str, int], subprocess.Popen] = {}
         self.logs: dict[tuple[str, int], Path] = {}
         self.starts: dict[tuple[str, int], int] = {}
+        self.signalled: set[int] = set()
 
     def command(self, tier: str, ident: int) -> list[str]:
         o = self.opts
@@ -186,7 +187,9 @@ class Cluster:
     def terminate(self, key: tuple[str, int], timeout: float = 60.0) -> None:
         p = self.procs[key]
         if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
+            if p.pid not in self.signalled:
+                p.send_signal(signal.SIGTERM)
+                self.signalled.add(p.pid)
             try:
                 p.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -194,9 +197,11 @@ class Cluster:
                 p.wait()
 
     def stop_all(self) -> None:
-        for key in self.procs:
-            if self.procs[key].poll() is None:
-                self.procs[key].send_signal(signal.SIGTERM)
+        """SIGTERM every process once (a second one during its exit would kill it), then wait for each."""
+        for p in self.procs.values():
+            if p.poll() is None and p.pid not in self.signalled:
+                p.send_signal(signal.SIGTERM)
+                self.signalled.add(p.pid)
         for key in self.procs:
             self.terminate(key)
 

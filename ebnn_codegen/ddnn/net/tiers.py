@@ -290,6 +290,8 @@ class DeviceTier(Tier):
         self.layout = message_layout(model)
         self.view_shape = tuple(model.spec.device.input_shape)
         self.view_bytes = int(np.prod(self.view_shape))
+        self.graph: Any
+        self.lib: Any
         self.graph, self.lib = build if build is not None else (None, None)  # (compiled section, loaded host build)
         if self.graph is None and mode == "c":
             self.graph = compile_device(model, device)

@@ -266,7 +266,7 @@ class MqttTransport:
                 c.tls_insecure_set(True)
         c.max_queued_messages_set(0)
         c.max_inflight_messages_set(1000)
-        c.reconnect_delay_set(0.05, 1.0)
+        c.reconnect_delay_set(0.05, 1.0)  # type: ignore[arg-type]  # paho takes float seconds
         c.on_socket_open = self._on_socket_open
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
