@@ -15,9 +15,9 @@ run ends when every sample is answered, or when no answer came for
 The report has the ``ddnn eval`` keys measured on the network's answers
 (``overall_accuracy``, ``local_exit_fraction``, ``exit_fraction``,
 ``exited_accuracy``, ``bytes_per_sample``), the keys that need every tier
-to see every sample (``exit_accuracy``, ``device_accuracy``,
-``device_failure``) from the offline staged run on the same data (unless
-``compare`` is off), and: ``samples``, ``answered``, ``answered_twice``,
+to see every sample (``exit_accuracy``, ``device_accuracy``, and with
+``fail`` ``device_failure`` for that device) from the offline staged run on
+the same data (unless ``compare`` is off), and: ``samples``, ``answered``, ``answered_twice``,
 ``unanswered``, ``throughput_samples_per_s``, ``latency_ms`` (p50/p99 per exit,
 source publish -> sink receipt), ``bytes_on_wire`` (payload and MQTT
 overhead, counted by the clients), ``messages_rejected`` (by reason, summed
@@ -471,29 +471,37 @@ def _report(model, data, opts, sink: Sink, t_sent, t_done, tier_stats, src_wire,
 
 def _compare(model, data, opts, sink: Sink, report: dict[str, Any], unanswered_at_kill) -> None:
     """Offline ``ddnn eval --devices c`` on the same samples, and the per-sample comparison."""
-    from ..metrics import evaluate
+    from ..metrics import device_accuracy
     from ..runtime import StagedRuntime
 
     rt = StagedRuntime(model, devices="c")
     stage = rt.device_stage(data)
-    ev = evaluate(model, data, runtime=rt, stage=stage, with_scaling=False)
-    for key in (
-        "exit_accuracy",
-        "device_accuracy",
-        "device_accuracy_present",
-        "best_device_accuracy",
-        "device_failure",
-    ):
-        report[key] = ev[key]
-    base = rt.run(stage, failed=ev["failed_devices"])
+    down = sorted(set(model.config["training"]["absent_devices"]))
+    th = dict(model.config["thresholds"])
+    base = rt.run(stage, th, failed=down)
+    every = rt.run(stage, {name: 0.0 for name in th}, failed=down)
+    dev_all, dev_present = device_accuracy(stage, model.num_classes)
+    report["exit_accuracy"] = every.reached_accuracy()
+    report["device_accuracy"] = dev_all
+    report["device_accuracy_present"] = dev_present
+    report["best_device_accuracy"] = max(dev_all)
+    report["device_failure"] = []
     ref_pred, ref_exit = base.pred.copy(), base.exit_index.copy()
     alt = None
     n = len(data)
     if opts.fail is not None:
         d, k = opts.fail
-        f = rt.run(stage, failed=sorted({*ev["failed_devices"], d}))
-        ref_pred[k:], ref_exit[k:] = f.pred[k:], f.exit_index[k:]
-        alt = f
+        alt = rt.run(stage, th, failed=sorted({*down, d}))
+        ref_pred[k:], ref_exit[k:] = alt.pred[k:], alt.exit_index[k:]
+        report["device_failure"].append(
+            {
+                "device": d,
+                "overall_accuracy": alt.overall_accuracy,
+                "local_exit_fraction": alt.exit_fraction["local"],
+                "bytes_per_sample": alt.bytes_per_sample()["total"],
+                "note": "offline, device failed for every sample",
+            }
+        )
     same = (sink.pred == ref_pred) & (sink.exit == ref_exit)
     either = np.zeros(n, bool)
     in_flight = np.zeros(n, bool)
@@ -512,4 +520,5 @@ def _compare(model, data, opts, sink: Sink, report: dict[str, Any], unanswered_a
         "mismatches": int(len(mism)),
         "first_mismatches": mism[:20].tolist(),
         "offline_overall_accuracy": float(np.mean(ref_pred == data.y)),
+        "offline_bytes_per_sample": base.bytes_per_sample(),
     }
