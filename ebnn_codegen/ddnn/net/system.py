@@ -258,6 +258,8 @@ def run_system(model_path: str, dataset: str, opts: SystemOptions, log=None) -> 
     system = wire.check_system(opts.system or f"ddnn-{secrets.token_hex(4)}")
     absent = set(int(d) for d in model.config["training"]["absent_devices"])
     live = [d for d in range(dn) if d not in absent]
+    if opts.fail is not None and opts.fail[0] in absent:
+        raise CodegenError(f"--fail: device {opts.fail[0]} is absent from this model (training.absent_devices)")
     names = model.spec.exit_names
     stall = opts.stall_s if opts.stall_s is not None else max(30.0, 10 * opts.deadline)
 
