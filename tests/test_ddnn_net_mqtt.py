@@ -8,6 +8,7 @@ equality and the load runs are ``benchmarks/ddnn_net.py``.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,11 +34,12 @@ from ebnn_codegen.errors import ToolError
 MNIST = "examples/models/ddnn_mnist_tiles.pt"
 MVMC = "examples/models/ddnn_mvmc_like.pt"
 ROOT = Path(__file__).resolve().parents[1]
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"  # /usr/sbin is not on every user's PATH
 
 
 @pytest.fixture
 def broker(tmp_path):
-    require_tools("mosquitto", "mosquitto_passwd", package="mosquitto")
+    require_tools(MOSQUITTO, "mosquitto_passwd", package="mosquitto")
     b = Mosquitto(tmp_path / "broker").start()
     yield b
     b.stop()
@@ -127,7 +129,7 @@ def _creds(tmp_path: Path, user: str) -> dict[str, str]:
 def test_broker_acl_and_hostile_publisher(tmp_path):
     """Per-tier credentials and an ACL at mosquitto; a gateway process rejects and counts hostile payloads from an
     authorised device and keeps answering."""
-    require_tools("mosquitto", "mosquitto_passwd", package="mosquitto")
+    require_tools(MOSQUITTO, "mosquitto_passwd", package="mosquitto")
     system = "tC"
     model = E.load(MVMC)
     lay = message_layout(model)
