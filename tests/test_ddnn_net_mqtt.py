@@ -58,6 +58,7 @@ def _watch(url: str, system: str, **creds) -> MqttTransport:
     return t
 
 
+@pytest.mark.slow
 def test_system_same_answers_through_broker_and_gateway_restarts_two_clouds(broker, tmp_path):
     """1,000 mnist-tiles samples across the 16-bit wrap, two clouds sharing the jobs, the gateway restarted
     (SIGTERM, persistent session) and mosquitto stopped and started again mid-stream: every sample exactly one
@@ -97,6 +98,7 @@ def test_system_same_answers_through_broker_and_gateway_restarts_two_clouds(brok
     assert rep["bytes_on_wire"]["per_sample"]["mqtt_overhead"] > 0
 
 
+@pytest.mark.slow
 def test_system_device_killed_gets_the_offline_failure_answers(broker, tmp_path):
     """mvmc-like, device 2 SIGKILLed after sample 1,000 of 1,500: samples from 1,000 on get offline ``--fail 2``'s
     answers, the earlier ones offline's (or, if in flight at the kill, either), and the run completes."""
@@ -126,6 +128,7 @@ def _creds(tmp_path: Path, user: str) -> dict[str, str]:
     return {"username": user, "password_file": str(f)}
 
 
+@pytest.mark.slow
 def test_broker_acl_and_hostile_publisher(tmp_path):
     """Per-tier credentials and an ACL at mosquitto; a gateway process rejects and counts hostile payloads from an
     authorised device and keeps answering."""
