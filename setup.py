@@ -40,8 +40,9 @@ setup(
         "cffi>=1.15",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3", "matplotlib>=3.7"],
+        "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3", "matplotlib>=3.7", "paho-mqtt>=2.0"],
         "ddnn": ["matplotlib>=3.7"],
+        "net": ["paho-mqtt>=2.0"],
         "lint": ["ruff>=0.4", "mypy>=1.8"],
     },
     entry_points={"console_scripts": ["ebnn-gen=ebnn_codegen.cli:entry"]},

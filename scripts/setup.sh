@@ -13,6 +13,7 @@ APT_PACKAGES=(
   gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc
   arduino-builder arduino-core-avr
   dataset-fashion-mnist
+  mosquitto
 )
 
 missing=()
