@@ -5,7 +5,8 @@ sign(0) = +1) and evaluates the block's *own* eval-mode batch norm on every
 integer its accumulator can reach, recording where sign(BN(acc)) changes.
 The fold passes turn that table into integer thresholds.  Evaluating the
 module itself (twice, in two memory layouts, which must agree) makes the
-thresholds exact to PyTorch's float arithmetic.
+thresholds exact to PyTorch's float arithmetic.  A block with explicit integer
+thresholds (``"threshold": true``, imported models) gives its runs directly.
 """
 
 from __future__ import annotations
@@ -88,6 +89,36 @@ def sign_runs(bn: torch.nn.Module, bound: int, where: str) -> list[list[list[int
     return runs
 
 
+def threshold_runs(threshold: int, direction: int, bound: int) -> list[list[int]]:
+    """Runs of one channel of a :class:`~ebnn_codegen.nn.blocks.ThresholdSign` over [-bound, bound].
+
+    >>> threshold_runs(3, 1, 9), threshold_runs(-3, -1, 9), threshold_runs(-20, 1, 9), threshold_runs(-20, -1, 9)
+    ([[-9, -1], [3, 1]], [[-9, 1], [-2, -1]], [[-9, 1]], [[-9, -1]])
+    """
+    if direction > 0:  # +1 iff acc >= t
+        if threshold <= -bound:
+            return [[-bound, 1]]
+        if threshold > bound:
+            return [[-bound, -1]]
+        return [[-bound, -1], [threshold, 1]]
+    if threshold >= bound:  # +1 iff acc <= t
+        return [[-bound, 1]]
+    if threshold < -bound:
+        return [[-bound, -1]]
+    return [[-bound, 1], [threshold + 1, -1]]
+
+
+def _threshold_block_runs(act: torch.nn.Module, bound: int, where: str) -> list[list[list[int]]]:
+    t = act.threshold.detach().cpu().numpy().astype(np.int64)
+    d = act.direction.detach().cpu().numpy().astype(np.int64)
+    bad = np.flatnonzero((d != 1) & (d != -1))
+    if bad.size:
+        raise LoweringError(
+            f"{where} channel {int(bad[0])}: threshold direction must be +1 or -1, got {int(d[bad[0]])}"
+        )
+    return [threshold_runs(int(tc), int(dc), bound) for tc, dc in zip(t, d)]
+
+
 def lower(model: DeviceSection) -> Model:
     """Lower a device section (in eval mode semantics) to an IR Model."""
     if not isinstance(model, DeviceSection):
@@ -114,7 +145,7 @@ def lower(model: DeviceSection) -> Model:
         weights = w.numpy().astype(np.int8)
         bound = ls.fan_in * (255 if ls.type == "conv" else 1)
         pool = None if ls.pool is None else Pool(ls.pool.kernel, ls.pool.stride, ls.pool.padding)
-        bn = _bn_params(module.bn, where)
+        bn = {} if ls.threshold else _bn_params(module.bn, where)
         block = Block(
             index=ls.index,
             kind=ls.type,
@@ -130,7 +161,10 @@ def lower(model: DeviceSection) -> Model:
             bn=bn,
         )
         if ls.type != "exit":
-            block.sign_runs = sign_runs(module.bn, bound, where)
+            if ls.threshold:
+                block.sign_runs = _threshold_block_runs(module.act, bound, where)
+            else:
+                block.sign_runs = sign_runs(module.bn, bound, where)
         blocks.append(block)
     return Model(
         name=spec.name,
