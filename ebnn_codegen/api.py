@@ -311,5 +311,24 @@ def report(model: torch.nn.Module | str | os.PathLike | Model) -> dict[str, Any]
     }
 
 
+def import_model(
+    path: str | os.PathLike, *, input_scale: float = 1.0, input_offset: float = 0.0, name: str | None = None
+) -> Any:
+    """An ONNX/QONNX file -> ``ImportResult`` (``.model``: a device section); needs the ``import`` extra."""
+    from .importers import import_model as _import
+
+    return _import(path, input_scale=input_scale, input_offset=input_offset, name=name)
+
+
+def verify_against(model: Any, source: str | os.PathLike, x: np.ndarray | None = None, **kwargs: Any) -> Any:
+    """The generated C against the source model's own runtime (see :mod:`ebnn_codegen.importers.verify`)."""
+    from .importers import _require
+
+    _require()
+    from .importers.verify import verify_against as _verify
+
+    return _verify(model, source, x, **kwargs)
+
+
 def load_ir(path: str | os.PathLike) -> Model:
     return ir_mod.load(path)

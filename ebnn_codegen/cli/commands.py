@@ -85,6 +85,7 @@ class Verify(Command):
         src.add_argument("--samples", type=int, default=64, help="number of random inputs (default 64)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--json", metavar="OUT.json", help="also write the report as JSON")
+        p.add_argument("--against", metavar="MODEL.onnx", help="compare with the source ONNX/QONNX model's runtime")
         p.add_argument(
             "--reference",
             action=argparse.BooleanOptionalAction,
@@ -97,6 +98,10 @@ class Verify(Command):
         x = load_npy(args.input) if args.input else None
         if x is None and args.samples < 1:
             raise CodegenError(f"--samples must be >= 1, got {args.samples}")
+        if args.against:
+            from .importer import verify_against
+
+            return verify_against(args, x)
         rep = api.verify(
             args.model,
             x,
@@ -216,7 +221,9 @@ class Info(Command):
 
 
 def _commands() -> list[type[Command]]:
-    cmds: list[type[Command]] = [Export, Run, Verify, Report, Bench, Targets, Info]
+    from .importer import Import
+
+    cmds: list[type[Command]] = [Export, Run, Verify, Report, Bench, Targets, Info, Import]
     try:
         from .ddnn import DdnnCommand
 

@@ -351,7 +351,7 @@ def _thresholds(
     if not np.all(np.isfinite(table)):
         raise refuse(producer, "the block's output is not finite for some accumulator values")
     if u == 0 or not np.all(np.abs(table) == u):
-        c, i = np.argwhere(np.abs(table) != u)[0] if u else (0, 0)
+        i, c = np.argwhere(np.abs(table) != u)[0] if u else (0, 0)
         values = np.unique(table)
         shown = ", ".join(f"{v:g}" for v in values[:4])
         raise refuse(
