@@ -25,8 +25,8 @@ class Export(Command):
         p.add_argument(
             "--format",
             default="c",
-            choices=("c", "arduino", "platformio", "esp-idf"),
-            help="plain C files (default), or a library/component for that ecosystem",
+            choices=("c", "arduino", "platformio", "esp-idf", "qonnx"),
+            help="plain C files (default), a library/component for that ecosystem, or a QONNX model",
         )
         p.add_argument("--save-ir", metavar="DIR", help="also save the IR after every stage into DIR")
 
@@ -39,6 +39,10 @@ class Export(Command):
                 check(graph, args.kernels)
         if args.format == "c":
             written = api.export(graph, args.output, kernels=args.kernels, log=log)
+        elif args.format == "qonnx":
+            from ..exporters.qonnx import export_qonnx
+
+            written = export_qonnx(graph, args.output)
         else:
             from ..packaging import export_package
 

@@ -396,6 +396,32 @@ def _thresholds(
     return thr.astype(np.int32), direction, flip, u
 
 
+EXIT_EPS = 1e-5  # the exit block's BatchNorm1d epsilon (PyTorch's default)
+
+
+def _plain_exit_bn(g: SourceGraph, st: Stage, scale: float, offset: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The exit's batch norm as it is, when the exit is exactly ±1 weights -> BatchNormalization.
+
+    Taking the statistics themselves (not a fitted affine) keeps the C identical to the model the
+    graph was exported from; any other exit is fitted by :func:`_exit_affine`.
+    """
+    seg = st.segment
+    if len(seg.region1) != 1 or seg.pool is not None or seg.region2:
+        return None
+    node = seg.region1[0]
+    if node.op_type != "BatchNormalization" or node.input[0] != st.node.output[0] or len(node.input) != 5:
+        return None
+    eps = float(g.attrs(node).get("epsilon", 1e-5))
+    if abs(eps - EXIT_EPS) > 1e-9 or scale != 1 or np.any(st.alpha != 1) or np.any(st.bias != 0) or np.any(offset != 0):
+        return None
+    if not all(g.is_const(i) for i in node.input[1:]):
+        return None
+    values = [np.asarray(g.value(i), np.float64).reshape(-1) for i in node.input[1:]]
+    if any(v.size != st.weight.shape[0] for v in values):
+        return None
+    return dict(zip(("gamma", "beta", "mean", "var"), values))
+
+
 def _exit_affine(
     g: SourceGraph, stage: Stage, scale: float, offset: np.ndarray, bound: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -615,9 +641,13 @@ def import_onnx(
             offset = np.zeros(f)
             bound = int(np.prod(st.weight.shape[1:]))
         if is_exit:
-            a, b = _exit_affine(g, st, scale_in, offset, bound)
             layers.append({"type": "exit", "classes": int(f)})
-            values["exit"] = (st.weight, a, b)
+            bn = _plain_exit_bn(g, st, scale_in, offset)
+            if bn is not None:
+                values["exit"] = (st.weight, bn)
+            else:
+                a, b = _exit_affine(g, st, scale_in, offset, bound)
+                values["exit"] = (st.weight, {"gamma": a * np.sqrt(1.0 + EXIT_EPS), "beta": b, "mean": 0.0, "var": 1.0})
             notes.append({"node": st.node.name, "op": st.node.op_type, "type": "exit", "scores": st.segment.end})
             break
         thr, direction, flip, u = _thresholds(g, st, scale_in, offset, bound)
@@ -699,11 +729,14 @@ def _load_values(model: DeviceSection, values: dict[str, Any]) -> None:
         layer.weight.copy_(torch.from_numpy(w.reshape(layer.weight.shape)).float())
         block.act.threshold.copy_(torch.from_numpy(thr))
         block.act.direction.copy_(torch.from_numpy(direction))
-    w, a, b = values["exit"]
+    w, bn = values["exit"]
     ex = model.exit
+    assert float(ex.bn.eps) == EXIT_EPS
     ex.linear.weight.copy_(torch.from_numpy(w.reshape(ex.linear.weight.shape)).float())
-    eps = float(ex.bn.eps)
-    ex.bn.weight.copy_(torch.from_numpy(a * np.sqrt(1.0 + eps)).float())
-    ex.bn.bias.copy_(torch.from_numpy(b).float())
-    ex.bn.running_mean.zero_()
-    ex.bn.running_var.fill_(1.0)
+    for key, param in (
+        ("gamma", ex.bn.weight),
+        ("beta", ex.bn.bias),
+        ("mean", ex.bn.running_mean),
+        ("var", ex.bn.running_var),
+    ):
+        param.copy_(torch.from_numpy(np.broadcast_to(np.asarray(bn[key], np.float64), param.shape).copy()).float())
