@@ -274,7 +274,7 @@ def brevitas_cnv(folder: Path) -> tuple[Path, float, float, np.ndarray]:
     model = CNV()
     train(model, torch.from_numpy(x).float() / 255, y, steps=40)
     path = folder / "brevitas_cnv.onnx"
-    _qonnx_export(model, torch.zeros(1, 1, 8, 8), path, dynamo=True)
+    _qonnx_export(model, torch.zeros(1, 1, 8, 8), path)
     return path, 1 / 255, 0.0, xt
 
 
@@ -319,7 +319,8 @@ def brevitas_scaled(folder: Path) -> tuple[Path, float, float, np.ndarray]:
 
 
 def brevitas_input8(folder: Path) -> tuple[Path, float, float, np.ndarray]:
-    """An 8-bit input quantizer (scale 2^-7) on x = (pixel - 128) / 128, then W1A1 blocks."""
+    """An 8-bit input quantizer (scale 2^-7) on x = (pixel - 128) / 128, then W1A1 blocks
+    (exported by the dynamo path; the other Brevitas models by the TorchScript path)."""
     qnn, wq, aq, _, _, input8 = _brevitas()
 
     class In8(nn.Module):
@@ -342,7 +343,7 @@ def brevitas_input8(folder: Path) -> tuple[Path, float, float, np.ndarray]:
     model = In8()
     train(model, (torch.from_numpy(x).float() - 128) / 128, y, steps=40)
     path = folder / "brevitas_input8.onnx"
-    _qonnx_export(model, torch.zeros(1, 1, 8, 8), path)
+    _qonnx_export(model, torch.zeros(1, 1, 8, 8), path, dynamo=True)  # Brevitas's default with torch >= 2.9
     return path, 1 / 128, -1.0, xt
 
 
