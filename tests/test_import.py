@@ -112,31 +112,25 @@ def test_cli_import_verify_and_every_command(folder: Path, tmp_path: Path, capsy
 
 
 def test_verify_against_detects_a_changed_threshold(folder: Path, tmp_path: Path) -> None:
-    """The comparison can fail: move one threshold of the imported model by one."""
-    src, pt, x = imported("plain_where", folder)
-    model = E.load(pt)
-    act = model.blocks[1].act
-    acc = None
+    """The comparison can fail: move one threshold of block 1 onto an accumulator value it reaches."""
     import torch
 
+    src, pt, x = imported("plain_where", folder)
+    model = E.load(pt)
     with torch.no_grad():
-        xin = torch.from_numpy(x).float()
-        h = model.blocks[0](xin)
-        acc = model.blocks[1].conv(h)  # (N, F, H, W) integer accumulators
-    vals, counts = np.unique(acc[:, 0].numpy().astype(int), return_counts=True)
-    t = int(act.threshold[0])
-    # move channel 0's threshold across the most common accumulator value near it
-    target = int(vals[np.argmin(np.abs(vals - t))])
-    act.threshold[0] = target + 1 if act.direction[0] > 0 and target >= t else target
-    if int(act.threshold[0]) == t:
-        act.threshold[0] = t + (1 if target < t else -1) * 0 + (target - t) + (1 if act.direction[0] > 0 else 0)
+        acc = model.blocks[1].conv(model.blocks[0](torch.from_numpy(x).float()))[:, 0].numpy().astype(int)
+    act = model.blocks[1].act
+    t, up = int(act.threshold[0]), int(act.direction[0]) > 0
+    # the output of channel 0 changes for every accumulator between the old and the new threshold
+    reached = acc[acc >= t] if up else acc[acc <= t]
+    new = int(np.min(reached)) + 1 if up else int(np.max(reached)) - 1
+    act.threshold[0] = new
     bad = tmp_path / "bad.pt"
     E.save(model, bad)
-    meta = model.config["meta"]["import"]
-    assert meta["block_outputs"]
     rep = api.verify_against(bad, src, x)
-    assert not rep.ok and rep.bit_mismatches > 0 and rep.torch.ok
-    assert rep.first_mismatch.startswith("block 1")
+    assert not rep.ok and rep.torch.ok
+    assert rep.bit_mismatches == int(np.sum((acc >= t) & (acc < new))) if up else int(np.sum((acc <= t) & (acc > new)))
+    assert rep.first_mismatch.startswith("block 1 at (sample, channel, ...) = (") and ", 0, " in rep.first_mismatch
 
 
 # ------------------------------------------------------------------------------------------
