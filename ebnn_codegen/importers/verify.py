@@ -118,12 +118,13 @@ def verify_against(
     src_shape = tuple(meta["input_shape"])
     xs = pixels_to_source(x.reshape(len(x), *src_shape[1:]), meta["input_scale"], meta["input_offset"])
     outs = SourceRunner(g, names)(xs) if len(x) else [np.zeros((0,))] * len(names)
-    mism, compared, first = 0, 0, None
+    mism, compared, first, per_block = 0, 0, None, []
     for i, (c_bits, src) in enumerate(zip(result.layers, outs[:-1])):
         src = np.asarray(src).reshape(c_bits.shape)
         bits = np.where(src > 0, 1, np.where(src < 0, -1, 0))
         diff = bits != c_bits
         compared += diff.size
+        per_block.append(int(diff.sum()))
         if diff.any():
             mism += int(diff.sum())
             if first is None:
@@ -156,5 +157,8 @@ def verify_against(
         argmax_mismatches=argmax_mism,
         ambiguous=int(ambiguous.sum()),
         torch=torch_rep,
-        details={"source_argmax_agreement": float(np.mean(s_pred == result.pred)) if len(x) else 1.0},
+        details={
+            "source_argmax_agreement": float(np.mean(s_pred == result.pred)) if len(x) else 1.0,
+            "block_mismatches": per_block,
+        },
     )
