@@ -18,6 +18,9 @@ block is not trainable.
 blocks may only follow ``conv``/``bconv`` blocks, ``blinear`` blocks any
 hidden block.  Sizes follow PyTorch (floor mode): ``out = (in + 2p - k) // s + 1``.
 Max-pool padding is -inf and, as in PyTorch, at most half the pool kernel.
+``"pool": {..., "after_sign": true}`` pools the block's ±1 outputs (conv -> BN -> sign ->
+max-pool) instead of its accumulators; lowering makes it exact for the kernels (a channel
+whose batch norm decreases pools the minimum: its weights are negated).
 
 :func:`parse_config` returns a :class:`ModelSpec` with every field normalised
 and every shape computed; it raises :class:`~ebnn_codegen.errors.ConfigError`
@@ -111,6 +114,7 @@ class PoolSpec:
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int]
+    after_sign: bool = False  # max-pool the ±1 outputs (an OR) instead of the accumulators
 
 
 @dataclass(frozen=True)
@@ -200,7 +204,7 @@ def _parse_pool(entry: Any, where: str) -> PoolSpec | None:
         return None
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be null or an object with kernel/stride/padding, got {entry!r}")
-    _check_keys(entry, {"kernel", "stride", "padding"}, where)
+    _check_keys(entry, {"kernel", "stride", "padding", "after_sign"}, where)
     if "kernel" not in entry:
         raise ConfigError(f"{where}: missing field 'kernel'")
     k = _pair(entry["kernel"], f"{where}.kernel", 1, MAX_KERNEL)
@@ -212,7 +216,10 @@ def _parse_pool(entry: Any, where: str) -> PoolSpec | None:
                 f"{where}.padding {list(p)} must be at most half the pool kernel {list(k)} "
                 "(a window of padding only has no maximum)"
             )
-    return PoolSpec(k, s, p)
+    after = entry.get("after_sign", False)
+    if not isinstance(after, bool):
+        raise ConfigError(f"{where}.after_sign must be true or false, got {after!r}")
+    return PoolSpec(k, s, p, after)
 
 
 def parse_config(config: Any) -> ModelSpec:

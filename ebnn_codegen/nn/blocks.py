@@ -12,6 +12,8 @@ reproduces exactly)::
     conv or linear (binary weights, no bias) -> max-pool (optional, -inf padding)
         -> BatchNorm -> sign (sign(0) = +1)
 
+or, with ``pool.after_sign``, ``conv -> BatchNorm -> sign -> max-pool``.
+
 A block whose spec says ``threshold`` (imported models) replaces BatchNorm + sign
 by :class:`ThresholdSign`: one integer threshold and direction per channel on the
 (pooled) integer accumulator; it is exact by construction and not trainable.
@@ -102,10 +104,14 @@ class ConvBlock(nn.Module):
         else:
             self.bn = nn.BatchNorm2d(spec.out_channels)
 
+    @property
+    def pool_after_sign(self) -> bool:
+        return self.spec.pool is not None and self.spec.pool.after_sign
+
     def accumulator(self, x: torch.Tensor) -> torch.Tensor:
-        """The (pooled) integer accumulator, as float."""
+        """The integer accumulator (pooled unless the pool comes after the sign), as float."""
         y = self.conv(x)
-        if self.pool is not None:
+        if self.pool is not None and not self.pool_after_sign:
             y = self.pool(y)
         return y
 
@@ -116,9 +122,10 @@ class ConvBlock(nn.Module):
         return self.bn(self.accumulator(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.spec.threshold:
-            return self.act(self.accumulator(x))
-        return ste_sign(self.pre_activation(x))
+        y = self.act(self.accumulator(x)) if self.spec.threshold else ste_sign(self.pre_activation(x))
+        if self.pool_after_sign:
+            y = self.pool(y)  # on ±1 values: an OR
+        return y
 
 
 class LinearBlock(nn.Module):
