@@ -54,7 +54,7 @@ def imported(name: str, folder: Path) -> tuple[Path, Path, np.ndarray]:
         result = api.import_model(src, input_scale=scale, input_offset=offset)
         E.save(result.model, pt)
     model = E.load(pt)
-    x = np.ascontiguousarray(xt[:24].reshape(-1, *model.spec.input_shape))
+    x = np.ascontiguousarray(xt[:16].reshape(-1, *model.spec.input_shape))
     return src, pt, x
 
 
