@@ -209,8 +209,8 @@ class SourceRunner:
         self.input_name = source.inputs[0].name
         dims = source.input_dims()
         self.batched = bool(dims) and not isinstance(dims[0], int)
-        self._session = None
-        self._wrapped = None
+        self._session: Any = None
+        self._wrapped: Any = None
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         if self.batched:

@@ -611,7 +611,8 @@ def import_onnx(
     if exit_stage.segment.pool is not None:
         raise refuse(exit_stage.segment.pool, "pooling after the exit layer is not supported")
 
-    layers, notes = [], []
+    layers: list[dict[str, Any]] = []
+    notes: list[dict[str, Any]] = []
     values: dict[str, Any] = {}
     scale_in = a_in
     for i, st in enumerate(stages):
