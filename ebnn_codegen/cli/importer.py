@@ -14,9 +14,14 @@ from .base import Command, emit_json, output_file, progress
 
 
 def _finite(text: str) -> float:
+    """A finite number, or a fraction ``a/b`` (``1/255``)."""
     try:
-        value = float(text)
-    except ValueError:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            value = float(num) / float(den)
+        else:
+            value = float(text)
+    except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
@@ -35,7 +40,7 @@ class Import(Command):
             type=_finite,
             default=1.0,
             metavar="S",
-            help="the source's float input is S * pixel + O for uint8 pixels (default 1)",
+            help="the source's float input is S * pixel + O for uint8 pixels (default 1; a fraction like 1/255 works)",
         )
         p.add_argument("--input-offset", type=_finite, default=0.0, metavar="O", help="see --input-scale (default 0)")
         p.add_argument("--name", help="the model's C name (default: from the file name)")
