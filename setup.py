@@ -44,6 +44,17 @@ setup(
         "ddnn": ["matplotlib>=3.7"],
         "net": ["paho-mqtt>=2.0"],
         "lint": ["ruff>=0.4", "mypy>=1.8"],
+        # ONNX / QONNX import and export (ebnn-gen import, verify --against, export --format qonnx);
+        # brevitas and onnxscript only export the source models of the tests and docs examples.
+        # torch stays at 2.13.0: install with scripts/setup.sh (a constraint pins it).
+        "import": [
+            "onnx>=1.16,<1.24",
+            "onnxruntime>=1.18,<1.33",
+            "qonnx>=0.4,<1.1",
+            "onnxoptimizer>=0.3,<0.5",
+            "brevitas>=0.13,<0.14",
+            "onnxscript>=0.5,<0.8",
+        ],
     },
     entry_points={"console_scripts": ["ebnn-gen=ebnn_codegen.cli:entry"]},
 )

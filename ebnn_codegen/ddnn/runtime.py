@@ -43,32 +43,16 @@ from .messages import (
     HEADER_BYTES,
     SCORES,
     MessageError,
-    MessageLayout,
     decode_message,
     encode_features_batch,
     encode_scores_batch,
+    message_layout,
     unpack_features,
 )
 from .model import DDNN, pool_masked
 
 Channel = Callable[[bytes], "bytes | None"]
 DEVICE_MODES = ("c", "torch")
-
-
-def message_layout(model: DDNN) -> MessageLayout:
-    """The message format both ends derive from the model."""
-    s = model.spec
-    m = model.config["messages"]["score_frac_bits"]
-    shapes = [s.feature_shape] * s.num_devices
-    if s.edge is not None and s.edge_groups is not None:
-        shapes += [s.edge.out_shape] * len(s.edge_groups)
-    return MessageLayout(
-        num_classes=s.num_classes,
-        score_bits=int(model.config["messages"]["score_bits"]),
-        score_frac_bits=int(m) if m is not None else 0,
-        num_score_senders=s.num_devices,
-        feature_shapes=tuple(tuple(x) for x in shapes),  # type: ignore[misc]
-    )
 
 
 @dataclass

@@ -12,6 +12,12 @@ reproduces exactly)::
     conv or linear (binary weights, no bias) -> max-pool (optional, -inf padding)
         -> BatchNorm -> sign (sign(0) = +1)
 
+or, with ``pool.after_sign``, ``conv -> BatchNorm -> sign -> max-pool``.
+
+A block whose spec says ``threshold`` (imported models) replaces BatchNorm + sign
+by :class:`ThresholdSign`: one integer threshold and direction per channel on the
+(pooled) integer accumulator; it is exact by construction and not trainable.
+
 The exit block is ``binary linear -> BatchNorm1d`` and returns class scores.
 No code generation lives here: the compiler reads these modules.
 """
@@ -56,6 +62,27 @@ def binary_weight(module: nn.Module) -> torch.Tensor:
     return sign(module.weight.detach())
 
 
+class ThresholdSign(nn.Module):
+    """+1 where ``acc >= threshold`` (direction +1) or ``acc <= threshold`` (direction -1), else -1.
+
+    ``acc`` is the integer accumulator held in float32 (exact below 2^24, which the
+    config's fan-in limits guarantee).  Buffers: ``threshold`` int32 and ``direction``
+    int8 (+1/-1), one per channel.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.register_buffer("threshold", torch.zeros(channels, dtype=torch.int32))
+        self.register_buffer("direction", torch.ones(channels, dtype=torch.int8))
+
+    def forward(self, acc: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (acc.dim() - 2)
+        t = self.threshold.to(acc.dtype).view(shape)
+        up = (self.direction > 0).view(shape)
+        on = torch.where(up, acc >= t, acc <= t)
+        return torch.where(on, torch.ones_like(acc), -torch.ones_like(acc))
+
+
 class ConvBlock(nn.Module):
     """conv (binary weights) -> max-pool -> BatchNorm2d -> sign.
 
@@ -72,17 +99,33 @@ class ConvBlock(nn.Module):
         self.pool = (
             nn.MaxPool2d(spec.pool.kernel, spec.pool.stride, spec.pool.padding) if spec.pool is not None else None
         )
-        self.bn = nn.BatchNorm2d(spec.out_channels)
+        if spec.threshold:
+            self.act = ThresholdSign(spec.out_channels)
+        else:
+            self.bn = nn.BatchNorm2d(spec.out_channels)
+
+    @property
+    def pool_after_sign(self) -> bool:
+        return self.spec.pool is not None and self.spec.pool.after_sign
+
+    def accumulator(self, x: torch.Tensor) -> torch.Tensor:
+        """The integer accumulator (pooled unless the pool comes after the sign), as float."""
+        y = self.conv(x)
+        if self.pool is not None and not self.pool_after_sign:
+            y = self.pool(y)
+        return y
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         """The batch-norm output before sign (what the straight-through gradient sees)."""
-        y = self.conv(x)
-        if self.pool is not None:
-            y = self.pool(y)
-        return self.bn(y)
+        if self.spec.threshold:
+            raise TypeError("a threshold block has no batch norm (it is not trainable)")
+        return self.bn(self.accumulator(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ste_sign(self.pre_activation(x))
+        y = self.act(self.accumulator(x)) if self.spec.threshold else ste_sign(self.pre_activation(x))
+        if self.pool_after_sign:
+            y = self.pool(y)  # on ±1 values: an OR
+        return y
 
 
 class LinearBlock(nn.Module):
@@ -92,12 +135,19 @@ class LinearBlock(nn.Module):
         super().__init__()
         self.spec = spec
         self.linear = QuantLinear(spec.fan_in, spec.out_channels, bias=False)
-        self.bn = nn.BatchNorm1d(spec.out_channels)
+        if spec.threshold:
+            self.act = ThresholdSign(spec.out_channels)
+        else:
+            self.bn = nn.BatchNorm1d(spec.out_channels)
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spec.threshold:
+            raise TypeError("a threshold block has no batch norm (it is not trainable)")
         return self.bn(self.linear(torch.flatten(x, 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.spec.threshold:
+            return self.act(self.linear(torch.flatten(x, 1)))
         return ste_sign(self.pre_activation(x))
 
 

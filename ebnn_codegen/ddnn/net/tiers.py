@@ -86,7 +86,7 @@ def check_model(model: DDNN) -> None:
 
 
 def message_layout(model: DDNN) -> MessageLayout:
-    from ..runtime import message_layout as layout
+    from ..messages import message_layout as layout
 
     return layout(model)
 
