@@ -198,7 +198,8 @@ def with_helpers(plans: list[HiddenPlan]) -> list[HiddenPlan]:
         return plans
     first = bins[0]
     assert isinstance(first.spec, BinKernelPlan)
-    spec = replace(first.spec, word_helpers=True, swar_helpers=True)
+    swar = any(isinstance(p.spec, BinKernelPlan) and p.spec.uses_swar for p in plans)
+    spec = replace(first.spec, word_helpers=True, swar_helpers=swar)
     return [replace(p, spec=spec) if p is first else p for p in plans]
 
 
