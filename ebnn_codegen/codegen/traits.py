@@ -9,7 +9,10 @@ target (the golden files are rendered with it):
 * ``asm_dialect``: ``"avr"`` emits, beside the portable C, AVR inline assembly for the binary
   kernels (``ldi/eor/lpm/add``: 6 cycles a byte), selected by ``EBNN_POPCOUNT8_PAGED`` (defined by
   the runtime header under avr-gcc); ``None`` emits portable C only.
-* ``max_asm_window``: the largest window (bytes) given to one asm statement (at most 30 operands).
+* ``max_asm_window``: the largest window (bytes) given to one asm statement.  AVR: each byte,
+  the count and a temporary need a register besides r0/r1 (fixed), r30/r31 (Z, clobbered) and
+  r28/r29 (Y, the frame pointer when the function needs a frame): 24 bytes + 2 fit the 26 left;
+  windows of 25..28 bytes failed to compile ("can't find a register ... while reloading asm").
 * ``barrel_shifter``: whether a compare with a shifted immediate is cheap (Cortex-M3/M4, RISC-V:
   the interior bounds become immediates).  ``None`` decides by preprocessor (not on Cortex-M0,
   ``__ARM_ARCH_6M__``); ``True``/``False`` pin the choice.
@@ -27,15 +30,15 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class TargetTraits:
     asm_dialect: str | None = "avr"
-    max_asm_window: int = 28  # an asm statement takes at most 30 operands
+    max_asm_window: int = 24  # see the module docstring: 24 bytes + 2 outputs fit the 26 free registers
     barrel_shifter: bool | None = None
     word_bytes: int = 4
 
     def __post_init__(self) -> None:
         if self.asm_dialect not in (None, "avr"):
             raise ValueError(f"unknown asm dialect {self.asm_dialect!r}")
-        if not 1 <= self.max_asm_window <= 28:
-            raise ValueError("max_asm_window must be 1..28 (an asm statement takes at most 30 operands)")
+        if not 1 <= self.max_asm_window <= 24:
+            raise ValueError("max_asm_window must be 1..24 (the registers an AVR asm statement can get)")
         if self.word_bytes != 4:
             raise ValueError("only 32-bit word kernels exist (word_bytes=4)")
 
