@@ -280,8 +280,8 @@ class McuTarget:
         syms = []
         for line in out.splitlines():
             parts = line.split()
-            if len(parts) == 4:
-                syms.append((parts[3], parts[2], int(parts[1], 16)))
+            if len(parts) == 4:  # the runtime's weak definitions (EBNN_SHARED): functions code, objects read-only
+                syms.append((parts[3], _WEAK.get(parts[2], parts[2]), int(parts[1], 16)))
         return syms
 
     def image_sizes(self, elf: Path) -> dict[str, int]:
@@ -840,6 +840,8 @@ class RiscvTarget(QemuTarget):
     def link_flags(self, fw: Path) -> list[str]:
         return ["--oslib=semihost", "--crt0=semihost", RISCV_FLASH, RISCV_RAM]
 
+
+_WEAK = {"W": "T", "w": "t", "V": "R", "v": "r"}  # nm letters of weak symbols -> their kind
 
 _M_NOTE = "budget: flash minus {f} KB and RAM minus {r} KB for the application, libc and start-up code"
 
