@@ -55,7 +55,7 @@ def _samples(graph, n: int, seed: int) -> np.ndarray:
 
 def _main(graphs: dict, samples: dict) -> str:
     """A C program classifying each model's samples and printing ``name class``, one a line."""
-    lines = ["#include <stdio.h>", "#include <string.h>", "#include \"ebnn_runtime.h\""]
+    lines = ["#include <stdio.h>", "#include <string.h>", '#include "ebnn_runtime.h"']
     lines += [f'#include "{name}.h"' for name in graphs]
     for name, x in samples.items():
         rows = "\n".join(hex_rows(x.reshape(-1)))
