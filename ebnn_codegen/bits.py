@@ -82,3 +82,8 @@ def unpack_weights_stream(packed: np.ndarray, shape: tuple[int, int, int, int]) 
 def pack_flags(flags: np.ndarray) -> np.ndarray:
     """A bool vector -> LSB-first bytes (bit i of byte i // 8)."""
     return np.packbits(np.asarray(flags, bool), bitorder="little")
+
+
+# Bits set in each byte value: the one popcount table (the runtime's ebnn_popcount8 and the
+# generated kernels' bounds are both computed from it).
+POPCOUNT8: tuple[int, ...] = tuple(bin(v).count("1") for v in range(256))

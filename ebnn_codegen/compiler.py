@@ -2,7 +2,8 @@
 
 ``step_lower`` (torch -> IR), ``step_fold`` (BN + sign -> thresholds, exit BN
 -> fixed point), ``step_pack`` (weights -> bytes), ``step_plan`` (buffers),
-``step_render`` (IR -> C).  Each stage prints ``[n/N] name`` when a log
+``step_render`` (IR -> C).  The stages are the one list :data:`ebnn_codegen.passes.STAGES`;
+the IR is validated (:func:`ebnn_codegen.ir_check.validate`) after lowering and after every pass.  Each stage prints ``[n/N] name`` when a log
 function is given, and the IR can be saved after every stage for inspection.
 """
 
@@ -16,22 +17,11 @@ import torch
 
 from . import codegen
 from . import ir as ir_mod
+from .ir_check import validate
 from .lower import lower
-from .passes import (
-    FoldBatchNormIntoThreshold,
-    FoldExitBatchNormIntoFixedPoint,
-    PackBinaryWeights,
-    PlanBuffers,
-    run_passes,
-)
+from .passes import STAGES, run_passes
 
 Log = Callable[[str], None]
-
-STAGES: tuple[tuple[str, tuple[Any, ...]], ...] = (
-    ("step_fold", (FoldBatchNormIntoThreshold(), FoldExitBatchNormIntoFixedPoint())),
-    ("step_pack", (PackBinaryWeights(),)),
-    ("step_plan", (PlanBuffers(),)),
-)
 
 
 def compile_model(
@@ -52,14 +42,15 @@ def compile_model(
     graph = lower(model)
     if name is not None:
         graph.name = name
+    validate(graph)
     if save_ir is not None:
         ir_mod.save(graph, Path(save_ir) / "0_lower")
-    for n, (stage, passes) in enumerate(STAGES, start=2):
+    for n, stage in enumerate(STAGES, start=2):
         if log:
-            log(f"[{n}/{total}] {stage}: " + ", ".join(type(p).__name__ for p in passes))
-        graph = run_passes(graph, passes)
+            log(f"[{n}/{total}] {stage.name}: " + ", ".join(type(p).__name__ for p in stage.passes))
+        graph = run_passes(graph, stage.passes)
         if save_ir is not None:
-            ir_mod.save(graph, Path(save_ir) / f"{n - 1}_{stage[5:]}")
+            ir_mod.save(graph, Path(save_ir) / f"{n - 1}_{stage.name[5:]}")
     return graph
 
 

@@ -32,6 +32,31 @@ class Pool:
     stride: tuple[int, int]
     padding: tuple[int, int]
 
+    def axis(self, n: int) -> tuple[int, int, int]:
+        """(kernel, stride, padding) along axis ``n`` (0: rows, 1: columns)."""
+        return self.kernel[n], self.stride[n], self.padding[n]
+
+
+def pool_ranges(n_conv: int, n_out: int, pool: tuple[int, int, int] | None) -> list[tuple[int, int]]:
+    """For each conv position along one axis, the outputs ``[lo, hi)`` whose pool window holds it.
+
+    ``pool`` is (kernel, stride, padding) or None (the output is the conv position itself).  An
+    empty range (``lo >= hi``): no window holds the position.  The runtime's generic kernel has
+    the same function in C (``pool_range`` in ebnn_runtime.c); tests/test_kernel_plans.py checks
+    that both agree.
+    """
+    out = []
+    for c in range(n_conv):
+        if pool is None:
+            lo, hi = c, min(c + 1, n_out)
+        else:
+            k, s, p = pool
+            num = c + p - k + 1
+            lo = 0 if num <= 0 else -(-num // s)
+            hi = min((c + p) // s + 1, n_out)
+        out.append((lo, max(lo, hi)))
+    return out
+
 
 @dataclass
 class Block:
@@ -93,6 +118,38 @@ class Block:
         return h * w * ((c + 7) // 8)
 
 
+@dataclass(frozen=True)
+class Buffers:
+    """The working-memory plan (set by PlanBuffers): hidden block ``i`` writes slot ``slot[i]`` at
+    ``slot_offset[slot[i]]`` of the workspace; its copy in the trace starts at ``trace_offsets[i]``.
+
+    ``buffers["trace_bytes"]`` (item access by field name) is kept for callers written when the
+    plan was a dict.
+    """
+
+    slot: tuple[int, ...]
+    slot_offset: tuple[int, ...]
+    slot_bytes: tuple[int, ...]
+    workspace_bytes: int
+    trace_offsets: tuple[int, ...]
+    trace_bytes: int
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in _BUFFER_FIELDS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Buffers:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+_BUFFER_FIELDS = ("slot", "slot_offset", "slot_bytes", "workspace_bytes", "trace_offsets", "trace_bytes")
+
+
 @dataclass
 class Model:
     name: str
@@ -102,7 +159,14 @@ class Model:
     tool_version: str = ""
     score_scale_log2: int | None = None  # scores / 2**score_scale_log2 ~ float scores
     score_resolution: float | None = None  # worst-case |int/scale - exact affine|
-    buffers: dict[str, Any] | None = None  # set by PlanBuffers
+    buffers: Buffers | None = None  # set by PlanBuffers
+
+    @property
+    def plan(self) -> Buffers:
+        """The buffer plan; raises unless the IR has been through the pass pipeline."""
+        if self.buffers is None:
+            raise CodegenError("the IR has not been through the pass pipeline (no buffer plan)")
+        return self.buffers
 
     @property
     def hidden(self) -> list[Block]:
@@ -155,6 +219,7 @@ def save(model: Model, directory: str | Path) -> None:
                 entry[f.name] = v
         blocks.append(entry)
     meta = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name != "blocks"}
+    meta["buffers"] = None if model.buffers is None else model.buffers.to_json()
     meta["blocks"] = blocks
     (d / "ir.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
     np.savez(d / "arrays.npz", **arrays)
@@ -187,4 +252,6 @@ def load(directory: str | Path) -> Model:
                 kw[key] = _tuple(value)
         blocks.append(Block(**kw))
     meta["input_shape"] = tuple(meta["input_shape"])
+    if meta.get("buffers") is not None:
+        meta["buffers"] = Buffers.from_json(meta["buffers"])
     return Model(blocks=blocks, **meta)

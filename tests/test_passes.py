@@ -123,3 +123,26 @@ def test_ir_save_load_roundtrip(tmp_path, tiny_config) -> None:
     a, b = reference.run(graph, x), reference.run(back, x)
     assert np.array_equal(a.scores, b.scores)
     assert back.buffers == graph.buffers
+
+
+def test_the_ir_is_validated_after_every_pass(tiny_config) -> None:
+    """A pass that breaks an invariant fails right after it runs (ir_check.validate via the driver)."""
+    from ebnn_codegen.ir_check import IRError, validate
+    from ebnn_codegen.passes import PIPELINE, STAGES
+
+    assert PIPELINE == tuple(p for s in STAGES for p in s.passes)
+    graph = lower(random_model(tiny_config, seed=1))
+
+    class BreakThresholds:
+        def apply(self, model):
+            model.blocks[1].threshold = model.blocks[1].threshold[:-1]
+            return model, False
+
+    with pytest.raises(IRError, match="block 1 .*threshold"):
+        run_passes(graph, (FoldBatchNormIntoThreshold(), BreakThresholds()))
+    folded = run_passes(graph)
+    assert validate(folded) is folded
+    folded.buffers = None
+    folded.blocks[0].packed_weights = None
+    with pytest.raises(IRError, match="some blocks packed"):
+        validate(folded)

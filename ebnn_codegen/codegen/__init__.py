@@ -6,6 +6,7 @@ Python computes every number here (:func:`model_context`); the templates in
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -15,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import numpy as np
 
 from .. import __version__, bits
 from ..config import check_identifier
 from ..errors import CodegenError
-from ..ir import CONST, GE, LE, Model
+from ..ir import Model
 from ..resources import resource_dir
-from . import kernels as kernels_mod
+from .model_plan import block_plans, hex_rows, rows
+from .traits import PORTABLE, TargetTraits
 
 KERNELS = ("fast", "reference")
 
@@ -41,7 +42,9 @@ ERRORS = (
 )
 
 
+@functools.lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
+    """The one Jinja environment (cached: compiling the templates dominates rendering time)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
         undefined=jinja2.StrictUndefined,
@@ -59,15 +62,8 @@ def sanitize_comment(text: str) -> str:
     return text.replace("*/", "*?").replace("/*", "?*")
 
 
-def _rows(values: Any, per_row: int, fmt: str = "{}") -> list[str]:
-    flat = [fmt.format(int(v)) for v in np.asarray(values).reshape(-1)]
-    if not flat:
-        return []
-    return [", ".join(flat[i : i + per_row]) + "," for i in range(0, len(flat), per_row)]
-
-
-def _hex(values: Any) -> list[str]:
-    return _rows(values, 16, "0x{:02x}")
+_rows = rows
+_hex = hex_rows
 
 
 def provenance(model: Model | None, options: dict[str, Any]) -> dict[str, str]:
@@ -80,91 +76,17 @@ def provenance(model: Model | None, options: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _flip_and_threshold(block) -> tuple[np.ndarray, np.ndarray]:
-    """IR (threshold, direction, constant) -> C form: out bit = (acc >= t) XOR flip.
-
-    GE t: t, flip 0.  LE t: acc <= t  <=>  !(acc >= t + 1): t + 1, flip 1.
-    CONST +1: -(bound + 1) (always >=), flip 0.  CONST -1: bound + 1 (never >=), flip 0.
-    """
-    t = block.threshold.astype(np.int64).copy()
-    flip = np.zeros(len(t), bool)
-    le = block.direction == LE
-    t[le] += 1
-    flip[le] = True
-    const = block.direction == CONST
-    t[const & (block.constant > 0)] = -(block.acc_bound + 1)
-    t[const & (block.constant < 0)] = block.acc_bound + 1
-    assert np.all((block.direction == GE) | le | const)
-    return t.astype(np.int32), flip
-
-
-def model_context(model: Model, kernels: str, options: dict[str, Any]) -> dict[str, Any]:
+def model_context(
+    model: Model, kernels: str, options: dict[str, Any], traits: TargetTraits = PORTABLE
+) -> dict[str, Any]:
+    """The template context of ``model``: names, sizes and the block plans (:mod:`.model_plan`)."""
     if kernels not in KERNELS:
         raise CodegenError(f"unknown kernel strategy '{kernels}' (choose {' or '.join(KERNELS)})")
     name = check_identifier(model.name, "model name")
-    if model.buffers is None or model.score_scale_log2 is None:
-        raise CodegenError("the IR has not been through the pass pipeline (no buffer plan)")
-    buf = model.buffers
-    ctx_blocks = []
-    for b in model.blocks:
-        c, h, w = b.in_shape
-        pool = b.pool
-        pool_fields = [0, 0, 1, 1, 0, 0] if pool is None else [*pool.kernel, *pool.stride, *pool.padding]
-        packed = b.packed_weights
-        entry: dict[str, Any] = {
-            "index": b.index,
-            "kind": b.kind,
-            "is_exit": b.is_exit,
-            "in_shape": b.in_shape,
-            "out_shape": b.out_shape,
-            "kernel": b.kernel,
-            "stride": b.stride,
-            "padding": b.padding,
-            "pool": pool,
-            "pool_fields": pool_fields,
-            "in_c": c,
-            "in_h": h,
-            "in_w": w,
-            "out_c": b.out_channels,
-            "conv_h": b.conv_shape[1],
-            "conv_w": b.conv_shape[2],
-            "out_h": b.out_shape[1],
-            "out_w": b.out_shape[2],
-            "w_bytes": packed.shape[1],
-            "weight_len": packed.size,
-            "weight_rows": _hex(packed),
-            "out_bytes": b.out_bytes,
-            "fn": "u8" if b.is_first else "bin",
-        }
-        # binary blocks left to the runtime kernels: 4-byte aligned rows on 32-bit targets
-        entry["word_rows"] = (not b.is_first) and kernels == "fast"
-        entry["row_pad"] = (-packed.shape[1]) % 4 if entry["word_rows"] else 0
-        entry["weight_rows2d"] = [_hex(row) for row in packed] if entry["row_pad"] else []
-        if b.is_exit:
-            entry["mul"] = [str(int(v)) for v in b.score_mul]
-            entry["add"] = [str(int(v)) for v in b.score_add]
-            entry["in_offset"] = buf["slot_offset"][buf["slot"][-1]]
-        else:
-            t, flip = _flip_and_threshold(b)
-            flips = bits.pack_flags(flip)
-            entry["threshold_rows"] = _rows(t, 12)
-            entry["spec"] = kernels_mod.conv_kernel(b, t, flip) if kernels == "fast" else None
-            if entry["spec"] is not None:
-                entry["word_rows"], entry["row_pad"], entry["weight_rows2d"] = False, 0, []
-            entry["flips"] = [f"0x{int(v):02x}" for v in flips]
-            entry["flip_len"] = len(flips)
-            slot = buf["slot"][b.index]
-            entry["out_offset"] = buf["slot_offset"][slot]
-            entry["trace_offset"] = buf["trace_offsets"][b.index]
-            if b.index == 0:
-                entry["in_expr"], entry["in_label"] = "input", "input"
-            else:
-                prev = buf["slot_offset"][buf["slot"][b.index - 1]]
-                entry["in_expr"] = f"workspace + {prev}"
-                entry["in_label"] = f"workspace[{prev}..)"
-        ctx_blocks.append(entry)
-    hidden = ctx_blocks[:-1]
-    bin_specs = [e["index"] for e in hidden if e["spec"] is not None and not e["spec"]["first"]]
+    if model.score_scale_log2 is None or model.score_resolution is None:
+        raise CodegenError("the IR has not been through the pass pipeline (no score scale)")
+    buf = model.plan
+    hidden, exit_ = block_plans(model, kernels, traits)
     return {
         "name": name,
         "NAME": name.upper(),
@@ -177,22 +99,22 @@ def model_context(model: Model, kernels: str, options: dict[str, Any]) -> dict[s
         "scale_log2": model.score_scale_log2,
         "resolution": f"{model.score_resolution:.3g}",
         "blocks": hidden,
-        "all_blocks": ctx_blocks,
-        "exit": ctx_blocks[-1],
-        "word_helpers_at": bin_specs[0] if bin_specs else -1,
-        "trace_bytes": buf["trace_bytes"],
-        "workspace_bytes": buf["workspace_bytes"],
-        "workspace_min": max([e["out_offset"] + e["out_bytes"] for e in hidden] + [1]),
-        "trace_sum_expr": " + ".join(f"{name.upper()}_BLOCK{e['index']}_BYTES" for e in hidden),
+        "all_blocks": [*hidden, exit_],
+        "n_hidden": len(hidden),
+        "n_blocks": len(hidden) + 1,
+        "last_hidden": len(hidden) - 1,
+        "exit": exit_,
+        "trace_bytes": buf.trace_bytes,
+        "workspace_bytes": buf.workspace_bytes,
+        "workspace_min": max([b.out_end for b in hidden] + [1]),
     }
 
 
 def runtime_context(options: dict[str, Any] | None = None) -> dict[str, Any]:
-    table = [bin(i).count("1") for i in range(256)]
     return {
         "prov": provenance(None, options or {}),
         "errors": ERRORS,
-        "popcount_rows": _rows(table, 16),
+        "popcount_rows": rows(bits.POPCOUNT8, 16),
     }
 
 
@@ -205,10 +127,16 @@ def render_runtime(env: jinja2.Environment | None = None) -> dict[str, str]:
     }
 
 
-def render_model(model: Model, kernels: str = "fast", options: dict[str, Any] | None = None) -> dict[str, str]:
-    """Render the C of ``model``: ``NAME.h``, ``NAME.c`` and the runtime. Returns {filename: text}."""
+def render_model(
+    model: Model, kernels: str = "fast", options: dict[str, Any] | None = None, traits: TargetTraits = PORTABLE
+) -> dict[str, str]:
+    """Render the C of ``model``: ``NAME.h``, ``NAME.c`` and the runtime. Returns {filename: text}.
+
+    ``traits``: what the kernels may assume of the chip (:mod:`.traits`; the default keeps one C
+    file valid for every target, choosing by preprocessor).
+    """
     env = environment()
-    ctx = model_context(model, kernels, options or {})
+    ctx = model_context(model, kernels, options or {}, traits)
     files = {
         f"{ctx['name']}.h": env.get_template("model.h.j2").render(ctx),
         f"{ctx['name']}.c": env.get_template("model.c.j2").render(ctx),

@@ -10,7 +10,7 @@ hidden block's output, for verification and DDNN) is their concatenation.
 
 from __future__ import annotations
 
-from ..ir import Model
+from ..ir import Buffers, Model
 
 
 class PlanBuffers:
@@ -23,12 +23,12 @@ class PlanBuffers:
         for s in sizes:
             offsets.append(total)
             total += s
-        model.buffers = {
-            "slot": [i % 2 for i in range(len(sizes))],
-            "slot_offset": [0, slot_bytes[0]],
-            "slot_bytes": slot_bytes,
-            "workspace_bytes": max(1, slot_bytes[0] + slot_bytes[1]),
-            "trace_offsets": offsets,
-            "trace_bytes": total,
-        }
+        model.buffers = Buffers(
+            slot=tuple(i % 2 for i in range(len(sizes))),
+            slot_offset=(0, slot_bytes[0]),
+            slot_bytes=tuple(slot_bytes),
+            workspace_bytes=max(1, slot_bytes[0] + slot_bytes[1]),
+            trace_offsets=tuple(offsets),
+            trace_bytes=total,
+        )
         return model, True

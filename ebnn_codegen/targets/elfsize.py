@@ -34,13 +34,18 @@ class ModelSizes:
         return self.data_bytes + self.bss_bytes
 
 
+WEAK_KINDS = {"W": "T", "w": "t", "V": "R", "v": "r"}
+"""nm letters of weak symbols -> their kind: the runtime's weak definitions (EBNN_SHARED, several
+models in one program) are functions (code) and read-only tables."""
+
+
 def parse_nm_sizes(text: str) -> list[Symbol]:
-    """``nm -S --defined-only`` output -> defined symbols with a size."""
+    """``nm -S --defined-only`` output -> defined symbols with a size (weak ones by their kind)."""
     syms = []
     for line in text.splitlines():
         parts = line.split()
         if len(parts) == 4:
-            syms.append((parts[3], parts[2], int(parts[1], 16)))
+            syms.append((parts[3], WEAK_KINDS.get(parts[2], parts[2]), int(parts[1], 16)))
     return syms
 
 

@@ -10,7 +10,7 @@
  * Shared pieces
  * ------------------------------------------------------------------------- */
 
-const char *ebnn_strerror(int code)
+EBNN_SHARED const char *ebnn_strerror(int code)
 {
     switch (code) {
     case EBNN_ERR_NULL: return "a required pointer argument is NULL";
@@ -158,17 +158,17 @@ static int32_t bin_conv_at_reference(const ebnn_block_t *b, const uint8_t *in, c
     return acc;
 }
 
-void ebnn_block_u8_reference(const ebnn_block_t *block, const uint8_t *in, uint8_t *out)
+EBNN_SHARED void ebnn_block_u8_reference(const ebnn_block_t *block, const uint8_t *in, uint8_t *out)
 {
     hidden_block(block, in, out, u8_conv_at_reference);
 }
 
-void ebnn_block_bin_reference(const ebnn_block_t *block, const uint8_t *in, uint8_t *out)
+EBNN_SHARED void ebnn_block_bin_reference(const ebnn_block_t *block, const uint8_t *in, uint8_t *out)
 {
     hidden_block(block, in, out, bin_conv_at_reference);
 }
 
-int ebnn_block_exit_reference(const ebnn_block_t *block, const uint8_t *in, int32_t *scores)
+EBNN_SHARED int ebnn_block_exit_reference(const ebnn_block_t *block, const uint8_t *in, int32_t *scores)
 {
     return exit_block(block, in, scores, bin_conv_at_reference);
 }
@@ -182,7 +182,7 @@ int ebnn_block_exit_reference(const ebnn_block_t *block, const uint8_t *in, int3
  * which link-time optimisation (the Arduino build's -flto) cannot see. */
 __attribute__((aligned(256), used))
 #endif
-const uint8_t ebnn_popcount8[256] EBNN_FLASH = {
+EBNN_SHARED const uint8_t ebnn_popcount8[256] EBNN_FLASH = {
     0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
     1, 2, 2, 3, 2, 3, 3, 4, 2, 3, 3, 4, 3, 4, 4, 5,
     1, 2, 2, 3, 2, 3, 3, 4, 2, 3, 3, 4, 3, 4, 4, 5,
@@ -601,17 +601,17 @@ static int32_t bin_conv_at_fast(const ebnn_block_t *b, const uint8_t *in, const 
     return (int32_t)(taps * b->in_c) - 2 * (int32_t)mism;
 }
 
-void ebnn_block_u8_fast(const ebnn_block_t *block, const uint8_t *in, uint8_t *out)
+EBNN_SHARED void ebnn_block_u8_fast(const ebnn_block_t *block, const uint8_t *in, uint8_t *out)
 {
     hidden_block_fast(block, in, out, u8_conv_at_fast);
 }
 
-void ebnn_block_bin_fast(const ebnn_block_t *block, const uint8_t *in, uint8_t *out)
+EBNN_SHARED void ebnn_block_bin_fast(const ebnn_block_t *block, const uint8_t *in, uint8_t *out)
 {
     hidden_block_fast(block, in, out, bin_conv_at_fast);
 }
 
-int ebnn_block_exit_fast(const ebnn_block_t *block, const uint8_t *in, int32_t *scores)
+EBNN_SHARED int ebnn_block_exit_fast(const ebnn_block_t *block, const uint8_t *in, int32_t *scores)
 {
 #if !defined(__AVR__)
     ebnn_block_t b;

@@ -26,6 +26,17 @@
 #endif
 #endif
 
+/* Several models in one program: every package carries this same runtime, and its
+ * definitions are weak, so the linker keeps one copy of each (two libraries in one sketch,
+ * two models in one firmware). Without GCC/Clang, link only one package's ebnn_runtime.c. */
+#ifndef EBNN_SHARED
+#if defined(__GNUC__)
+#define EBNN_SHARED __attribute__((weak))
+#else
+#define EBNN_SHARED
+#endif
+#endif
+
 /* Return codes of the generated API (negative = error). */
 #define EBNN_ERR_NULL (-1) /* a required pointer argument is NULL */
 #define EBNN_ERR_BLOCK (-2) /* no hidden block with that index */

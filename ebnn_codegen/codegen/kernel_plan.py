@@ -1,0 +1,181 @@
+"""The typed plan of a generated kernel (the ``fast`` strategy, docs/speed.md).
+
+:mod:`ebnn_codegen.codegen.kernels` builds these from a block; ``templates/model.c.j2`` only
+iterates over them and branches on their flags.  Every number the C needs is a field here;
+literals that C spells in hex (masks, weight bytes, bounds) are carried ready-formatted so the
+template never formats or computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PoolRange:
+    """The outputs ``[lo, hi)`` whose pool window holds one conv row/column, and its border class."""
+
+    lo: int
+    hi: int
+    cls: int
+
+
+@dataclass(frozen=True)
+class Tap:
+    """One byte ``a<k>`` of the gathered window: kernel row ``i``, column ``j``, input channel ``c``
+    (first block) or channel byte ``n`` (binary block); ``offset`` from the window's corner."""
+
+    k: int
+    i: int
+    j: int
+    c: int
+    n: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class SharedSum:
+    """``int name = a + b;``: a pair of taps common to several first-block filters, summed once."""
+
+    name: str
+    a: str
+    b: str
+
+
+@dataclass(frozen=True)
+class U8Filter:
+    """First block: ``acc = 2 * sum(terms) - s`` (``plus``) or ``s - 2 * sum(terms)``; bit = acc >= t."""
+
+    f: int
+    byte: int
+    mask: str
+    t: int
+    plus: bool
+    terms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PopTerm:
+    """``popcount(a<k> ^ w)``; ``w == 0`` needs no XOR."""
+
+    k: int
+    w: int
+    w_hex: str
+
+
+@dataclass(frozen=True)
+class WordPart:
+    """Byte ``a<k>`` at bit ``shift`` of a 32-bit window word."""
+
+    k: int
+    shift: int
+
+
+@dataclass(frozen=True)
+class Word:
+    name: str
+    parts: tuple[WordPart, ...]
+
+
+@dataclass(frozen=True)
+class WordXor:
+    """``swar_nib(w<word> ^ kw[kw], ...)``: one window word against one weight word."""
+
+    word: int
+    kw: int
+
+
+@dataclass(frozen=True)
+class BinFilter:
+    """Binary block: ``m = sum popcount(a ^ w)``; the bit is ``m < bound``.
+
+    ``groups``: the SWAR terms of the 32-bit count (at most 3 words a group); ``tail_w``: the
+    weight of the single last byte (``has_tail``); ``interior_bound``: the interior class's
+    ``bound << 24`` (0: the bit is never set there); ``asm``: the lines of the AVR statement.
+    """
+
+    f: int
+    byte: int
+    mask: str
+    terms: tuple[PopTerm, ...]
+    asm: tuple[str, ...]
+    groups: tuple[tuple[WordXor, ...], ...]
+    tail_w: int
+    tail_hex: str
+    interior_bound: int
+    interior_hex: str
+
+
+@dataclass(frozen=True)
+class FlipByte:
+    byte: int
+    value: str
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """Geometry shared by both kinds of generated kernel."""
+
+    first: bool
+    window: int
+    pixel_bytes: int  # bytes per input pixel in the interior gather (1 for the first block)
+    cbo: int
+    bytes_out: tuple[int, ...]
+    in_h: int
+    in_w: int
+    k_h: int
+    k_w: int
+    kernel_rows: tuple[int, ...]
+    kernel_cols: tuple[int, ...]
+    s_h: int
+    s_w: int
+    p_h: int
+    p_w: int
+    conv_h: int
+    conv_w: int
+    out_w: int
+    out_pixels: int
+    out_bytes: int
+    max_y0: int
+    max_x0: int
+    has_interior: bool
+    rows: tuple[PoolRange, ...]
+    cols: tuple[PoolRange, ...]
+    gather: tuple[Tap, ...]
+    flips: tuple[FlipByte, ...]
+
+
+@dataclass(frozen=True)
+class U8KernelPlan(KernelPlan):
+    pairs: tuple[SharedSum, ...]
+    filters: tuple[U8Filter, ...]
+
+
+@dataclass(frozen=True)
+class BinKernelPlan(KernelPlan):
+    """Binary kernel. Flags: ``avr_asm`` (emit the asm variant), ``border_bounds`` (a bounds table
+    per border class), ``has_interior_class`` (interior bounds as immediates), ``interior_guard``
+    (the immediates only where the preprocessor says the chip shifts cheaply), ``uses_swar`` (some
+    filter counts with SWAR words, so the helpers are needed), ``word_helpers`` (this kernel emits
+    the shared 32-bit helpers: the model's first binary kernel)."""
+
+    filters: tuple[BinFilter, ...]
+    interior_filters: tuple[BinFilter, ...]
+    n_col_classes: int
+    n_classes: int
+    bounds_rows: tuple[str, ...]
+    bounds32_rows: tuple[str, ...]
+    words: tuple[Word, ...]
+    wk_rows: tuple[str, ...]
+    wk_len: int
+    has_tail: bool
+    tail: str
+    avr_asm: bool
+    border_bounds: bool
+    has_interior_class: bool
+    interior_class: int
+    interior_guard: bool
+    interior_immediates: bool
+    uses_swar: bool
+    word_helpers: bool = False
+    swar_helpers: bool = False
