@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -29,20 +30,39 @@ class Export(Command):
             help="plain C files (default), or a library/component for that ecosystem",
         )
         p.add_argument("--save-ir", metavar="DIR", help="also save the IR after every stage into DIR")
+        p.add_argument(
+            "--sample",
+            metavar="X.npy|DATASET[:I]",
+            help="the example's input: a uint8 C×H×W .npy, or a test image of mnist, fashion-mnist or digits "
+            "(default: a test image of the dataset the checkpoint records, else a fixed random one)",
+        )
+        p.add_argument(
+            "--license", metavar="SPDX", help="license id written into the package manifests (default: none)"
+        )
 
     def run(self, args: argparse.Namespace) -> int:
+        from ..packaging import export_package, samples
+
         log = progress(args)
         graph = api.compile(args.model, name=args.name, log=log, save_ir=args.save_ir)
+        fit = None
         if args.target is not None:
             check = getattr(targets.get(args.target), "check_fits", None)
             if check is not None:
-                check(graph, args.kernels)
-        if args.format == "c":
-            written = api.export(graph, args.output, kernels=args.kernels, log=log)
-        else:
-            from ..packaging import export_package
-
-            written = export_package(graph, args.output, args.format, kernels=args.kernels, target=args.target)
+                fit = check(graph, args.kernels)
+        task = samples.checkpoint_task(args.model)
+        written = export_package(
+            graph,
+            args.output,
+            args.format,
+            kernels=args.kernels,
+            target=args.target,
+            sample=args.sample,
+            task=task,
+            fit=fit if isinstance(fit, dict) else None,
+            license=args.license,
+            source=Path(args.model).name,
+        )
         for path in written:
             print(path)
         return 0
