@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import checkpoint, codegen, reference, targets
+from . import batches, checkpoint, codegen, progress, targets
 from . import ir as ir_mod
 from .compiler import compile_model, render
 from .errors import CheckpointError, CodegenError, ConfigError
@@ -96,7 +96,7 @@ def torch_outputs(model: DeviceSection, x: np.ndarray, batch: int = 1024) -> tup
     """Float scores (N, K) and ±1 hidden outputs of the torch model in eval mode."""
     model = model.eval()
     scores, layers = [], []
-    for i in range(0, len(x), batch):
+    for i in progress.iterate(range(0, len(x), batch), desc=f"PyTorch ({batch} per batch)", unit="batch"):
         xb = torch.from_numpy(np.asarray(x[i : i + batch])).float()
         s, outs = model.forward_all(xb)
         scores.append(s.numpy())
@@ -114,7 +114,7 @@ def run(
     """Run the generated C of ``model`` on uint8 inputs (N, C, H, W) on a target."""
     graph = model if isinstance(model, Model) else compile(model)
     x = check_inputs(graph, x)
-    return targets.get(target).run(graph, x, kernels=kernels)
+    return batches.run_target(targets.get(target), graph, x, kernels, target)
 
 
 def score_tolerance(graph: Model) -> np.ndarray:
@@ -164,6 +164,11 @@ class VerifyReport:
         ]
         if self.first_mismatch:
             lines.append(f"  first mismatch: {self.first_mismatch}")
+        if self.details.get("accuracy") is not None:
+            d = self.details
+            lines.append(
+                f"  accuracy (C, against the labels): {100 * d['accuracy']:.2f} % ({d['correct']} of {d['labelled']})"
+            )
         return "\n".join(lines)
 
 
@@ -187,7 +192,7 @@ def compare(
     if check_reference is None:
         check_reference = len(x) <= REFERENCE_CHECK_LIMIT
     t_scores, t_layers = torch_outputs(model, x)
-    ref = reference.run(graph, x) if check_reference else None
+    ref = batches.run_reference(graph, x) if check_reference else None
     mism, compared, first = 0, 0, None
     for i, (a, b) in enumerate(zip(result.layers, t_layers)):
         diff = a != b
@@ -255,15 +260,25 @@ def verify(
     kernels: str = "fast",
     seed: int = 0,
     check_reference: bool | None = None,
+    labels: np.ndarray | None = None,
 ) -> VerifyReport:
-    """Run the generated C on ``x`` (random uint8 by default) and compare it with torch."""
+    """Run the generated C on ``x`` (random uint8 by default) and compare it with torch;
+    with ``labels`` (integers, one per input) the report also holds the C's accuracy."""
     dev = _device(model)
     graph = compile(dev)
     if x is None:
         x = random_inputs(graph.input_shape, samples, seed)
     x = check_inputs(graph, x)
-    result = targets.get(target).run(graph, x, kernels=kernels)
-    return compare(graph, dev, x, result, target, kernels, check_reference)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.dtype.kind not in "iu" or labels.shape != (len(x),):
+            raise CodegenError(f"labels must be {len(x)} integers (one per input), got {labels.dtype} {labels.shape}")
+    result = batches.run_target(targets.get(target), graph, x, kernels, target)
+    rep = compare(graph, dev, x, result, target, kernels, check_reference)
+    if labels is not None:
+        correct = int(np.sum(result.pred == labels))
+        rep.details.update(accuracy=correct / len(x) if len(x) else None, correct=correct, labelled=len(x))
+    return rep
 
 
 def report(model: torch.nn.Module | str | os.PathLike | Model) -> dict[str, Any]:

@@ -9,8 +9,21 @@ from pathlib import Path
 import numpy as np
 
 from .. import api, targets
+from .. import progress as progress_bars
 from ..errors import CodegenError
-from .base import Command, add_model, add_target, emit_json, load_npy, output_file, progress
+from . import tables
+from .base import (
+    Command,
+    UsageError,
+    add_kernels,
+    add_model,
+    add_target,
+    emit_json,
+    load_inputs,
+    load_npy,
+    output_file,
+    progress,
+)
 
 
 class Export(Command):
@@ -22,7 +35,7 @@ class Export(Command):
         p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
         p.add_argument("--name", help="C name prefix (default: the config's name)")
         p.add_argument("--target", default=None, help="refuse the model if it does not fit this target")
-        p.add_argument("--kernels", default="fast", choices=("fast", "reference"))
+        add_kernels(p)
         p.add_argument(
             "--format",
             default="c",
@@ -75,7 +88,7 @@ class Run(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         add_model(p)
         p.add_argument("--input", required=True, metavar="X.npy", help="uint8 array N×C×H×W")
-        p.add_argument("--output", required=True, metavar="OUT.npz")
+        p.add_argument("--output", required=True, metavar="OUT.npz", help="results (its folder must exist)")
         add_target(p)
 
     def run(self, args: argparse.Namespace) -> int:
@@ -101,10 +114,16 @@ class Verify(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         add_model(p)
         src = p.add_mutually_exclusive_group()
-        src.add_argument("--input", metavar="X.npy", help="uint8 inputs N×C×H×W (default: random)")
+        src.add_argument(
+            "--input",
+            metavar="X.npy|DATASET[:SPLIT]",
+            help="uint8 inputs N×C×H×W (default: random), or the images of mnist, fashion-mnist or digits "
+            "(split test by default; their labels give the accuracy)",
+        )
         src.add_argument("--samples", type=int, default=64, help="number of random inputs (default 64)")
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--json", metavar="OUT.json", help="also write the report as JSON")
+        p.add_argument("--labels", metavar="Y.npy", help="integer labels of --input: also report the accuracy")
+        p.add_argument("--json", metavar="OUT.json", help="also write the report as JSON (its folder must exist)")
         p.add_argument(
             "--reference",
             action=argparse.BooleanOptionalAction,
@@ -114,9 +133,15 @@ class Verify(Command):
         add_target(p)
 
     def run(self, args: argparse.Namespace) -> int:
-        x = load_npy(args.input) if args.input else None
+        x, labels = load_inputs(args.input) if args.input else (None, None)
         if x is None and args.samples < 1:
             raise CodegenError(f"--samples must be >= 1, got {args.samples}")
+        if args.labels:
+            if x is None:
+                raise UsageError("--labels needs --input (the labels of those inputs)")
+            labels = load_npy(args.labels)
+        if args.json:
+            output_file(args.json)
         rep = api.verify(
             args.model,
             x,
@@ -125,6 +150,7 @@ class Verify(Command):
             kernels=args.kernels,
             seed=args.seed,
             check_reference=args.reference,
+            labels=labels,
         )
         print(rep.summary())
         if args.json:
@@ -140,7 +166,7 @@ class Report(Command):
         add_model(p)
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--target", default=None, help="also measure flash, RAM and peak stack on this target")
-        p.add_argument("--kernels", default="fast", choices=("fast", "reference"))
+        add_kernels(p)
 
     def run(self, args: argparse.Namespace) -> int:
         graph = api.compile(args.model)
@@ -149,6 +175,7 @@ class Report(Command):
             measure = getattr(targets.get(args.target), "size", None)
             if measure is None:
                 raise CodegenError(f"target '{args.target}' cannot measure sizes")
+            progress_bars.note(f"report: building for {args.target} and measuring in its emulator ...")
             rep["target"] = measure(graph, args.kernels)
         if args.json:
             emit_json(rep)
@@ -174,7 +201,7 @@ def format_report(rep: dict) -> str:
         f"static RAM (workspace) {t['static_ram_bytes']} B"
     )
     if "target" in rep:
-        lines.append("on target: " + ", ".join(f"{k} {v}" for k, v in rep["target"].items()))
+        lines += ["", f"measured on {rep['target'].get('target', 'the target')}:", tables.render(rep["target"], "  ")]
     return "\n".join(lines)
 
 
@@ -202,12 +229,12 @@ class Bench(Command):
             bench = getattr(targets.get(args.target), "bench", None)
             if bench is None:
                 raise CodegenError(f"target '{args.target}' has no benchmark")
+            progress_bars.note(f"bench: building for {args.target} and running in its emulator ...")
             data = bench(graph, args.kernels)
         if args.json:
             emit_json(data)
         else:
-            for k, v in data.items():
-                print(f"{k:>20}: {v}")
+            print(tables.render(data))
         return 0
 
 
