@@ -55,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = None
     try:
         args = parser.parse_args(argv)
+        args._argv = list(sys.argv[1:] if argv is None else argv)  # recorded in trained checkpoints
         progress_bars.configure(quiet=bool(getattr(args, "quiet", False)))
         if getattr(args, "_command", None) is None:
             parser.print_help(sys.stderr)

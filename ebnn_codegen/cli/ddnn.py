@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -139,6 +140,7 @@ class Train(Action):
         import torch
 
         from .. import api
+        from ..checkpoint import data_hash, training_record
         from ..ddnn import train as tr
         from ..ddnn.model import DDNN
 
@@ -197,14 +199,16 @@ class Train(Action):
         th = tr.choose_thresholds(model, val if val is not None else fit, devices="torch")
         say(f"      local threshold T = {th['local']:g}")
         meta = dict(model.config.get("meta") or {})
-        meta["training"] = {
-            "dataset": args.dataset,
-            "samples": len(fit),
-            "epochs": int(model.config["training"]["epochs"]),
-            "seconds": round(seconds, 1),
-            "threads": args.threads,
-            "torch_device": str(where),
-        }
+        meta["training"] = training_record(
+            "ebnn-gen " + shlex.join(getattr(args, "_argv", [])),
+            data_hash(data.x, data.y, data.y_views),
+            dataset=args.dataset,
+            samples=len(fit),
+            epochs=int(model.config["training"]["epochs"]),
+            seconds=round(seconds, 1),
+            threads=args.threads,
+            torch_device=str(where),
+        )
         model.config["meta"] = meta
         say(f"[5/{steps}] save {args.output}")
         api.save(model, args.output)
