@@ -445,3 +445,18 @@ def test_serial_sketch_classifies_images_sent_over_the_uart(graph, tmp_path):
         want += [f"class {int(pred)}", "scores " + " ".join(str(int(s)) for s in scores)]
     assert lines[1:-1] == want
     assert lines[-1] == "error: timeout after 10 of 99 bytes"
+
+
+def test_license_file_matches_setup_and_the_generated_code_terms(graph):
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "LICENSE").read_text()
+    assert text.startswith("MIT License\n")
+    assert re.search(r'license="MIT"', (root / "setup.py").read_text())
+    assert "Generated code" in text and "under no conditions" in text
+    readme = package_files(graph, "arduino", sample=default_sample(graph)[0])["README.md"]
+    assert "MIT-licensed, with an exception for the code it generates" in readme
+    assert "manifests declare no license" in readme
+    for fmt in FORMATS:  # no manifest claims a license on the user's behalf
+        files = package_files(graph, fmt, sample=default_sample(graph)[0])
+        for name in ("library.properties", "library.json", "idf_component.yml"):
+            assert "license" not in files.get(name, "").lower(), (fmt, name)
