@@ -317,6 +317,9 @@ def test_cli_export_sample_option(tmp_path, capsys):
     # the plain C export gets its README too
     assert cli_main(["-q", "export", str(ckpt), "-o", str(tmp_path / "c")]) == 0
     assert (tmp_path / "c" / "README.md").read_text().startswith("# pkgnet: plain C files")
+    capsys.readouterr()
+    assert cli_main(["-q", "export", str(ckpt), "--sample", "digits", "-o", str(tmp_path / "c2")]) == 2
+    assert capsys.readouterr().err.startswith("error: --sample is the input of a package's example")
 
 
 # ---------------------------------------------------------------------------------------

@@ -56,6 +56,8 @@ class Export(Command):
     def run(self, args: argparse.Namespace) -> int:
         from ..packaging import export_package, samples
 
+        if args.sample is not None and args.format == "c":
+            raise UsageError("--sample is the input of a package's example: use it with --format arduino, ...")
         log = progress(args)
         graph = api.compile(args.model, name=args.name, log=log, save_ir=args.save_ir)
         fit = None

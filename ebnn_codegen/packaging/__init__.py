@@ -169,7 +169,7 @@ def package_files(
     if license is not None and not license.replace("-", "").replace(".", "").replace("+", "").isalnum():
         raise CodegenError(f"--license: not an SPDX license id: {license!r}")
     plain = fmt == "c"
-    smp = samples.resolve(graph, sample, task) if not plain or sample is not None else None
+    smp = None if plain else samples.resolve(graph, sample, task)
     x = smp.x if smp is not None else samples.noise(graph)
     expected = int(reference.run(graph, x).pred[0])
     options = {"format": fmt} | ({"target": target} if target else {})
