@@ -93,6 +93,9 @@ def test_arduino_library_layout(graph, tmp_path):
     assert "Serial.println(pred)" in ino and "pkgnet_infer(" in ino
     sample = (root / "examples/pkgnet_classify/pkgnet_sample.h").read_text()
     assert "PROGMEM" in sample
+    sender = (root / "examples/pkgnet_serial/send_image.py").read_text()
+    compile(sender, "send_image.py", "exec")  # valid Python
+    assert "SHAPE = (1, 11, 9)" in sender and "115200" in sender
     assert f"#define PKGNET_SAMPLE_CLASS {expected_class(graph)}" in sample
 
 
