@@ -156,13 +156,17 @@ def training_record(command: str, data_sha256: str, **extra: Any) -> dict[str, A
     data (:func:`data_hash`), and ``extra`` (dataset, samples, epochs, seconds, threads, ...).
 
     Shipped models are the output of the command recorded here; rerunning it on one thread
-    reproduces the weights bit for bit (tests/test_reproducible.py)."""
+    reproduces the weights bit for bit (tests/test_reproducible.py) with the same PyTorch build
+    on a CPU of the same kind: PyTorch picks its kernels by the CPU's vector extensions
+    (``cpu_capability``: AVX2, AVX512, ...), which round differently, and twenty epochs
+    amplify a last-bit difference into different weights."""
     from . import __version__
 
     return {
         "command": command,
         "package_version": __version__,
         "torch_version": torch.__version__.split("+")[0],
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "data_sha256": data_sha256,
         **extra,
     }
