@@ -157,9 +157,9 @@ def training_record(command: str, data_sha256: str, **extra: Any) -> dict[str, A
 
     Shipped models are the output of the command recorded here; rerunning it on one thread
     reproduces the weights bit for bit (tests/test_reproducible.py) with the same PyTorch build
-    on a CPU of the same kind: PyTorch picks its kernels by the CPU's vector extensions
-    (``cpu_capability``: AVX2, AVX512, ...), which round differently, and twenty epochs
-    amplify a last-bit difference into different weights."""
+    on the same kind of CPU. Across CPUs it is not guaranteed: PyTorch picks its kernels by
+    the CPU's vector extensions (``cpu_capability``: AVX2, AVX512, ...), which may round
+    differently, and many epochs amplify a last-bit difference into different weights."""
     from . import __version__
 
     return {
