@@ -8,7 +8,9 @@ import json
 import shlex
 from pathlib import Path
 
+import pytest
 import torch
+from conftest import strict_tools
 
 import ebnn_codegen as E
 from ebnn_codegen.checkpoint import data_hash, read_checkpoint
@@ -103,3 +105,31 @@ def test_train_mnist_example_twice_gives_the_same_weights(tmp_path):
     assert rec["data_sha256"] == data_hash(x, y) and rec["dataset"] == "digits" and rec["samples"] == 300
     files = package_files(E.compile(tmp_path / "a.pt"), "arduino", task=rec)
     assert "scikit-learn digits test image #" in files["examples/digits_repro_classify/digits_repro_sample.h"]
+
+
+DOCUMENTED = "ebnn-gen ddnn train examples/ddnn_mvmc_like.json --dataset mvmc-like -o examples/models/ddnn_mvmc_like.pt"
+
+
+def test_shipped_ddnn_mvmc_like_records_its_documented_command():
+    """The shipped checkpoint is the output of the command docs/ddnn.md gives beside it."""
+    rec = read_checkpoint(ROOT / "examples/models/ddnn_mvmc_like.pt")["config"]["meta"]["training"]
+    assert rec["command"] == DOCUMENTED
+    assert DOCUMENTED in (ROOT / "docs/ddnn.md").read_text()
+    assert rec["threads"] == 1 and rec["torch_device"] == "cpu" and rec["dataset"] == "mvmc-like"
+    assert len(rec["data_sha256"]) == 64 and rec["package_version"] and rec["torch_version"]
+
+
+@pytest.mark.slow
+@pytest.mark.mnist
+def test_shipped_ddnn_mvmc_like_was_trained_on_todays_data():
+    """The mvmc-like generator still gives the data the shipped checkpoint was trained on."""
+    from ebnn_codegen.ddnn import datasets
+
+    rec = read_checkpoint(ROOT / "examples/models/ddnn_mvmc_like.pt")["config"]["meta"]["training"]
+    try:
+        data = datasets.load("mvmc-like", "train")
+    except E.CodegenError as exc:  # the MNIST data cannot be fetched here
+        if strict_tools():
+            pytest.fail(f"MNIST is required on CI: {exc}")
+        pytest.skip(str(exc))
+    assert rec["data_sha256"] == data_hash(data.x, data.y, data.y_views)
