@@ -172,7 +172,8 @@ def package_files(
     smp = None if plain else samples.resolve(graph, sample, task)
     x = smp.x if smp is not None else samples.noise(graph)
     expected = int(reference.run(graph, x).pred[0])
-    options = {"format": fmt} | ({"target": target} if target else {})
+    # the plain files keep the provenance of `ebnn_codegen.export` (byte-identical to it)
+    options = {} if plain else {"format": fmt} | ({"target": target} if target else {})
     model_files = codegen.render_model(graph, kernels, options)
     ctx: dict[str, Any] = codegen.model_context(graph, kernels, options)
     name = ctx["name"]
