@@ -38,6 +38,7 @@ setup(
         "numpy>=1.24",
         "jinja2>=3.1",
         "cffi>=1.15",
+        "tqdm>=4.60",
     ],
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3", "matplotlib>=3.7", "paho-mqtt>=2.0"],

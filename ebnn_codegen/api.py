@@ -17,12 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import checkpoint, codegen, costs, targets
+from . import batches, checkpoint, codegen, costs, targets
 from . import ir as ir_mod
-from .compiler import compile_model, render
+from .checkpoint import data_hash, training_record
+from .compiler import compile_model
 from .errors import CodegenError
 from .ir import Model
 from .nn.model import DeviceSection
+from .npyfile import load_npy
 from .targets.base import RunResult, check_inputs, random_inputs
 from .targets.fit import FitReport
 from .verification import REFERENCE_CHECK_LIMIT, VerifyReport, compare, score_tolerance, torch_outputs
@@ -42,9 +44,11 @@ __all__ = [
     "check_fits",
     "compare",
     "compile",
+    "data_hash",
     "export",
     "load",
     "load_ir",
+    "load_npy",
     "random_inputs",
     "report",
     "require_target",
@@ -55,6 +59,7 @@ __all__ = [
     "target_descriptions",
     "target_names",
     "torch_outputs",
+    "training_record",
     "verify",
     "write_files",
 ]
@@ -122,24 +127,39 @@ def export(
     extra_files: dict[str, str] | None = None,
     target: str | None = None,
     format: str = "c",  # noqa: A002 - the CLI's --format
-    sample: np.ndarray | None = None,
+    sample: np.ndarray | str | os.PathLike[str] | None = None,
+    license: str | None = None,  # noqa: A002 - the manifests' word
+    source: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
     """Write the C of a model into ``outdir`` (all files or none); returns the paths written.
 
-    ``format``: "c" (plain files), "qonnx" (a QONNX model; needs the ``import`` extra), or a package (arduino, platformio, esp-idf; ``sample`` is
-    its example's input).  ``target``: refuse first (FitError) if the model does not fit it."""
+    ``format``: "c" (the plain files and a README), "qonnx" (a QONNX model; needs the ``import``
+    extra), or a package (arduino, platformio, esp-idf) whose example classifies ``sample`` (a
+    uint8 C×H×W array, a .npy path or ``DATASET[:INDEX]``; by default a test image of the task
+    the checkpoint records). ``target``: refuse first (FitError) if the model does not fit it;
+    its numbers then go into the README. ``license``: an SPDX id for the package manifests.
+    ``source``: the checkpoint the model came from (a path given as ``model`` is used)."""
+    if source is None and isinstance(model, (str, os.PathLike)):
+        source = model
     graph = model if isinstance(model, Model) else compile(model, name=name, log=log)
-    if target is not None:
-        check_fits(graph, target, kernels=kernels)
+    fit = check_fits(graph, target, kernels=kernels) if target is not None else None
     if format == "qonnx":
         from .exporters.qonnx import export_qonnx
 
         return export_qonnx(graph, outdir)
-    if format != "c":
-        from .packaging import export_package
+    from .packaging import package_files, samples
 
-        return export_package(graph, outdir, format, kernels=kernels, target=target, sample=sample)
-    files = render(graph, kernels)
+    files = package_files(
+        graph,
+        format,
+        kernels,
+        target,
+        sample,
+        task=samples.checkpoint_task(source) if source is not None else None,
+        fit=fit.as_dict() if fit is not None else None,
+        license=license,
+        source=Path(source).name if source is not None else None,
+    )
     files.update(extra_files or {})
     if log:
         log(f"[render] {len(files)} files -> {outdir}")
@@ -165,7 +185,7 @@ def run(model: ModelLike | Model, x: np.ndarray, *, target: str = "host", kernel
     x = _samples(graph, x)
     t = targets.get(target)
     t.check_fits(graph, kernels)
-    return t.run(graph, x, kernels=kernels)
+    return batches.run_target(t, graph, x, kernels, target)
 
 
 def verify(
@@ -177,17 +197,27 @@ def verify(
     kernels: str = "fast",
     seed: int = 0,
     check_reference: bool | None = None,
+    labels: np.ndarray | None = None,
 ) -> VerifyReport:
     """Run the generated C on ``x`` (``samples`` random uint8 inputs by default) and compare
-    it with torch, bit for bit (see :func:`ebnn_codegen.verification.compare`)."""
+    it with torch, bit for bit (see :func:`ebnn_codegen.verification.compare`); with
+    ``labels`` (integers, one per input) the report also holds the C's accuracy."""
     dev = _device(model)
     graph = compile(dev)
     if x is None:
         if samples < 1:
             raise CodegenError(f"samples must be >= 1, got {samples}")
         x = random_inputs(graph.input_shape, samples, seed)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.dtype.kind not in "iu" or labels.shape != (len(x),):
+            raise CodegenError(f"labels must be {len(x)} integers (one per input), got {labels.dtype} {labels.shape}")
     result = run(graph, x, target=target, kernels=kernels)
-    return compare(graph, dev, check_inputs(graph, x), result, target, kernels, check_reference)
+    rep = compare(graph, dev, check_inputs(graph, x), result, target, kernels, check_reference)
+    if labels is not None:
+        correct = int(np.sum(result.pred == labels))
+        rep.details.update(accuracy=correct / len(x), correct=correct, labelled=len(x))
+    return rep
 
 
 def report(model: ModelLike | Model) -> dict[str, Any]:

@@ -181,6 +181,38 @@ def save(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
     os.replace(tmp, p)
 
 
+def data_hash(*arrays: Any) -> str:
+    """SHA-256 of training data: each array's dtype, shape and bytes, in order (numpy or torch)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a
+        h.update(f"{a.dtype}:{list(a.shape)}:".encode())
+        h.update(a.tobytes(order="C"))
+    return h.hexdigest()
+
+
+def training_record(command: str, data_sha256: str, **extra: Any) -> dict[str, Any]:
+    """What a checkpoint records about how it was made (``config["meta"]["training"]``):
+    the command that trained it, the package and PyTorch versions, a hash of the training
+    data (:func:`data_hash`), and ``extra`` (dataset, samples, epochs, seconds, threads, ...).
+
+    Shipped models are the output of the command recorded here; rerunning it on one thread
+    reproduces the weights bit for bit (tests/test_reproducible.py) with the same PyTorch build
+    on the same kind of CPU. Across CPUs it is not guaranteed: PyTorch picks its kernels by
+    the CPU's vector extensions (``cpu_capability``: AVX2, AVX512, ...), which may round
+    differently, and many epochs amplify a last-bit difference into different weights."""
+    from .version import __version__
+
+    return {
+        "command": command,
+        "package_version": __version__,
+        "torch_version": torch.__version__.split("+")[0],
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "data_sha256": data_sha256,
+        **extra,
+    }
+
+
 def content_hash(model: torch.nn.Module) -> str:
     """A hash of the config and the weights (independent of how the file was written)."""
     h = hashlib.sha256()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import reference
+from . import batches, progress
 from .ir import Model
 from .nn.model import DeviceSection
 from .targets.base import RunResult, random_inputs
@@ -28,7 +28,7 @@ def torch_outputs(model: DeviceSection, x: np.ndarray, batch: int = 1024) -> tup
     """Float scores (N, K) and ±1 hidden outputs of the torch model in eval mode."""
     model = model.eval()
     scores, layers = [], []
-    for i in range(0, len(x), batch):
+    for i in progress.iterate(range(0, len(x), batch), desc=f"PyTorch ({batch} per batch)", unit="batch"):
         xb = torch.from_numpy(np.asarray(x[i : i + batch])).float()
         s, outs = model.forward_all(xb)
         scores.append(s.numpy())
@@ -85,6 +85,11 @@ class VerifyReport:
         ]
         if self.first_mismatch:
             lines.append(f"  first mismatch: {self.first_mismatch}")
+        if self.details.get("accuracy") is not None:
+            d = self.details
+            lines.append(
+                f"  accuracy (C, against the labels): {100 * d['accuracy']:.2f} % ({d['correct']} of {d['labelled']})"
+            )
         return "\n".join(lines)
 
     def _where(self) -> str:
@@ -171,7 +176,7 @@ def _ties(t_scores: np.ndarray, tol: float) -> np.ndarray:
 
 
 def _same_as_reference(graph: Model, x: np.ndarray, result: RunResult) -> bool:
-    ref = reference.run(graph, x)
+    ref = batches.run_reference(graph, x)
     return bool(
         np.array_equal(ref.scores, result.scores)
         and np.array_equal(ref.pred, result.pred)

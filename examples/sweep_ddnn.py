@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 
 
-def one(job: tuple[str, str, str, str, int, int | None]) -> dict:
+def one(job: tuple[str, str, str, str, int, int | None, str]) -> dict:
     path = job[0]
     try:
         return _one(job)
@@ -34,9 +35,10 @@ def one(job: tuple[str, str, str, str, int, int | None]) -> dict:
         return {"config": path, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _one(job: tuple[str, str, str, str, int, int | None]) -> dict:
-    path, dataset, device, out, threads, limit = job
+def _one(job: tuple[str, str, str, str, int, int | None, str]) -> dict:
+    path, dataset, device, out, threads, limit, command = job
     from ebnn_codegen import api
+    from ebnn_codegen.checkpoint import data_hash, training_record
     from ebnn_codegen.ddnn import datasets, metrics
     from ebnn_codegen.ddnn import train as tr
     from ebnn_codegen.ddnn.model import DDNN
@@ -60,6 +62,18 @@ def _one(job: tuple[str, str, str, str, int, int | None]) -> dict:
     seconds = time.perf_counter() - t0
     tr.calibrate_messages(model, fit)
     tr.choose_thresholds(model, val if val is not None else fit, devices="torch")
+    model.config["meta"] = {
+        "training": training_record(
+            f"{command} (config {path})",
+            data_hash(data.x, data.y, data.y_views),
+            dataset=dataset,
+            samples=len(fit),
+            epochs=int(model.config["training"]["epochs"]),
+            seconds=round(seconds, 1),
+            threads=threads,
+            torch_device=str(device),
+        )
+    }
     api.save(model, Path(out) / f"{name}.pt")
     rep = metrics.evaluate(model, test, devices="torch", with_scaling=False)
     res = {
@@ -92,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="first N training samples only")
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    jobs = [(c, args.dataset, args.torch_device, args.out, args.threads, args.limit) for c in args.configs]
+    command = "python examples/sweep_ddnn.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    jobs = [(c, args.dataset, args.torch_device, args.out, args.threads, args.limit, command) for c in args.configs]
     if args.jobs > 1:
         with mp.get_context("spawn").Pool(args.jobs) as pool:
             results = pool.map(one, jobs, chunksize=1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 import ebnn_codegen as E
+from ebnn_codegen.checkpoint import data_hash, training_record
 from ebnn_codegen.config import parse_config
 from ebnn_codegen.data.mnist import load as load_data
 from ebnn_codegen.nn.train import accuracy, random_shift, train
@@ -34,8 +36,8 @@ def cost(config: dict) -> dict:
     return {"first_macs": first.macs, "binary_macs": binary, "weight_bytes_approx": weight_bits // 8}
 
 
-def one(job: tuple[str, dict, int, str, str, int, float, int | None]) -> dict:
-    path, config, epochs, device, out, seed, lr, limit = job
+def one(job: tuple[str, dict, int, str, str, int, float, int | None, str]) -> dict:
+    path, config, epochs, device, out, seed, lr, limit, command = job
     torch.set_num_threads(2)
     x_train, y_train = load_data("mnist", "train", n=limit)
     x_test, y_test = load_data("mnist", "test")
@@ -57,6 +59,18 @@ def one(job: tuple[str, dict, int, str, str, int, float, int | None]) -> dict:
     )
     acc = accuracy(model, x_test, y_test)
     ckpt = Path(out) / f"{config['name']}.pt"
+    model.config["meta"] = {
+        "training": training_record(
+            command,
+            data_hash(x_train, y_train),
+            dataset="mnist",
+            samples=len(x_train),
+            epochs=epochs,
+            seconds=round(time.perf_counter() - t0, 1),
+            threads=2,
+            torch_device=device,
+        )
+    }
     E.save(model, ckpt)
     res = {
         "config": path,
@@ -82,8 +96,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="first N training images only")
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
+    command = "python examples/sweep_mnist.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     jobs = [
-        (c, json.loads(Path(c).read_text()), args.epochs, args.device, args.out, args.seed, args.lr, args.limit)
+        (
+            c,
+            json.loads(Path(c).read_text()),
+            args.epochs,
+            args.device,
+            args.out,
+            args.seed,
+            args.lr,
+            args.limit,
+            command,
+        )
         for c in args.configs
     ]
     if args.jobs > 1:

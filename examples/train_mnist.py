@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 
 import ebnn_codegen as E
 from ebnn_codegen import api
+from ebnn_codegen.checkpoint import data_hash, training_record
 from ebnn_codegen.data.mnist import load as load_data
 from ebnn_codegen.nn.train import accuracy, random_shift, train
 
@@ -91,6 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     train_s = time.perf_counter() - t0
     out = Path(args.output or f"{config['name']}.pt")
+    model.config["meta"] = {
+        "training": training_record(
+            "python examples/train_mnist.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+            data_hash(x_train, y_train),
+            dataset=args.dataset,
+            classes=[int(c) for c in args.classes.split(",")] if args.classes else None,
+            preprocess="rgb32" if args.rgb32 else None,
+            samples=len(x_train),
+            epochs=args.epochs,
+            seconds=round(train_s, 1),
+            threads=args.threads,
+        )
+    }
     E.save(model, out)
     print(f"saved {out} (training took {train_s:.0f} s)", file=sys.stderr)
 

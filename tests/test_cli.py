@@ -40,7 +40,7 @@ def test_export_writes_c_with_provenance(ckpt, tmp_path) -> None:
     out = tmp_path / "out"
     assert main(["-q", "export", str(ckpt), "-o", str(out)]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["ebnn_runtime.c", "ebnn_runtime.h", "tiny.c", "tiny.h"]
+    assert names == ["README.md", "ebnn_runtime.c", "ebnn_runtime.h", "tiny.c", "tiny.h"]
     head = (out / "tiny.c").read_text().splitlines()[:5]
     assert any("ebnn-codegen " + E.__version__ in line for line in head)
     assert any("checkpoint sha256:" in line for line in head)

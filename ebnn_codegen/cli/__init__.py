@@ -22,8 +22,9 @@ import traceback
 from collections.abc import Sequence
 
 from .. import __version__
+from .. import progress as progress_bars
 from ..errors import CodegenError, ToolError
-from .base import Command, UsageError
+from .base import Command, UsageError, add_quiet
 from .commands import COMMANDS
 
 
@@ -36,12 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ebnn-gen", description="Binarized neural networks from PyTorch to bit-exact MCU C.")
     parser.add_argument("--version", action="version", version=f"ebnn-gen {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show tracebacks of errors")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress output on stderr (anywhere on the line)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for cls in COMMANDS:
         cmd: Command = cls()
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
         cmd.add_arguments(p)
+        add_quiet(p)
         p.set_defaults(_command=cmd)
     return parser
 
@@ -51,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = None
     try:
         args = parser.parse_args(argv)
+        args._argv = list(sys.argv[1:] if argv is None else argv)  # recorded in trained checkpoints
+        progress_bars.configure(quiet=bool(getattr(args, "quiet", False)))
         if getattr(args, "_command", None) is None:
             parser.print_help(sys.stderr)
             return 2

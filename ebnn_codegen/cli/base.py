@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..api import load_npy
 from ..errors import CodegenError
 
 
@@ -30,42 +31,35 @@ class Command:
         raise NotImplementedError
 
 
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    """``-q`` after the subcommand too (``ebnn-gen verify m.pt -q``); unset unless given there."""
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output on stderr"
+    )
+
+
 def progress(args: argparse.Namespace):
     """A log function for ``[n/N] step`` lines on stderr (None with --quiet)."""
     if getattr(args, "quiet", False):
         return None
-    return lambda msg: print(msg, file=sys.stderr, flush=True)
+    from .. import progress as bars
+
+    return bars.write
 
 
 def output_file(path: str) -> Path:
-    """Check an output file's place before any work is done: its folder exists, it is not a folder."""
+    """Check an output file's place before any work is done: its folder exists, it is not a folder.
+
+    Every command that writes one output file (``run --output``, ``verify --json``, ``ddnn eval
+    --json``, ``ddnn train --history``) checks it so, with the same error line."""
     p = Path(path)
     if p.is_dir():
         raise CodegenError(f"{p}: is a directory; give a file name for the output")
+    if p.parent.exists() and not p.parent.is_dir():
+        raise CodegenError(f"{p}: {p.parent} is a file, not a folder")
     if not p.parent.is_dir():
         raise CodegenError(f"{p}: the folder {p.parent} does not exist")
     return p
-
-
-def load_npy(path: str) -> np.ndarray:
-    p = Path(path)
-    if p.is_dir():
-        raise CodegenError(f"{p}: is a directory, not a .npy file")
-    if not p.is_file():
-        raise CodegenError(f"{p}: no such file")
-    with open(p, "rb") as f:
-        magic = f.read(6)
-    if magic != b"\x93NUMPY":
-        what = "an empty file" if not magic else "an .npz archive" if magic[:2] == b"PK" else "not a .npy file"
-        raise CodegenError(f"{p}: {what}, expected one array saved by numpy.save", hint="np.save(path, x)")
-    try:
-        return np.load(p, allow_pickle=False)
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise CodegenError(f"{p}: holds Python objects (a pickle), refused; save a uint8 array") from None
-        raise CodegenError(f"{p}: damaged or truncated .npy file ({str(exc).split('. ')[0][:120]})") from None
-    except Exception as exc:
-        raise CodegenError(f"{p}: not a readable .npy array ({str(exc).splitlines()[0][:120]})") from None
 
 
 def load_samples(path: str) -> np.ndarray:
@@ -74,6 +68,21 @@ def load_samples(path: str) -> np.ndarray:
     if x.ndim >= 1 and len(x) == 0:
         raise CodegenError(f"input {path} holds no samples", hint="give at least one N×C×H×W input")
     return x
+
+
+DATASETS = ("mnist", "fashion-mnist", "digits")
+
+
+def load_inputs(spec: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """``--input``: a .npy file (no labels), or ``DATASET[:SPLIT]`` (images and their labels)."""
+    name, _, split = spec.partition(":")
+    if Path(spec).exists() or name not in DATASETS:
+        return load_samples(spec), None
+    if split not in ("", "train", "test"):
+        raise CodegenError(f"--input {spec}: the split must be train or test")
+    from ..data import mnist
+
+    return mnist.load(name, split or "test")
 
 
 def emit_json(data: Any, path: str | None = None) -> None:
@@ -105,6 +114,13 @@ def add_target(parser: argparse.ArgumentParser, default: str = "host") -> None:
     parser.add_argument(
         "--target", default=default, help=f"where the C runs (default: {default}); see `ebnn-gen targets`"
     )
+    add_kernels(parser)
+
+
+def add_kernels(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--kernels", default="fast", choices=("fast", "reference"), help="kernel strategy (default: fast)"
+        "--kernels",
+        default="fast",
+        choices=("fast", "reference"),
+        help="kernel strategy of the generated C: fast (default) or reference (plain loops, for checking)",
     )

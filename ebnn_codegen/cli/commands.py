@@ -8,8 +8,22 @@ import numpy as np
 
 from .. import api
 from .. import ddnn as _ddnn  # noqa: F401 - registers the DDNN checkpoint kind (info, load)
+from .. import progress as progress_bars
 from ..errors import CodegenError
-from .base import Command, add_model, add_target, emit_json, load_samples, output_file, progress
+from . import tables
+from .base import (
+    Command,
+    UsageError,
+    add_kernels,
+    add_model,
+    add_target,
+    emit_json,
+    load_inputs,
+    load_npy,
+    load_samples,
+    output_file,
+    progress,
+)
 
 
 class Export(Command):
@@ -21,7 +35,7 @@ class Export(Command):
         p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
         p.add_argument("--name", help="C name prefix (default: the config's name)")
         p.add_argument("--target", default=None, help="refuse the model if it does not fit this target")
-        p.add_argument("--kernels", default="fast", choices=("fast", "reference"))
+        add_kernels(p)
         p.add_argument(
             "--format",
             default="c",
@@ -29,11 +43,32 @@ class Export(Command):
             help="plain C files (default), a library/component for that ecosystem, or a QONNX model",
         )
         p.add_argument("--save-ir", metavar="DIR", help="also save the IR after every stage into DIR")
+        p.add_argument(
+            "--sample",
+            metavar="X.npy|DATASET[:I]",
+            help="the example's input: a uint8 C×H×W .npy, or a test image of mnist, fashion-mnist or digits "
+            "(default: a test image of the dataset the checkpoint records, else a fixed random one)",
+        )
+        p.add_argument(
+            "--license", metavar="SPDX", help="license id written into the package manifests (default: none)"
+        )
 
     def run(self, args: argparse.Namespace) -> int:
+        if args.sample is not None and args.format in ("c", "qonnx"):
+            raise UsageError("--sample is the input of a package's example: use it with --format arduino, ...")
         log = progress(args)
         graph = api.compile(args.model, name=args.name, log=log, save_ir=args.save_ir)
-        written = api.export(graph, args.output, kernels=args.kernels, log=log, target=args.target, format=args.format)
+        written = api.export(
+            graph,
+            args.output,
+            kernels=args.kernels,
+            log=log,
+            target=args.target,
+            format=args.format,
+            sample=args.sample,
+            license=args.license,
+            source=args.model,
+        )
         for path in written:
             print(path)
         return 0
@@ -46,7 +81,7 @@ class Run(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         add_model(p)
         p.add_argument("--input", required=True, metavar="X.npy", help="uint8 array N×C×H×W")
-        p.add_argument("--output", required=True, metavar="OUT.npz")
+        p.add_argument("--output", required=True, metavar="OUT.npz", help="results (its folder must exist)")
         add_target(p)
 
     def run(self, args: argparse.Namespace) -> int:
@@ -76,10 +111,16 @@ class Verify(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         add_model(p)
         src = p.add_mutually_exclusive_group()
-        src.add_argument("--input", metavar="X.npy", help="uint8 inputs N×C×H×W (default: random)")
+        src.add_argument(
+            "--input",
+            metavar="X.npy|DATASET[:SPLIT]",
+            help="uint8 inputs N×C×H×W (default: random), or the images of mnist, fashion-mnist or digits "
+            "(split test by default; their labels give the accuracy)",
+        )
         src.add_argument("--samples", type=int, default=64, help="number of random inputs (default 64)")
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--json", metavar="OUT.json", help="also write the report as JSON")
+        p.add_argument("--labels", metavar="Y.npy", help="integer labels of --input: also report the accuracy")
+        p.add_argument("--json", metavar="OUT.json", help="also write the report as JSON (its folder must exist)")
         p.add_argument("--against", metavar="MODEL.onnx", help="compare with the source ONNX/QONNX model's runtime")
         p.add_argument(
             "--reference",
@@ -90,9 +131,15 @@ class Verify(Command):
         add_target(p)
 
     def run(self, args: argparse.Namespace) -> int:
-        x = load_samples(args.input) if args.input else None
+        x, labels = load_inputs(args.input) if args.input else (None, None)
         if x is None and args.samples < 1:
             raise CodegenError(f"--samples must be >= 1, got {args.samples}")
+        if args.labels:
+            if x is None:
+                raise UsageError("--labels needs --input (the labels of those inputs)")
+            labels = load_npy(args.labels)
+        if args.json:
+            output_file(args.json)
         if args.against:
             from .importer import verify_against
 
@@ -105,6 +152,7 @@ class Verify(Command):
             kernels=args.kernels,
             seed=args.seed,
             check_reference=args.reference,
+            labels=labels,
         )
         print(rep.summary())
         if args.json:
@@ -120,12 +168,13 @@ class Report(Command):
         add_model(p)
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--target", default=None, help="also measure flash, RAM and peak stack on this target")
-        p.add_argument("--kernels", default="fast", choices=("fast", "reference"))
+        add_kernels(p)
 
     def run(self, args: argparse.Namespace) -> int:
         graph = api.compile(args.model)
         rep = api.report(graph)
         if args.target is not None:
+            progress_bars.note(f"report: building for {args.target} and measuring in its emulator ...")
             rep["target"] = api.size(graph, args.target, kernels=args.kernels)
         if args.json:
             emit_json(rep)
@@ -151,7 +200,7 @@ def format_report(rep: dict) -> str:
         f"static RAM (workspace) {t['static_ram_bytes']} B"
     )
     if "target" in rep:
-        lines.append("on target: " + ", ".join(f"{k} {v}" for k, v in rep["target"].items()))
+        lines += ["", f"measured on {rep['target'].get('target', 'the target')}:", tables.render(rep["target"], "  ")]
     return "\n".join(lines)
 
 
@@ -169,12 +218,13 @@ class Bench(Command):
         graph = api.compile(args.model)
         if args.samples < 1:
             raise CodegenError(f"--samples must be >= 1, got {args.samples}")
+        if args.target != "host":
+            progress_bars.note(f"bench: building for {args.target} and running in its emulator ...")
         data = api.bench(graph, args.target, kernels=args.kernels, samples=args.samples)
         if args.json:
             emit_json(data)
         else:
-            for k, v in data.items():
-                print(f"{k:>20}: {v}")
+            print(tables.render(data))
         return 0
 
 

@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import time
 from pathlib import Path
 
+from .. import progress as progress_bars
 from ..errors import CodegenError
-from .base import Command, UsageError, emit_json, progress
+from .base import Command, UsageError, add_quiet, emit_json, output_file, progress
 from .ddnn_common import load_ddnn
 
 
 def _threads(n: int) -> None:
     import torch
 
-    if not 1 <= n <= 2:
-        raise UsageError(f"--threads must be 1 or 2 (the machines are shared), got {n}")
+    if n < 1:
+        raise UsageError(f"--threads must be a positive count, got {n}")
     torch.set_num_threads(n)
 
 
@@ -48,7 +50,9 @@ def _check_views(model, data) -> None:
 def _add_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, metavar="NAME", help="mnist-tiles, mvmc-like, ... or mvmc-npz:PATH")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N samples")
-    p.add_argument("--threads", type=int, default=1, help="torch threads, 1 or 2 (default 1)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1: results are reproducible bit for bit)"
+    )
 
 
 def _add_fail(p: argparse.ArgumentParser) -> None:
@@ -134,6 +138,8 @@ class Train(Action):
 
         log = progress(args)
         _threads(args.threads)
+        if args.history:
+            output_file(args.history)
         try:
             where = torch.device(args.torch_device)
         except RuntimeError:
@@ -185,14 +191,16 @@ class Train(Action):
         th = tr.choose_thresholds(model, val if val is not None else fit, devices="torch")
         say(f"      local threshold T = {th['local']:g}")
         meta = dict(model.config.get("meta") or {})
-        meta["training"] = {
-            "dataset": args.dataset,
-            "samples": len(fit),
-            "epochs": int(model.config["training"]["epochs"]),
-            "seconds": round(seconds, 1),
-            "threads": args.threads,
-            "torch_device": str(where),
-        }
+        meta["training"] = api.training_record(
+            "ebnn-gen " + shlex.join(getattr(args, "_argv", [])),
+            api.data_hash(data.x, data.y, data.y_views),
+            dataset=args.dataset,
+            samples=len(fit),
+            epochs=int(model.config["training"]["epochs"]),
+            seconds=round(seconds, 1),
+            threads=args.threads,
+            torch_device=str(where),
+        )
         model.config["meta"] = meta
         say(f"[5/{steps}] save {args.output}")
         api.save(model, args.output)
@@ -223,10 +231,20 @@ class Eval(Action):
         _threads(args.threads)
         if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
             raise UsageError(f"--threshold must be in [0, 1], got {args.threshold}")
+        if args.json:
+            output_file(args.json)
         model, fail, data = _model_and_data(args)
-        rep = metrics.evaluate(
-            model, data, devices=args.devices, threshold=args.threshold, with_scaling=not args.no_scaling, failed=fail
-        )
+        steps = metrics.evaluate_steps(model, fail, with_scaling=not args.no_scaling)
+        with progress_bars.bar(total=steps, desc=f"ddnn eval ({len(data)} samples)", unit="step") as bar:
+            rep = metrics.evaluate(
+                model,
+                data,
+                devices=args.devices,
+                threshold=args.threshold,
+                with_scaling=not args.no_scaling,
+                failed=fail,
+                step=bar.update,
+            )
         for line in metrics.summary_lines(rep):
             print(line)
         if args.json:
@@ -259,7 +277,9 @@ class Sweep(Action):
         log = progress(args)
         if log:
             log(f"[1/2] staged runs on {len(data)} samples (devices: {args.devices})")
-        res = metrics.sweep(model, data, devices=args.devices, failed=fail)
+        steps = metrics.evaluate_steps(model, fail, with_scaling=True) + len(metrics.SWEEP_THRESHOLDS)
+        with progress_bars.bar(total=steps, desc=f"ddnn sweep ({len(data)} samples)", unit="step") as bar:
+            res = metrics.sweep(model, data, devices=args.devices, failed=fail, step=bar.update)
         prefix = args.prefix or f"ddnn_{plots.slug(args.dataset.split(':')[0])}"
         ev = res["evaluation"]
         tables = (
@@ -297,7 +317,12 @@ class Export(Action):
         p.add_argument("model", metavar="MODEL.pt")
         p.add_argument("-o", "--output", required=True, metavar="DIR")
         p.add_argument("--target", default=None, help="refuse device sections that do not fit this target")
-        p.add_argument("--kernels", default="fast", choices=("fast", "reference"))
+        p.add_argument(
+            "--kernels",
+            default="fast",
+            choices=("fast", "reference"),
+            help="kernel strategy of the generated C: fast (default) or reference (plain loops, for checking)",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         from ..ddnn.export import export_ddnn
@@ -327,6 +352,7 @@ class DdnnCommand(Command):
             action = cls()
             p = sub.add_parser(name, help=action.help, description=action.help)
             action.add(p)
+            add_quiet(p)
             p.set_defaults(_ddnn_action=action)
 
     def run(self, args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -58,8 +59,27 @@ def outcome_summary(out: Outcome) -> dict[str, Any]:
     }
 
 
+Step = Callable[[], Any]
+
+
+def _no_step() -> None:
+    return None
+
+
+def evaluate_steps(model: DDNN, failed: list[int] | None = None, with_scaling: bool = True) -> int:
+    """The number of ``step()`` calls :func:`evaluate` makes (for a progress bar): one for the
+    device stage and one per staged run."""
+    down = set(model.config["training"]["absent_devices"] if failed is None else failed)
+    live = model.num_devices - len(down)
+    return 1 + 2 + (live if live > 1 else 0) + (2 * live if with_scaling else 0)
+
+
 def scaling(
-    rt: StagedRuntime, stage: DeviceStage, thresholds: dict[str, float], order: list[int]
+    rt: StagedRuntime,
+    stage: DeviceStage,
+    thresholds: dict[str, float],
+    order: list[int],
+    step: Step = _no_step,
 ) -> list[dict[str, Any]]:
     """Accuracy as devices are added in ``order`` (the devices not yet added, or not in it, are failed)."""
     dn = rt.model.num_devices
@@ -68,7 +88,9 @@ def scaling(
         active = order[:count]
         failed = [d for d in range(dn) if d not in active]
         out = rt.run(stage, thresholds, failed=failed)
+        step()
         every = rt.run(stage, {name: 0.0 for name in thresholds}, failed=failed).reached_accuracy()
+        step()
         rows.append(
             {
                 "devices": count,
@@ -92,16 +114,19 @@ def evaluate(
     stage: DeviceStage | None = None,
     with_scaling: bool = True,
     failed: list[int] | None = None,
+    step: Step = _no_step,
 ) -> dict[str, Any]:
     """Every report of the staged run on ``data`` (see the module docstring).
 
     ``failed`` devices are missing in every run (default: the model's
     ``training.absent_devices``); the one-device failures and the scaling then
-    cover the other devices.
+    cover the other devices. ``step`` is called after the device stage and after
+    each staged run (:func:`evaluate_steps` times in all).
     """
     t0 = time.perf_counter()
     rt = runtime or StagedRuntime(model, devices=devices)
     stage = stage or rt.device_stage(data)
+    step()
     th = dict(model.config["thresholds"])
     if threshold is not None:
         th = {name: float(threshold) for name in th}
@@ -109,7 +134,9 @@ def evaluate(
     down = sorted(set(model.config["training"]["absent_devices"] if failed is None else failed))
     live = [d for d in range(model.num_devices) if d not in down]
     out = rt.run(stage, th, failed=down)
+    step()
     every = rt.run(stage, {name: 0.0 for name in th}, failed=down)
+    step()
     dev_all, dev_present = device_accuracy(stage, k)
     report: dict[str, Any] = {
         "model": model.name,
@@ -129,6 +156,7 @@ def evaluate(
     }
     for d in live if len(live) > 1 else []:
         f = rt.run(stage, th, failed=[*down, d])
+        step()
         report["device_failure"].append(
             {
                 "device": d,
@@ -142,7 +170,7 @@ def evaluate(
     )
     if with_scaling:
         order = [int(d) for d in np.argsort(np.asarray(dev_all), kind="stable") if int(d) in live]
-        report["scaling"] = scaling(rt, stage, th, order)
+        report["scaling"] = scaling(rt, stage, th, order, step)
     report["seconds"] = {"devices": stage.seconds, "total": time.perf_counter() - t0}
     return report
 
@@ -156,15 +184,18 @@ def sweep(
     runtime: StagedRuntime | None = None,
     stage: DeviceStage | None = None,
     failed: list[int] | None = None,
+    step: Step = _no_step,
 ) -> dict[str, Any]:
-    """The threshold sweep plus the reports of :func:`evaluate` at the model's thresholds."""
+    """The threshold sweep plus the reports of :func:`evaluate` at the model's thresholds
+    (``step``: as for :func:`evaluate`, then once per threshold)."""
     rt = runtime or StagedRuntime(model, devices=devices)
     stage = stage or rt.device_stage(data)
-    base = evaluate(model, data, runtime=rt, stage=stage, failed=failed)
+    base = evaluate(model, data, runtime=rt, stage=stage, failed=failed, step=step)
     every = base["exit_accuracy"]
     rows = []
     for t in thresholds:
         out = rt.run(stage, {name: float(t) for name in base["thresholds"]}, failed=base["failed_devices"])
+        step()
         row = {"threshold": float(t), **outcome_summary(out)}
         row["exit_accuracy"] = every
         rows.append(row)

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import progress
 from ..nn.blocks import clip_weights
 from .datasets import MultiView
 from .model import DDNN
@@ -198,7 +199,7 @@ def train(
     t_start = time.perf_counter()
     y_all = torch.from_numpy(data.y)
     yv_all = torch.from_numpy(data.y_views)
-    for epoch in range(epochs):
+    for epoch in progress.iterate(range(epochs), desc="train", unit="epoch"):
         model.train()
         t0 = time.perf_counter()
         order = torch.randperm(len(data), generator=gen)

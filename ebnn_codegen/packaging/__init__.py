@@ -7,15 +7,21 @@
     an Arduino library (1.5 format): ``library.properties``, ``src/`` with the
     model and the runtime, and ``examples/<name>_classify/<name>_classify.ino``,
     a sketch that classifies an embedded sample (in PROGMEM) and prints the
-    class over Serial.
+    class over Serial, and ``examples/<name>_serial``, a sketch that reads images
+    over Serial and prints class and scores (with ``send_image.py`` for the PC).
 ``platformio``
     the same library plus ``library.json`` (PlatformIO's manifest).
 ``esp-idf``
     an ESP-IDF component: ``CMakeLists.txt`` (``idf_component_register``),
     ``idf_component.yml``, ``include/<name>.h``, ``src/`` and an example
     project ``examples/<name>_classify`` whose ``app_main`` prints the class.
+``c``
+    the plain C files of ``ebnn-gen export`` (no example program).
 
-The embedded sample is a fixed pseudo-random input unless one is given; the
+Every package has a ``README.md``: the API, the input layout, memory figures (a
+target's measured or predicted numbers when the CLI checked the fit) and how to run
+the example. The embedded sample is a real test image of the model's task where one
+is known (:mod:`ebnn_codegen.packaging.samples`), or one given by the user; the
 class it should print comes from the compiler's integer reference
 (:func:`ebnn_codegen.reference.run`), which the generated C matches bit for
 bit.  The sketch and component templates live in ``firmware/``.
@@ -30,11 +36,13 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from .. import __version__, codegen, reference
+from .. import codegen, costs, reference
+from ..codegen.model_plan import hex_rows
 from ..errors import CodegenError
 from ..ir import Model
 from ..resources import resource_dir
-from ..targets.base import check_inputs
+from ..version import __version__
+from . import samples
 
 FORMATS = ("arduino", "platformio", "esp-idf")
 
@@ -47,9 +55,93 @@ def _environment() -> jinja2.Environment:
 
 
 def default_sample(graph: Model) -> np.ndarray:
-    """The example's input: a fixed pseudo-random image (1, C, H, W)."""
-    rng = np.random.default_rng(2024)
-    return rng.integers(0, 256, size=(1, *graph.input_shape), dtype=np.uint8)
+    """The example's input when nothing better is known: a fixed pseudo-random image (1, C, H, W)."""
+    return samples.noise(graph)
+
+
+_FORMAT_TITLE = {
+    "c": "plain C files",
+    "arduino": "Arduino library",
+    "platformio": "PlatformIO / Arduino library",
+    "esp-idf": "ESP-IDF component",
+}
+
+
+def _memory_rows(graph: Model, fit: dict[str, Any] | None) -> list[str]:
+    """README lines: the model's own constants and RAM, and a target's numbers when checked."""
+    t = costs.report(graph)["totals"]
+    rows = [
+        f"model constants (weights, thresholds; flash, `EBNN_FLASH` = PROGMEM on AVR): {t['flash_bytes']:,} B",
+        f"static RAM: the workspace, {t['static_ram_bytes']:,} B (`{graph.name.upper()}_WORKSPACE_BYTES`)",
+        f"your buffers: the input {graph.input_bytes:,} B and the scores {4 * graph.num_classes} B",
+        "code: a few KB, depending on the compiler and the chip (measure it: `ebnn-gen report MODEL --target T`)",
+    ]
+    if fit:
+        how = "measured in the emulator" if fit.get("measured") else "predicted from the model (code and stack on top)"
+        rows.append(
+            f"on {fit['target']} ({fit['chip']}), {how}: flash {fit['flash_bytes']:,} B of "
+            f"{fit['flash_budget_bytes']:,} B available; RAM {fit['sram_needed_bytes']:,} B of "
+            f"{fit['sram_budget_bytes']:,} B available (input, scores and stack included)"
+        )
+    return rows
+
+
+def _listing(files: dict[str, str], name: str) -> list[tuple[str, str]]:
+    what = {
+        f"{name}.h": "the API (sizes, entry points)",
+        f"{name}.c": "the network: weights, thresholds and the inference code",
+        "ebnn_runtime.h": "shared kernels and error codes (header)",
+        "ebnn_runtime.c": "shared kernels",
+        "library.properties": "Arduino library manifest",
+        "library.json": "PlatformIO library manifest",
+        "CMakeLists.txt": "ESP-IDF component build (`idf_component_register`)",
+        "idf_component.yml": "ESP-IDF component manager manifest",
+        f"{name}_sample.h": "the example's input, in flash",
+        "send_image.py": "sends a .npy image to the serial sketch and prints the answer (pyserial)",
+    }
+    rows = []
+    for path in sorted(files):
+        base = path.rsplit("/", 1)[-1]
+        if base.endswith(".ino") and "serial" in base:
+            rows.append((path, "sketch: reads images over Serial, prints class and scores"))
+        elif base.endswith(".ino") or base.endswith("_main.c"):
+            rows.append((path, "example: classifies the embedded sample, prints the class"))
+        elif base in what:
+            rows.append((path, what[base]))
+    return rows
+
+
+def _example_text(fmt: str, name: str, sketch: str, serial: str, expected: int) -> str:
+    if fmt == "c":
+        return (
+            f"Compile `{name}.c` and `ebnn_runtime.c` with your firmware (C99; `-I` this folder) and call "
+            f"`{name}_infer` as above. The plain C export has no example program: `ebnn-gen export MODEL "
+            f"--format arduino|platformio|esp-idf` adds one."
+        )
+    if fmt in ("arduino", "platformio"):
+        install = (
+            "copy this folder into your Arduino `libraries/` folder (or Sketch > Include Library > Add .ZIP "
+            "Library), then File > Examples > " + name
+            if fmt == "arduino"
+            else f"put this folder in your PlatformIO project's `lib/` (or `lib_deps = file://...`) and "
+            f"`#include <{name}.h>`"
+        )
+        return (
+            f"To use it, {install}.\n\n"
+            f"- `examples/{sketch}`: classifies the embedded sample and prints `class {expected}` and "
+            f"`expected {expected}` at 115200 baud (Serial Monitor). Replace `{name}_sample` with your own "
+            f"input, e.g. from a sensor, in the input layout above.\n"
+            f"- `examples/{serial}`: waits for images over Serial (115200 baud, raw bytes in the input "
+            f"layout), prints `class K` and `scores ...` for each; `python examples/{serial}/send_image.py "
+            f"PORT IMAGES.npy [INDEX]` sends one from a PC.\n\n"
+            f"With arduino-cli: `arduino-cli compile --fqbn arduino:avr:uno --library . examples/{sketch}`."
+        )
+    return (
+        f"Copy this folder into your project's `components/` (or list it in `EXTRA_COMPONENT_DIRS`), "
+        f'`#include "{name}.h"` and call `{name}_infer`.\n\n'
+        f"- `examples/{sketch}`: `cd examples/{sketch} && idf.py set-target esp32c3 && idf.py build flash "
+        f"monitor` prints `class {expected}` and `expected {expected}`."
+    )
 
 
 def package_files(
@@ -57,30 +149,45 @@ def package_files(
     fmt: str,
     kernels: str = "fast",
     target: str | None = None,
-    sample: np.ndarray | None = None,
+    sample: np.ndarray | str | os.PathLike | samples.Sample | None = None,
+    *,
+    task: dict[str, Any] | None = None,
+    fit: dict[str, Any] | None = None,
+    license: str | None = None,  # noqa: A002 - the manifests' word
+    source: str | None = None,
 ) -> dict[str, str]:
-    """{relative path: text} of the package ``fmt`` for ``graph``."""
-    if fmt not in FORMATS:
+    """{relative path: text} of the package ``fmt`` for ``graph``.
+
+    ``sample``: the example's input (see :func:`ebnn_codegen.packaging.samples.resolve`; with
+    ``task``, the checkpoint's training record, a real test image of the model's task where one
+    is known); ``fit``: a target's fit-check numbers for the README; ``license``: an SPDX id
+    written into the manifests (none by default: the generated code is the user's);
+    ``source``: the checkpoint's name for the README. Format ``c`` is the plain C files plus
+    the README."""
+    if fmt not in FORMATS + ("c",):
         raise CodegenError(f"unknown package format '{fmt}' (choose from: {', '.join(FORMATS)})")
-    if sample is None:
-        x = default_sample(graph)
-    else:
-        x = np.asarray(sample)
-        x = check_inputs(graph, x[None] if x.ndim == 3 else x)
-        if len(x) != 1:
-            raise CodegenError(f"the example takes one sample, got {len(x)}")
+    if license is not None and not license.replace("-", "").replace(".", "").replace("+", "").isalnum():
+        raise CodegenError(f"--license: not an SPDX license id: {license!r}")
+    plain = fmt == "c"
+    smp = None if plain else samples.resolve(graph, sample, task)
+    x = smp.x if smp is not None else samples.noise(graph)
     expected = int(reference.run(graph, x).pred[0])
-    options = {"format": fmt} | ({"target": target} if target else {})
+    # the plain files keep the provenance of `ebnn_codegen.export` (byte-identical to it)
+    options = {} if plain else {"format": fmt} | ({"target": target} if target else {})
     model_files = codegen.render_model(graph, kernels, options)
     ctx: dict[str, Any] = codegen.model_context(graph, kernels, options)
     name = ctx["name"]
     sketch = f"{name}_classify"
+    serial = f"{name}_serial"
     ctx.update(
         version=__version__,
         sketch=sketch,
+        serial_sketch=serial,
         expected=expected,
-        rows=codegen._hex(x.reshape(-1)),
+        rows=hex_rows(x.reshape(-1)),
         arduino=fmt != "esp-idf",
+        sample=smp,
+        license=license,
     )
     env = _environment()
 
@@ -88,12 +195,16 @@ def package_files(
         return env.get_template(template).render(ctx)
 
     files: dict[str, str] = {}
-    if fmt in ("arduino", "platformio"):
+    if plain:
+        files.update(model_files)
+    elif fmt in ("arduino", "platformio"):
         for fname, text in model_files.items():
             files[f"src/{fname}"] = text
         files["library.properties"] = render("arduino/library.properties.j2")
         files[f"examples/{sketch}/{sketch}.ino"] = render("arduino/classify.ino.j2")
         files[f"examples/{sketch}/{name}_sample.h"] = render("common/sample.h.j2")
+        files[f"examples/{serial}/{serial}.ino"] = render("arduino/serial.ino.j2")
+        files[f"examples/{serial}/send_image.py"] = render("arduino/send_image.py.j2")
         if fmt == "platformio":
             files["library.json"] = render("arduino/library.json.j2")
     else:
@@ -105,6 +216,14 @@ def package_files(
         files[f"examples/{sketch}/main/CMakeLists.txt"] = render("esp-idf/example_main_CMakeLists.txt.j2")
         files[f"examples/{sketch}/main/{sketch}_main.c"] = render("esp-idf/main.c.j2")
         files[f"examples/{sketch}/main/{name}_sample.h"] = render("common/sample.h.j2")
+    ctx.update(
+        title=_FORMAT_TITLE[fmt],
+        source=f"`{source}`" if source else "a trained model",
+        listing=_listing(files, name),
+        memory=_memory_rows(graph, fit),
+        example=_example_text(fmt, name, sketch, serial, expected),
+    )
+    files["README.md"] = render("common/README.md.j2")
     return files
 
 
@@ -114,15 +233,18 @@ def export_package(
     fmt: str,
     kernels: str = "fast",
     target: str | None = None,
-    sample: np.ndarray | None = None,
+    sample: np.ndarray | str | os.PathLike | samples.Sample | None = None,
+    **options: Any,
 ) -> list[Path]:
-    """Write the package ``fmt`` (arduino, platformio or esp-idf) of ``graph`` into ``outdir``.
+    """Write the package ``fmt`` (arduino, platformio, esp-idf, or c: the plain files and a
+    README) of ``graph`` into ``outdir``.
 
     All files are written or none. ``target`` only goes into the provenance comments (the
     CLI checks that the model fits it first); ``sample`` is the example's input (uint8,
-    C×H×W), a fixed pseudo-random one by default. Returns the paths written."""
-    files = package_files(graph, fmt, kernels, target, sample)
+    C×H×W, a .npy path or ``DATASET[:INDEX]``); ``options`` as for :func:`package_files`
+    (``task``, ``fit``, ``license``, ``source``). Returns the paths written."""
+    files = package_files(graph, fmt, kernels, target, sample, **options)
     return codegen.write_files(files, outdir)
 
 
-__all__ = ["FORMATS", "default_sample", "export_package", "package_files"]
+__all__ = ["FORMATS", "default_sample", "export_package", "package_files", "samples"]

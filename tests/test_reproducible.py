@@ -1,0 +1,135 @@
+"""Trained checkpoints record how they were made, and the training commands are deterministic:
+the same command on one thread gives the same weights bit for bit."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import strict_tools
+
+import ebnn_codegen as E
+from ebnn_codegen.checkpoint import data_hash, read_checkpoint
+from ebnn_codegen.cli import main
+from ebnn_codegen.packaging import package_files
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SMALL_DDNN = {
+    "name": "repro",
+    "devices": 6,
+    "classes": 10,
+    "device": {
+        "input": [1, 3, 4],
+        "layers": [
+            {"type": "conv", "out_channels": 4, "kernel": 3, "padding": 1},
+            {"type": "exit", "classes": 10},
+        ],
+    },
+    "local": {"aggregator": "max"},
+    "cloud": {
+        "aggregator": "concat",
+        "layers": [{"type": "bconv", "out_channels": 8, "kernel": 3, "padding": 1}, {"type": "exit", "classes": 10}],
+    },
+    "training": {"epochs": 1, "batch_size": 32, "lr": 0.01, "device_dropout": 0.2, "recalibrate_bn": True},
+}
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    sa, sb = read_checkpoint(a)["state_dict"], read_checkpoint(b)["state_dict"]
+    assert sa.keys() == sb.keys()
+    differ = [k for k in sa if not torch.equal(sa[k], sb[k])]
+    assert differ == [], f"{len(differ)} of {len(sa)} tensors differ, e.g. {differ[:3]}"
+
+
+def test_ddnn_train_twice_gives_the_same_weights_and_records_its_command(tmp_path):
+    cfg = tmp_path / "repro.json"
+    cfg.write_text(json.dumps(SMALL_DDNN))
+    before = torch.get_num_threads()
+    try:
+        for out in ("a.pt", "b.pt"):
+            args = ["-q", "ddnn", "train", str(cfg), "--dataset", "digits-tiles", "--limit", "150"]
+            assert main([*args, "--threads", "1", "-o", str(tmp_path / out)]) == 0
+    finally:
+        torch.set_num_threads(before)
+    _same_weights(tmp_path / "a.pt", tmp_path / "b.pt")
+    a, b = (read_checkpoint(tmp_path / f)["config"] for f in ("a.pt", "b.pt"))
+    assert a["thresholds"] == b["thresholds"] and a["messages"] == b["messages"]
+    rec = a["meta"]["training"]
+    assert rec["command"] == "ebnn-gen " + shlex.join([*args, "--threads", "1", "-o", str(tmp_path / "a.pt")])
+    assert rec["package_version"] == E.__version__ and rec["torch_version"] == torch.__version__.split("+")[0]
+    from ebnn_codegen.ddnn import datasets
+
+    data = datasets.load("digits-tiles", "train", n=150)
+    assert rec["data_sha256"] == data_hash(data.x, data.y, data.y_views)
+    assert rec["dataset"] == "digits-tiles" and rec["threads"] == 1
+
+
+def test_train_mnist_example_twice_gives_the_same_weights(tmp_path):
+    """examples/train_mnist.py (ebnn_codegen.nn.train), run in-process: same command, same weights; the record
+    names the command and the data, which the export's example sketch then uses."""
+    cfg = tmp_path / "d.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "name": "digits_repro",
+                "input": [1, 8, 8],
+                "layers": [
+                    {"type": "conv", "out_channels": 4, "kernel": 3, "padding": 1},
+                    {"type": "exit", "classes": 10},
+                ],
+            }
+        )
+    )
+    spec = importlib.util.spec_from_file_location("train_mnist", ROOT / "examples/train_mnist.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    before = torch.get_num_threads()
+    try:
+        for out in ("a.pt", "b.pt"):
+            argv = ["--config", str(cfg), "--dataset", "digits", "--epochs", "1", "--train-limit", "300"]
+            argv += ["--threads", "1", "-o", str(tmp_path / out), "--export", str(tmp_path / f"c_{out}")]
+            assert script.main(argv) == 0
+    finally:
+        torch.set_num_threads(before)
+    _same_weights(tmp_path / "a.pt", tmp_path / "b.pt")
+    rec = read_checkpoint(tmp_path / "a.pt")["config"]["meta"]["training"]
+    assert rec["command"].startswith("python examples/train_mnist.py --config ")
+    from ebnn_codegen.data import mnist
+
+    x, y = mnist.load("digits", "train", n=300)
+    assert rec["data_sha256"] == data_hash(x, y) and rec["dataset"] == "digits" and rec["samples"] == 300
+    files = package_files(E.compile(tmp_path / "a.pt"), "arduino", task=rec)
+    assert "scikit-learn digits test image #" in files["examples/digits_repro_classify/digits_repro_sample.h"]
+
+
+DOCUMENTED = "ebnn-gen ddnn train examples/ddnn_mvmc_like.json --dataset mvmc-like -o examples/models/ddnn_mvmc_like.pt"
+
+
+def test_shipped_ddnn_mvmc_like_records_its_documented_command():
+    """The shipped checkpoint is the output of the command docs/ddnn.md gives beside it."""
+    rec = read_checkpoint(ROOT / "examples/models/ddnn_mvmc_like.pt")["config"]["meta"]["training"]
+    assert rec["command"] == DOCUMENTED
+    assert DOCUMENTED in (ROOT / "docs/ddnn.md").read_text()
+    assert rec["threads"] == 1 and rec["torch_device"] == "cpu" and rec["dataset"] == "mvmc-like"
+    assert len(rec["data_sha256"]) == 64 and rec["package_version"] and rec["torch_version"]
+
+
+@pytest.mark.slow
+@pytest.mark.mnist
+def test_shipped_ddnn_mvmc_like_was_trained_on_todays_data():
+    """The mvmc-like generator still gives the data the shipped checkpoint was trained on."""
+    from ebnn_codegen.ddnn import datasets
+
+    rec = read_checkpoint(ROOT / "examples/models/ddnn_mvmc_like.pt")["config"]["meta"]["training"]
+    try:
+        data = datasets.load("mvmc-like", "train")
+    except E.CodegenError as exc:  # the MNIST data cannot be fetched here
+        if strict_tools():
+            pytest.fail(f"MNIST is required on CI: {exc}")
+        pytest.skip(str(exc))
+    assert rec["data_sha256"] == data_hash(data.x, data.y, data.y_views)
