@@ -40,3 +40,7 @@ def _load_optional() -> None:
         from . import mcu  # noqa: F401
     except ImportError:
         pass
+    try:
+        from . import xtensa  # noqa: F401
+    except ImportError:
+        pass
