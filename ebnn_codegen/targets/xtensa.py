@@ -32,14 +32,9 @@ has not been run on hardware.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
-from ..errors import CodegenError, ToolError
-from ..resources import resource_dir
+from ..errors import ToolError
 from . import register
 from .mcu import Chip, QemuTarget
 
