@@ -37,7 +37,7 @@ import ebnn_codegen as E  # noqa: E402
 from ebnn_codegen import api  # noqa: E402
 from ebnn_codegen.data.mnist import load as load_data  # noqa: E402
 from ebnn_codegen.errors import CodegenError  # noqa: E402
-from ebnn_codegen.targets import mcu  # noqa: E402
+from ebnn_codegen.targets import get as get_target  # noqa: E402
 
 # model -> how its test set is made (the recipes in examples/configs and README)
 MODELS = {
@@ -45,7 +45,7 @@ MODELS = {
     "rgb32_device": {"dataset": "fashion-mnist", "classes": [0, 1, 7], "rgb32": True},
     "fashion_wide": {"dataset": "fashion-mnist"},
 }
-TARGETS = ("avr", "cortex-m0", "cortex-m4", "rv32imc")
+TARGETS = ("avr", "cortex-m0", "cortex-m4", "rv32imc", "xtensa-lx106")
 KERNELS = ("reference", "fast")
 
 
@@ -79,7 +79,7 @@ def accuracy(model: Any, graph: Any, x: np.ndarray, y: np.ndarray) -> dict[str, 
 
 
 def floor_avr() -> dict[str, Any]:
-    t = mcu.get("avr")
+    t = get_target("avr")
     elf = t.build_program({"floor_avr.c": (ROOT / "benchmarks" / "floor_avr.c").read_text()})
     emu = t.measure(elf)
     calib = emu.regions[0][0]
@@ -94,7 +94,7 @@ def floor_avr() -> dict[str, Any]:
 
 
 def bench_target(graph: Any, target: str, kernels: tuple[str, ...]) -> dict[str, Any]:
-    t = mcu.get(target)
+    t = get_target(target)
     if not t.tools_available():
         return {"skipped": f"tools for {target} are not installed"}
     out: dict[str, Any] = {}
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         for tg in targets:
             res = bench_target(graph, tg, KERNELS)
             entry["targets"][tg] = res
-            unit = mcu.get(tg).metric
+            unit = get_target(tg).metric
             for k in KERNELS:
                 r = res.get(k, res)
                 if unit not in r:
