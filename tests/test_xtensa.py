@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import random_model, require_tools
+from conftest import random_model, require_tools, strict_tools
 
 import ebnn_codegen as E
 from ebnn_codegen import api, targets
@@ -195,3 +195,86 @@ def test_cli_run_verify_report_bench(tmp_path, capsys):
     b = json.loads(capsys.readouterr().out)
     assert b["target"] == "xtensa-lx106" and b["instructions"] > b["binary_macs"] // 32
     assert "80 MHz" in b["ms_at_clock_assumes"]
+
+
+# ---------------------------------------------------------------------------------------
+# ESP8266: the bare-metal application and its esptool image
+# ---------------------------------------------------------------------------------------
+
+
+def need_esptool() -> None:
+    if not xtensa.esptool_available():
+        msg = f"esptool is not installed: {xtensa.ESPTOOL_HINT}"
+        if strict_tools():
+            pytest.fail(msg + " (CI=true: tests needing tools must not skip)")
+        pytest.skip(msg)
+
+
+def test_esp8266_application_is_bit_exact_in_qemu():
+    """The ESP8266-layout program (IRAM code, data-RAM constants, own _start) computes the host's
+    classes and scores when qemu starts it at its ELF entry, as the ROM bootloader would."""
+    need()
+    graph = E.compile(E.load("examples/models/mnist_uno.pt"))
+    x = api.random_inputs(graph.input_shape, 3, seed=7)
+    got = xtensa.ESP8266_APP_QEMU.run_in_qemu(xtensa.ESP8266_APP_QEMU.build_app(graph, x))
+    host = api.run(graph, x)
+    assert [p for p, _ in got] == host.pred.tolist()
+    assert [s for _, s in got] == host.scores.tolist()
+
+
+def test_esp8266_flash_image_is_accepted_by_esptool(tmp_path):
+    need()
+    need_esptool()
+    graph = E.compile(random_model(TINY, 4))
+    x = api.random_inputs(graph.input_shape, 2, seed=1)
+    img = xtensa.esp8266_flash_image(graph, x, tmp_path)
+    assert [off for off, _ in img.files] == [0x0]
+    path = img.files[0][1]
+    assert path.name == "xt_tiny-0x00000.bin" and path.read_bytes()[0] == 0xE9  # ESP8266 image magic
+    info = xtensa.image_info(path)
+    entry = {name: addr for name, addr in xtensa.ESP8266_APP_TARGET._addresses(img.elf)}["_start"]
+    assert f"Entry point: 0x{entry:08x}" in info
+    assert "(valid)" in info and "IRAM" in info and "DRAM" in info
+    cmd = img.write_flash_command("/dev/ttyUSB0")
+    assert cmd[1:] == [
+        "-m",
+        "esptool",
+        "--chip",
+        "esp8266",
+        "--port",
+        "/dev/ttyUSB0",
+        "--baud",
+        "460800",
+        "write-flash",
+        "--flash-mode",
+        "dio",
+        "--flash-size",
+        "detect",
+        "0x00000",
+        str(path),
+    ]
+
+
+def test_esptool_rejects_a_corrupt_image(tmp_path):
+    need_esptool()
+    bad = tmp_path / "bad-0x00000.bin"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(ToolError, match="image-info failed"):
+        xtensa.image_info(bad)
+
+
+def test_esp8266_application_refuses_a_model_over_the_data_ram():
+    need()
+    cfg = {
+        "name": "xt_wide",
+        "input": [1, 8, 8],
+        "layers": [
+            {"type": "conv", "out_channels": 8, "kernel": 1},
+            {"type": "blinear", "out_features": 1500},
+            {"type": "blinear", "out_features": 400},
+            {"type": "exit", "classes": 2},
+        ],
+    }  # 1500 x 400 bits = 75 KB of weights
+    graph = E.compile(random_model(cfg, 5))
+    with pytest.raises(ResourceError, match="ESP8266's 80 KB of data RAM"):
+        xtensa.ESP8266_APP_TARGET.build_app(graph, api.random_inputs(graph.input_shape, 1, seed=2))

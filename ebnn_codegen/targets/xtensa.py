@@ -32,10 +32,19 @@ has not been run on hardware.
 
 from __future__ import annotations
 
+import importlib.util
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ToolError
+import numpy as np
+
+from ..errors import ResourceError, ToolError
+from ..ir import Model
 from . import register
+from .base import check_inputs
 from .mcu import Chip, QemuTarget
 
 PREFIX = "xtensa-lx106-elf-"
@@ -118,3 +127,156 @@ XTENSA_LX106 = XtensaTarget(
 )
 
 register(XTENSA_LX106.name, XTENSA_LX106)
+
+
+# ---------------------------------------------------------------------------------------
+# ESP8266: a bare-metal application and its esptool flash image
+# ---------------------------------------------------------------------------------------
+
+ESP8266_APP = "xtensa/esp8266_app.c"
+ESP8266_LD = "xtensa/esp8266.ld"
+ESP8266_MAX_SAMPLES = 64
+ESPTOOL_HINT = "pip install 'esptool>=5' (the extra ebnn-codegen[boards])"
+
+
+class Esp8266App(XtensaTarget):
+    """The model plus ``firmware/xtensa/esp8266_app.c`` linked for the ESP8266's own memories
+    (``esp8266.ld``: code in the 32 KB IRAM, constants and data in the 80 KB data RAM), started
+    by the ROM bootloader at ``_start``; no SDK.  ``semihost=True`` builds the same program
+    printing through qemu's semihosting, to run it in ``qemu-system-xtensa`` (``run_in_qemu``)."""
+
+    harness = ESP8266_APP
+    firmware_sources = ("xtensa/libgcc_extra.c",)
+    linker_script = ESP8266_LD
+    link_inputs = (ESP8266_LD,)
+
+    def link_flags(self, fw: Path) -> list[str]:
+        return ["-nostartfiles", f"-T{fw / self.linker_script}"]
+
+    def build_app(self, graph: Model, x: np.ndarray, kernels: str = "fast") -> Path:
+        """The application ELF with the inputs ``x`` (N×C×H×W uint8, 1 to 64) embedded."""
+        x = check_inputs(graph, x)
+        if not 1 <= len(x) <= ESP8266_MAX_SAMPLES:
+            raise ResourceError(f"the ESP8266 application embeds 1 to {ESP8266_MAX_SAMPLES} inputs, got {len(x)}")
+        self.require()
+        try:
+            return self.build(graph, kernels, 1, x)
+        except ToolError as exc:
+            text = str(exc)
+            m = re.search(r"region `(\w+)' overflowed by (\d+) bytes", text)
+            if m is None and "data RAM overflowed" not in text:
+                raise
+            what = {"iram": "32 KB of IRAM (code)", "dram": "80 KB of data RAM (constants, data, stack)"}
+            where = what.get(m.group(1), m.group(1)) if m else what["dram"]
+            extra = f" by {m.group(2)} B" if m else ""
+            raise ResourceError(
+                f"model '{graph.name}' ({kernels} kernels) with {len(x)} embedded input(s) overflows the "
+                f"ESP8266's {where}{extra} in the bare-metal application (no SDK: constants are not read "
+                f"from flash)",
+                hint="embed fewer inputs, or use a smaller model (see `ebnn-gen report MODEL`)",
+            ) from None
+
+    def run_in_qemu(self, elf: Path, timeout_s: float = 60.0) -> list[tuple[int, list[int]]]:
+        """Run a ``semihost=True`` build in qemu, started at its ELF entry as the ROM bootloader
+        would; returns (class, scores) per embedded input."""
+        qemu = XTENSA_LX106.qemu
+        entry = _elf_entry(elf)
+        cmd = [qemu, "-M", "sim", "-cpu", "lx106", "-nographic", "-monitor", "none", "-serial", "none"]
+        cmd += ["-semihosting", "-kernel", str(elf), "-device", f"loader,addr=0x{entry:x},cpu-num=0"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise ToolError(f"{qemu} timed out after {timeout_s:g} s running {elf}") from None
+        found = re.findall(r"^EBNN-ESP8266 (\d+) (-?\d+)((?: -?\d+)*)$", proc.stdout, re.M)
+        n = re.search(r"^EBNN-HARNESS OK (\d+)$", proc.stdout, re.M)
+        if proc.returncode != 0 or n is None or int(n.group(1)) != len(found):
+            raise ToolError(
+                f"the ESP8266 application failed in qemu ({self.explain(proc.returncode)}): "
+                f"{(proc.stdout + proc.stderr).strip()[-2000:]}"
+            )
+        return [(int(pred), [int(v) for v in scores.split()]) for _, pred, scores in found]
+
+
+def _elf_entry(elf: Path) -> int:
+    data = elf.read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 1 or data[5] != 1:
+        raise ToolError(f"{elf}: not a 32-bit little-endian ELF")
+    return int.from_bytes(data[24:28], "little")
+
+
+ESP8266_APP_TARGET = Esp8266App(
+    "xtensa-lx106-esp8266",
+    "ESP8266 bare-metal application (no SDK), for esptool",
+    ESP8266,
+    ["-O2", "-mtext-section-literals", f"--specs={picolibc_specs()}"],
+)
+ESP8266_APP_QEMU = Esp8266App(
+    "xtensa-lx106-esp8266-sim",
+    "the same application printing through qemu's semihosting",
+    ESP8266,
+    ["-O2", "-mtext-section-literals", f"--specs={picolibc_specs()}", "-DH_QEMU_SIM"],
+)
+
+
+@dataclass
+class FlashImage:
+    """An ESP8266 flash image: the files with their flash offsets, and how to write them."""
+
+    files: list[tuple[int, Path]]
+    elf: Path
+
+    def write_flash_command(self, port: str, baud: int = 460800, flash_size: str = "detect") -> list[str]:
+        """The esptool command line that writes the image (DIO flash mode, ROM bootloader)."""
+        cmd = [sys.executable, "-m", "esptool", "--chip", "esp8266", "--port", port, "--baud", str(baud)]
+        cmd += ["write-flash", "--flash-mode", "dio", "--flash-size", flash_size]
+        for offset, path in self.files:
+            cmd += [f"0x{offset:05x}", str(path)]
+        return cmd
+
+
+def esptool_available() -> bool:
+    return importlib.util.find_spec("esptool") is not None
+
+
+def _esptool(args: list[str], what: str) -> str:
+    if not esptool_available():
+        raise ToolError("esptool is not installed", hint=ESPTOOL_HINT)
+    proc = subprocess.run([sys.executable, "-m", "esptool", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ToolError(
+            f"esptool {what} failed (exit {proc.returncode}): {(proc.stderr + proc.stdout).strip()[-3000:]}"
+        )
+    return proc.stdout
+
+
+def esp8266_image(elf: Path, out_dir: Path, flash_size: str = "1MB", name: str | None = None) -> FlashImage:
+    """Turn an ELF linked for the ESP8266 into a version-1 flash image with ``esptool
+    elf2image`` (``<name>-0x00000.bin``, plus ``<name>-0x10000.bin`` when the ELF has an
+    irom0 segment; ``name`` defaults to the ELF's stem), written into ``out_dir``.  Raises ToolError when esptool is missing or
+    refuses the ELF."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = name or elf.stem
+    prefix = out_dir / f"{name}-"
+    for old in out_dir.glob(f"{name}-0x*.bin"):
+        old.unlink()
+    _esptool(
+        ["--chip", "esp8266", "elf2image", "--version", "1", "--flash-mode", "dio", "--flash-size", flash_size]
+        + ["--output", str(prefix), str(elf)],
+        "elf2image",
+    )
+    files = sorted(
+        (int(p.name[len(prefix.name) :].removesuffix(".bin"), 16), p) for p in out_dir.glob(f"{name}-0x*.bin")
+    )
+    if not files:
+        raise ToolError(f"esptool elf2image wrote no image for {elf} into {out_dir}")
+    return FlashImage(files, elf)
+
+
+def image_info(path: Path) -> str:
+    """``esptool image-info`` of one image file (raises ToolError when esptool rejects it)."""
+    return _esptool(["--chip", "esp8266", "image-info", str(path)], "image-info")
+
+
+def esp8266_flash_image(graph: Model, x: np.ndarray, out_dir: Path, kernels: str = "fast") -> FlashImage:
+    """The model as a bare-metal ESP8266 application with the inputs ``x`` embedded, as a flash image."""
+    return esp8266_image(ESP8266_APP_TARGET.build_app(graph, x, kernels), out_dir, name=graph.name)
