@@ -36,7 +36,8 @@ setup(
         "cffi>=1.15",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3", "matplotlib>=3.7"],
+        "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3", "matplotlib>=3.7", "esptool>=5"],
+        "boards": ["esptool>=5"],
         "ddnn": ["matplotlib>=3.7"],
         "lint": ["ruff>=0.4", "mypy>=1.8"],
     },
