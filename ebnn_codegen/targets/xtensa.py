@@ -84,7 +84,7 @@ class XtensaTarget(QemuTarget):
     qemu = "qemu-system-xtensa"
     machine = "sim"
     qemu_extra = ["-cpu", "lx106"]
-    firmware_sources = ("xtensa/startup.c", "xtensa/libgcc_extra.c")
+    firmware_sources: tuple[str, ...] = ("xtensa/startup.c", "xtensa/libgcc_extra.c")
     linker_script = "xtensa/lx106-sim.ld"
     link_inputs = ("xtensa/lx106-sim.ld",)
 
