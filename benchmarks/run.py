@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 import ebnn_codegen as E  # noqa: E402
 from ebnn_codegen import api  # noqa: E402
+from ebnn_codegen import targets as mcu  # noqa: E402 - the registry (get)
 from ebnn_codegen.data.mnist import load as load_data  # noqa: E402
 from ebnn_codegen.errors import CodegenError  # noqa: E402
-from ebnn_codegen.targets import get as get_target  # noqa: E402
 
 # model -> how its test set is made (the recipes in examples/configs and README)
 MODELS = {
@@ -79,7 +79,7 @@ def accuracy(model: Any, graph: Any, x: np.ndarray, y: np.ndarray) -> dict[str, 
 
 
 def floor_avr() -> dict[str, Any]:
-    t = get_target("avr")
+    t = mcu.get("avr")
     elf = t.build_program({"floor_avr.c": (ROOT / "benchmarks" / "floor_avr.c").read_text()})
     emu = t.measure(elf)
     calib = emu.regions[0][0]
@@ -94,7 +94,7 @@ def floor_avr() -> dict[str, Any]:
 
 
 def bench_target(graph: Any, target: str, kernels: tuple[str, ...]) -> dict[str, Any]:
-    t = get_target(target)
+    t = mcu.get(target)
     if not t.tools_available():
         return {"skipped": f"tools for {target} are not installed"}
     out: dict[str, Any] = {}
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         for tg in targets:
             res = bench_target(graph, tg, KERNELS)
             entry["targets"][tg] = res
-            unit = get_target(tg).metric
+            unit = mcu.get(tg).metric
             for k in KERNELS:
                 r = res.get(k, res)
                 if unit not in r:

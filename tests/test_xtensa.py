@@ -14,8 +14,9 @@ from conftest import random_model, require_tools, strict_tools
 import ebnn_codegen as E
 from ebnn_codegen import api, targets
 from ebnn_codegen.cli import main as cli_main
-from ebnn_codegen.errors import ResourceError, ToolError
-from ebnn_codegen.targets import xtensa
+from ebnn_codegen.errors import FitError, ResourceError, ToolError
+from ebnn_codegen.targets import esp8266, xtensa
+from ebnn_codegen.targets.elfsize import addresses_of
 
 pytestmark = pytest.mark.emulator
 
@@ -54,7 +55,7 @@ def test_exception_ends_qemu_with_the_cause():
     emu = t.emulate(elf, timeout_s=30)
     assert emu.returncode == 128
     with pytest.raises(ToolError, match="EXCCAUSE 0"):
-        t._check(emu, 1, elf)
+        t.check_verdict(emu, 1, elf)
 
 
 def test_stdout_and_exit_code_through_semihosting():
@@ -67,7 +68,7 @@ def test_stdout_and_exit_code_through_semihosting():
     emu = t.emulate(elf, timeout_s=30)
     assert emu.returncode == 3 and "oops -42" in emu.text
     with pytest.raises(ToolError, match="harness failed.*exit code 3"):
-        t._check(emu, 1, elf)
+        t.check_verdict(emu, 1, elf)
 
 
 def _arith_program(pairs32: list[tuple[int, int]], pairs64: list[tuple[int, int]]) -> str:
@@ -151,18 +152,18 @@ def test_check_fits_uses_the_esp8266_budget():
         ],
     }
     graph = E.compile(random_model(big, 1))
-    with pytest.raises(ResourceError, match=rf"ESP8266.*RAM \d+ B > {t.chip.sram_budget} B"):
+    with pytest.raises(FitError, match=rf"RAM, ESP8266 has 81,920 B \({t.chip.sram_budget:,} B for the model\)"):
         t.check_fits(graph, "fast", measure=False)
     small = E.compile(random_model(TINY, 2))
-    assert t.check_fits(small, "fast", measure=False)["measured"] is False
+    assert t.check_fits(small, "fast", measure=False).measured is False
 
 
 def test_check_fits_measures_mnist_uno():
     t = need()
     graph = E.compile(E.load("examples/models/mnist_uno.pt"))
     checked = t.check_fits(graph, "fast")
-    assert checked["measured"] and checked["chip"] == "ESP8266"
-    assert checked["flash_bytes"] >= api.report(graph)["totals"]["flash_bytes"]
+    assert checked.measured and checked.chip == "ESP8266"
+    assert checked.flash_bytes >= api.report(graph)["totals"]["flash_bytes"]
 
 
 def test_cli_run_verify_report_bench(tmp_path, capsys):
@@ -203,8 +204,8 @@ def test_cli_run_verify_report_bench(tmp_path, capsys):
 
 
 def need_esptool() -> None:
-    if not xtensa.esptool_available():
-        msg = f"esptool is not installed: {xtensa.ESPTOOL_HINT}"
+    if not esp8266.esptool_available():
+        msg = f"esptool is not installed: {esp8266.ESPTOOL_HINT}"
         if strict_tools():
             pytest.fail(msg + " (CI=true: tests needing tools must not skip)")
         pytest.skip(msg)
@@ -216,7 +217,7 @@ def test_esp8266_application_is_bit_exact_in_qemu():
     need()
     graph = E.compile(E.load("examples/models/mnist_uno.pt"))
     x = api.random_inputs(graph.input_shape, 3, seed=7)
-    got = xtensa.ESP8266_APP_QEMU.run_in_qemu(xtensa.ESP8266_APP_QEMU.build_app(graph, x))
+    got = esp8266.run_in_qemu(esp8266.build_app(esp8266.ESP8266_APP_QEMU, graph, x))
     host = api.run(graph, x)
     assert [p for p, _ in got] == host.pred.tolist()
     assert [s for _, s in got] == host.scores.tolist()
@@ -227,12 +228,12 @@ def test_esp8266_flash_image_is_accepted_by_esptool(tmp_path):
     need_esptool()
     graph = E.compile(random_model(TINY, 4))
     x = api.random_inputs(graph.input_shape, 2, seed=1)
-    img = xtensa.esp8266_flash_image(graph, x, tmp_path)
+    img = esp8266.esp8266_flash_image(graph, x, tmp_path)
     assert [off for off, _ in img.files] == [0x0]
     path = img.files[0][1]
     assert path.name == "xt_tiny-0x00000.bin" and path.read_bytes()[0] == 0xE9  # ESP8266 image magic
-    info = xtensa.image_info(path)
-    entry = {name: addr for name, addr in xtensa.ESP8266_APP_TARGET._addresses(img.elf)}["_start"]
+    info = esp8266.image_info(path)
+    entry = addresses_of(esp8266.ESP8266_APP.toolchain, img.elf)["_start"]
     assert f"Entry point: 0x{entry:08x}" in info
     assert "(valid)" in info and "IRAM" in info and "DRAM" in info
     cmd = img.write_flash_command("/dev/ttyUSB0")
@@ -260,7 +261,7 @@ def test_esptool_rejects_a_corrupt_image(tmp_path):
     bad = tmp_path / "bad-0x00000.bin"
     bad.write_bytes(b"\x00" * 64)
     with pytest.raises(ToolError, match="image-info failed"):
-        xtensa.image_info(bad)
+        esp8266.image_info(bad)
 
 
 def test_esp8266_application_refuses_a_model_over_the_data_ram():
@@ -277,4 +278,4 @@ def test_esp8266_application_refuses_a_model_over_the_data_ram():
     }  # 1500 x 400 bits = 75 KB of weights
     graph = E.compile(random_model(cfg, 5))
     with pytest.raises(ResourceError, match="ESP8266's 80 KB of data RAM"):
-        xtensa.ESP8266_APP_TARGET.build_app(graph, api.random_inputs(graph.input_shape, 1, seed=2))
+        esp8266.build_app(esp8266.ESP8266_APP, graph, api.random_inputs(graph.input_shape, 1, seed=2))
