@@ -41,7 +41,15 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3", "matplotlib>=3.7", "paho-mqtt>=2.0"],
+        "test": [
+            "pytest>=7",
+            "hypothesis>=6",
+            "scikit-learn>=1.3",
+            "matplotlib>=3.7",
+            "paho-mqtt>=2.0",
+            "esptool>=5",
+        ],
+        "boards": ["esptool>=5"],
         "ddnn": ["matplotlib>=3.7"],
         "net": ["paho-mqtt>=2.0"],
         "lint": ["ruff>=0.4", "mypy>=1.8"],

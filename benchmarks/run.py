@@ -45,7 +45,7 @@ MODELS = {
     "rgb32_device": {"dataset": "fashion-mnist", "classes": [0, 1, 7], "rgb32": True},
     "fashion_wide": {"dataset": "fashion-mnist"},
 }
-TARGETS = ("avr", "cortex-m0", "cortex-m4", "rv32imc")
+TARGETS = ("avr", "cortex-m0", "cortex-m4", "rv32imc", "xtensa-lx106")
 KERNELS = ("reference", "fast")
 
 

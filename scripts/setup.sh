@@ -11,6 +11,7 @@ APT_PACKAGES=(
   gcc-avr binutils-avr avr-libc simavr libsimavr-dev libelf-dev
   gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
   gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc
+  gcc-xtensa-lx106 picolibc-xtensa-lx106-elf
   arduino-builder arduino-core-avr
   dataset-fashion-mnist
   mosquitto

@@ -25,7 +25,7 @@ from ebnn_codegen.targets import elfsize, mcu
 
 pytestmark = pytest.mark.emulator
 
-TARGETS = ["avr", "cortex-m0", "cortex-m3", "cortex-m4", "rv32imc"]
+TARGETS = ["avr", "cortex-m0", "cortex-m3", "cortex-m4", "rv32imc", "xtensa-lx106"]
 KERNELS = ["fast", "reference"]
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -378,7 +378,7 @@ def test_avr_hang_is_stopped_by_the_cycle_limit_and_the_wall_clock():
         t.emulate(elf, timeout_s=1)
 
 
-@pytest.mark.parametrize("target", ["cortex-m3", "rv32imc"])
+@pytest.mark.parametrize("target", ["cortex-m3", "rv32imc", "xtensa-lx106"])
 def test_qemu_hang_is_stopped_by_the_timeout(target):
     t = need(target)
     elf = t.build_program({"hang.c": HANG_QEMU})

@@ -19,7 +19,7 @@ compiler.  Other packages may :func:`register` more targets at import.
 from __future__ import annotations
 
 from ..errors import CodegenError
-from . import avr, host, qemu_targets
+from . import avr, host, qemu_targets, xtensa
 from .base import RunResult, Target
 
 _TARGETS: dict[str, Target] = {}
@@ -48,7 +48,7 @@ def get(name: str) -> Target:
     return _TARGETS[name]
 
 
-_BUILTIN: list[Target] = [host.HostTarget(), *avr.TARGETS, *qemu_targets.TARGETS]
+_BUILTIN: list[Target] = [host.HostTarget(), *avr.TARGETS, *qemu_targets.TARGETS, *xtensa.TARGETS]
 for _t in _BUILTIN:
     register(_t)
 

@@ -80,4 +80,16 @@ CHIPS: dict[str, Chip] = {
         64 * KB,
         "budget: the default 1 MB app partition minus 256 KB and 320 KB of SRAM minus 64 KB for ESP-IDF",
     ),
+    "esp8266": Chip(
+        "ESP8266",
+        1024 * KB,
+        80 * KB,
+        80_000_000,
+        0,
+        320 * KB,
+        32 * KB,
+        "budget: the 1 MB of flash the ESP8266 maps at 0x40200000 (irom0: code and constants, read "
+        "through the 32 KB instruction cache) minus 320 KB for the SDK / Arduino core and the "
+        "application; the 80 KB of user data RAM minus 32 KB for the SDK, Wi-Fi buffers and stack",
+    ),
 }

@@ -23,7 +23,9 @@ __attribute__((naked, noreturn)) void Reset_Handler(void)
     /* CPACR: full access to CP10 and CP11 */
     __asm__ volatile("ldr r0, =0xE000ED88\n ldr r1, [r0]\n orr r1, r1, #(0xF << 20)\n str r1, [r0]\n dsb\n isb");
 #endif
-    __asm__ volatile("b _start");
+    /* A long branch: a Thumb `b` reaches only +-2 KB (R_ARM_THM_JUMP11), too short once a
+     * large model sits between this section and newlib's crt0. */
+    __asm__ volatile("ldr r0, =_start\n bx r0\n .ltorg");
 }
 
 void h_fault(void)

@@ -100,6 +100,8 @@ extern char end;            /* linker: end of .bss, where the heap starts */
 #define H_GET_SP(v) __asm__ volatile("mov %0, sp" : "=r"(v))
 #elif defined(__riscv)
 #define H_GET_SP(v) __asm__ volatile("mv %0, sp" : "=r"(v))
+#elif defined(__XTENSA__)
+#define H_GET_SP(v) __asm__ volatile("mov %0, a1" : "=r"(v))
 #else
 #error "unsupported architecture"
 #endif
