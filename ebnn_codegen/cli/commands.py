@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import api, targets
 from ..errors import CodegenError
+from . import board
 from .base import Command, add_model, add_target, emit_json, load_npy, output_file, progress
 
 
@@ -57,12 +58,16 @@ class Run(Command):
         p.add_argument("--input", required=True, metavar="X.npy", help="uint8 array N×C×H×W")
         p.add_argument("--output", required=True, metavar="OUT.npz")
         add_target(p)
+        board.add_port_arguments(p)
 
     def run(self, args: argparse.Namespace) -> int:
         x = load_npy(args.input)
         out = output_file(args.output)
-        graph = api.compile(args.model, log=progress(args))
-        result = api.run(graph, x, target=args.target, kernels=args.kernels)
+        if args.port:
+            result = board.run_port(args, x)
+        else:
+            graph = api.compile(args.model, log=progress(args))
+            result = api.run(graph, x, target=args.target, kernels=args.kernels)
         tmp = out.with_name(out.name + ".tmp.npz")
         try:
             np.savez(tmp, **result.to_npz_dict())
@@ -70,7 +75,7 @@ class Run(Command):
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise CodegenError(f"{out}: cannot write the output ({exc.strerror or exc})") from None
-        print(f"{len(x)} samples on {args.target}: predictions and scores -> {out}")
+        print(f"{len(x)} samples on {args.port or args.target}: predictions and scores -> {out}")
         return 0
 
 
@@ -92,11 +97,14 @@ class Verify(Command):
             help="also compare with the IR reference interpreter (default: for up to 2048 inputs)",
         )
         add_target(p)
+        board.add_port_arguments(p)
 
     def run(self, args: argparse.Namespace) -> int:
         x = load_npy(args.input) if args.input else None
         if x is None and args.samples < 1:
             raise CodegenError(f"--samples must be >= 1, got {args.samples}")
+        if args.port:
+            return board.verify_port(args, x)
         rep = api.verify(
             args.model,
             x,
@@ -167,8 +175,11 @@ class Bench(Command):
         add_target(p)
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--samples", type=int, default=256, help="inputs timed on the host (default 256)")
+        board.add_port_arguments(p)
 
     def run(self, args: argparse.Namespace) -> int:
+        if args.port:
+            return board.bench_port(args)
         graph = api.compile(args.model)
         macs = api.report(graph)["totals"]["binary_macs"]
         if args.target == "host":
@@ -216,7 +227,7 @@ class Info(Command):
 
 
 def _commands() -> list[type[Command]]:
-    cmds: list[type[Command]] = [Export, Run, Verify, Report, Bench, Targets, Info]
+    cmds: list[type[Command]] = [Export, Run, Verify, Report, Bench, Targets, Info, board.Flash, board.BoardCommand]
     try:
         from .ddnn import DdnnCommand
 
