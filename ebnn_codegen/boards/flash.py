@@ -10,7 +10,7 @@
 4. the board is opened like ``--port`` does and must answer INFO with this model's hash.
 
 Flash tools are looked up by the board table's ``flash_tool``: ``FLASH_TOOLS`` maps
-the name to a function ``(board, firmware, port, upload_baud) -> None``.
+the name to a function ``(board, firmware, port, upload_baud, attempts) -> None``.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def _check_port(port: str) -> None:
         )
 
 
-def _avrdude(board: Board, fw: AgentFirmware, port: str, upload_baud: int) -> None:
+def _avrdude(board: Board, fw: AgentFirmware, port: str, upload_baud: int, attempts: int | None = None) -> None:
     exe = shutil.which("avrdude")
     if exe is None:
         raise ToolError("'avrdude' not found", hint="install the Debian package avrdude")
@@ -84,6 +84,8 @@ def _avrdude(board: Board, fw: AgentFirmware, port: str, upload_baud: int) -> No
         "-U",
         f"flash:w:{fw.hex}:i",
     ]
+    if attempts is not None and board.programmer == "arduino":
+        cmd[1:1] = ["-x", f"attempts={attempts}"]  # tries to reach the bootloader (avrdude's default: 10)
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=UPLOAD_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -100,11 +102,11 @@ def _avrdude(board: Board, fw: AgentFirmware, port: str, upload_baud: int) -> No
         raise ToolError(f"avrdude failed (exit {proc.returncode}) on {port}: {detail}")
 
 
-def _esptool(board: Board, fw: AgentFirmware, port: str, upload_baud: int) -> None:
+def _esptool(board: Board, fw: AgentFirmware, port: str, upload_baud: int, attempts: int | None = None) -> None:
     raise ToolError(f"board '{board.name}': flashing with esptool needs the xtensa-lx106 target's image builder")
 
 
-FLASH_TOOLS: dict[str, Callable[[Board, AgentFirmware, str, int], None]] = {
+FLASH_TOOLS: dict[str, Callable[[Board, AgentFirmware, str, int, int | None], None]] = {
     "avrdude": _avrdude,
     "esptool": _esptool,
 }
@@ -138,6 +140,7 @@ def flash(
     baud: int | None = None,
     upload_baud: int | None = None,
     check: bool = True,
+    attempts: int | None = None,
     model_path: str = "",
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
@@ -152,7 +155,7 @@ def flash(
     fw: AgentFirmware = facts.pop("firmware")
     say(f"[2/3] upload ({fw.flash_bytes} B) with {board.flash_tool} on {port}")
     t0 = time.perf_counter()
-    tool(board, fw, port, upload_baud or board.upload_baud)
+    tool(board, fw, port, upload_baud or board.upload_baud, attempts)
     facts["upload_s"] = round(time.perf_counter() - t0, 2)
     facts.update(board=board.name, port=port, model=graph.name, model_hash=fw.info.hash_hex, hex=str(fw.hex))
     if check:

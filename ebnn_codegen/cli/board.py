@@ -117,6 +117,9 @@ class Flash(Command):
         p.add_argument(
             "--upload-baud", type=int, default=None, help="the bootloader's baud rate (default: the board's)"
         )
+        p.add_argument(
+            "--attempts", type=int, default=None, help="tries to reach an optiboot bootloader (avrdude's default 10)"
+        )
         p.add_argument("--no-check", action="store_true", help="do not open the port to check INFO after uploading")
         p.add_argument("--json", action="store_true", help="print what was done as JSON")
 
@@ -134,6 +137,7 @@ class Flash(Command):
             baud=args.baud,
             upload_baud=args.upload_baud,
             check=not args.no_check,
+            attempts=args.attempts,
             model_path=args.model,
             log=progress(args),
         )

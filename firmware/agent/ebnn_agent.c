@@ -88,8 +88,10 @@ static void port_init(void)
     sei();
 }
 
-/* Ticks since start, 32 bits (the overflow interrupt counts the high half). */
-static uint32_t port_ticks(void)
+/* Ticks since start, 32 bits (the overflow interrupt counts the high half). Inlined:
+ * the timed region of INFER should hold little else than the inference. */
+static inline uint32_t port_ticks(void) __attribute__((always_inline));
+static inline uint32_t port_ticks(void)
 {
     uint8_t sreg = SREG;
     uint16_t lo, hi;
