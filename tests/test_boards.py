@@ -23,14 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import random_model, require_tools, strict_tools
 
 import ebnn_codegen as E
 from ebnn_codegen.boards import firmware, get, names, table
 from ebnn_codegen.boards import serial as bs
 from ebnn_codegen.cli import main
 from ebnn_codegen.errors import CodegenError
-
-from conftest import random_model, require_tools, strict_tools
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_UNO = str(ROOT / "examples" / "models" / "mnist_uno.pt")
