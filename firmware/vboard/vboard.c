@@ -18,8 +18,11 @@
  *     resets the core with EXTRF set in MCUSR (the bootloader then waits for avrdude);
  *   - power-on: PORF, the bootloader starts the application at once;
  *   - the flash survives resets (only the bootloader's SPM writes change it);
- *   - bytes sent while the receiver is disabled are lost; bytes the AVR sends while the
- *     port is closed are lost;
+ *   - the receiver as the chip has it: bytes arrive one per byte time at the baud rate
+ *     the firmware set (UBRR, U2X), into a 2-byte buffer; a byte that arrives while two
+ *     are unread is lost (data overrun), as is a byte sent while the receiver is off (a
+ *     USB serial chip has no flow control towards the AVR); bytes the AVR sends while
+ *     the port is closed are lost;
  *   - the core is paced to the wall clock, so the bootloader's 1 s watchdog window and
  *     the UART's byte times (simavr's, from UBRR) are real time.
  * Not modelled: the host's baud rate (any setting passes the bytes), framing errors,
@@ -65,8 +68,11 @@ static uint8_t out_buf[BUF_SIZE];
 static size_t out_len = 0;
 static uint8_t in_buf[BUF_SIZE];
 static size_t in_len = 0, in_pos = 0;
-static int xon = 0;
 static int halted = 0;
+static unsigned long overruns = 0;
+static avr_uart_t *uart0 = NULL;
+static avr_irq_t *uart0_input = NULL;
+static int feeding = 0;
 
 static void on_signal(int sig)
 {
@@ -90,19 +96,36 @@ static void on_uart_out(struct avr_irq_t *irq, uint32_t value, void *param)
     }
 }
 
-static void on_xon(struct avr_irq_t *irq, uint32_t value, void *param)
+/* One byte arrives at the receiver every byte time while the host has sent some; the
+ * chip holds two unread bytes, a third is lost (DOR). */
+static avr_cycle_count_t feed_byte(avr_t *avr, avr_cycle_count_t when, void *param)
 {
-    (void)irq;
-    (void)value;
+    unsigned unread;
     (void)param;
-    xon = 1;
+    if (in_pos >= in_len || !(avr->data[UCSR0B_ADDR] & (1u << RXEN0_BIT))) {
+        in_pos = in_len = 0;
+        feeding = 0;
+        return 0;
+    }
+    unread = ((unsigned)uart0->input.write + uart_fifo_fifo_size - uart0->input.read) & (uart_fifo_fifo_size - 1u);
+    if (unread >= 2u) {
+        overruns++;
+        in_pos++;
+    } else {
+        avr_raise_irq(uart0_input, in_buf[in_pos++]);
+    }
+    return when + (uart0->cycles_per_byte ? uart0->cycles_per_byte : 1);
 }
 
-static void on_xoff(struct avr_irq_t *irq, uint32_t value, void *param)
+static avr_uart_t *find_uart0(avr_t *avr, avr_irq_t *input)
 {
-    (void)irq;
-    (void)param;
-    xon = value ? 0 : 1;
+    avr_io_t *io;
+    for (io = avr->io_port; io != NULL; io = io->next) {
+        if (io->irq == input && io->kind != NULL && strcmp(io->kind, "uart") == 0) {
+            return (avr_uart_t *)io;
+        }
+    }
+    return NULL;
 }
 
 /* The emulated time passes while the core sleeps; the pacing loop does the waiting. */
@@ -136,7 +159,7 @@ static void board_reset(avr_t *avr, int external)
     halted = 0;
     in_len = in_pos = 0;
     out_len = 0;
-    xon = 0;
+    feeding = 0; /* avr_reset dropped the cycle timers */
 }
 
 static int load_file(const char *path, uint8_t *dst, size_t max, size_t *got)
@@ -199,11 +222,9 @@ static int service(avr_t *avr, int master, int was_open, int timeout_ms, const c
     }
     if (!(avr->data[UCSR0B_ADDR] & (1u << RXEN0_BIT))) {
         in_pos = in_len = 0; /* the receiver is off: the bytes are lost */
-    } else {
-        avr_irq_t *input = avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_INPUT);
-        while (in_pos < in_len && xon) {
-            avr_raise_irq(input, in_buf[in_pos++]);
-        }
+    } else if (in_pos < in_len && !feeding) {
+        feeding = 1;
+        avr_cycle_timer_register(avr, uart0->cycles_per_byte ? uart0->cycles_per_byte : 1, feed_byte, NULL);
     }
     if (out_len > 0) {
         if (open_now) {
@@ -273,8 +294,12 @@ int main(int argc, char **argv)
     flags &= ~(uint32_t)(AVR_UART_FLAG_STDIO | AVR_UART_FLAG_POLL_SLEEP);
     avr_ioctl(avr, AVR_IOCTL_UART_SET_FLAGS('0'), &flags);
     avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUTPUT), on_uart_out, NULL);
-    avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUT_XON), on_xon, NULL);
-    avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUT_XOFF), on_xoff, NULL);
+    uart0_input = avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_INPUT);
+    uart0 = find_uart0(avr, uart0_input);
+    if (uart0 == NULL) {
+        fprintf(stderr, "vboard: %s has no UART0\n", argv[1]);
+        return 66;
+    }
 
     if (openpty(&master, &slave, name, NULL, NULL) != 0) {
         fprintf(stderr, "vboard: openpty failed: %s\n", strerror(errno));
@@ -324,6 +349,7 @@ int main(int argc, char **argv)
         was_open = service(avr, master, was_open, wait_ms, flash_path);
     }
     save_flash(avr, flash_path);
-    fprintf(stderr, "vboard: stopped at cycle %llu\n", (unsigned long long)avr->cycle);
+    fprintf(stderr, "vboard: stopped at cycle %llu (%lu received bytes lost to overruns)\n",
+            (unsigned long long)avr->cycle, overruns);
     return 0;
 }
