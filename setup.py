@@ -28,7 +28,11 @@ setup(
         "ebnn_codegen.firmware",
     ],
     package_dir={"ebnn_codegen.templates": "templates", "ebnn_codegen.firmware": "firmware"},
-    package_data={"ebnn_codegen.templates": data_files("templates"), "ebnn_codegen.firmware": data_files("firmware")},
+    package_data={
+        "ebnn_codegen.templates": data_files("templates"),
+        "ebnn_codegen.firmware": data_files("firmware"),
+        "ebnn_codegen.boards": ["boards.json"],
+    },
     install_requires=[
         "torch>=2.1,<=2.13.0",
         "numpy>=1.24",
@@ -36,7 +40,8 @@ setup(
         "cffi>=1.15",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3", "matplotlib>=3.7"],
+        "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3", "matplotlib>=3.7", "pyserial>=3.5"],
+        "boards": ["pyserial>=3.5"],
         "ddnn": ["matplotlib>=3.7"],
         "lint": ["ruff>=0.4", "mypy>=1.8"],
     },

@@ -11,7 +11,7 @@ APT_PACKAGES=(
   gcc-avr binutils-avr avr-libc simavr libsimavr-dev libelf-dev
   gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
   gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc
-  arduino-builder arduino-core-avr
+  arduino-builder arduino-core-avr avrdude
   dataset-fashion-mnist
 )
 
