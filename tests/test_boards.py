@@ -460,3 +460,43 @@ def test_bootloader_silent(capsys) -> None:
     finally:
         os.close(master)
         os.close(slave)
+
+
+@pytest.mark.arduino
+@pytest.mark.emulator
+def test_arduino_library_agent_sketch_answers_verify(vuno, tmp_path: Path, capsys) -> None:
+    """The agent as an example of the Arduino library export, built by arduino-builder
+    against the real core and uploaded as the IDE would: verify --port accepts the board."""
+    from test_packaging import ARDUINO_HW, arduino_builder
+
+    require_tools("arduino-builder", "arduino-ctags", ARDUINO_HW, package="arduino-builder arduino-core-avr")
+    ckpt = tmp_path / "sk.pt"
+    E.save(random_model(small_config("sk"), seed=7), ckpt)
+    assert _cli(capsys, "export", str(ckpt), "--format", "arduino", "-o", str(tmp_path / "libraries" / "sk"))[0] == 0
+    sketch = tmp_path / "libraries/sk/examples/sk_agent/sk_agent.ino"
+    assert "ebnn_agent_main();" in sketch.read_text()
+    arduino_builder(sketch, tmp_path / "libraries", tmp_path / "build")
+    hexfile = tmp_path / "build" / "sk_agent.ino.hex"
+    proc = subprocess.run(
+        [
+            "avrdude",
+            "-c",
+            "arduino",
+            "-p",
+            "atmega328p",
+            "-P",
+            vuno.port,
+            "-b",
+            "115200",
+            "-D",
+            "-U",
+            f"flash:w:{hexfile}:i",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rc, out, err = _cli(capsys, "verify", str(ckpt), "--port", vuno.port, "--samples", "3")
+    assert rc == 0, out + err
+    assert "board == host build (bits, scores, predictions): yes" in out

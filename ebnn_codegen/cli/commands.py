@@ -43,7 +43,9 @@ class Export(Command):
         else:
             from ..packaging import export_package
 
-            written = export_package(graph, args.output, args.format, kernels=args.kernels, target=args.target)
+            written = export_package(
+                graph, args.output, args.format, kernels=args.kernels, target=args.target, agent=True
+            )
         for path in written:
             print(path)
         return 0

@@ -25,6 +25,9 @@
  *     the port is closed are lost;
  *   - the core is paced to the wall clock, so the bootloader's 1 s watchdog window and
  *     the UART's byte times (simavr's, from UBRR) are real time.
+ *   - UDRE is set while the transmit buffer is empty, also after the transmitter was
+ *     switched off and on again (the Arduino core's init() does that; simavr alone
+ *     then never sets UDRE and a polling sketch waits for ever).
  * Not modelled: the host's baud rate (any setting passes the bytes), framing errors,
  * fuses and lock bits (the bootloader is not write-protected).
  *
@@ -117,6 +120,20 @@ static avr_cycle_count_t feed_byte(avr_t *avr, avr_cycle_count_t when, void *par
     return when + (uart0->cycles_per_byte ? uart0->cycles_per_byte : 1);
 }
 
+#define TXEN0_BIT 3
+static int txen_was_on = 0;
+
+static void on_ucsr0b(avr_t *avr, avr_io_addr_t addr, uint8_t v, void *param)
+{
+    int on = (v >> TXEN0_BIT) & 1;
+    (void)addr;
+    (void)param;
+    if (on && !txen_was_on && uart0->tx_cnt == 0) {
+        avr_raise_interrupt(avr, &uart0->udrc); /* the transmit buffer is empty */
+    }
+    txen_was_on = on;
+}
+
 static avr_uart_t *find_uart0(avr_t *avr, avr_irq_t *input)
 {
     avr_io_t *io;
@@ -160,6 +177,7 @@ static void board_reset(avr_t *avr, int external)
     in_len = in_pos = 0;
     out_len = 0;
     feeding = 0; /* avr_reset dropped the cycle timers */
+    txen_was_on = 0;
 }
 
 static int load_file(const char *path, uint8_t *dst, size_t max, size_t *got)
@@ -300,6 +318,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "vboard: %s has no UART0\n", argv[1]);
         return 66;
     }
+    avr_register_io_write(avr, UCSR0B_ADDR, on_ucsr0b, NULL);
 
     if (openpty(&master, &slave, name, NULL, NULL) != 0) {
         fprintf(stderr, "vboard: openpty failed: %s\n", strerror(errno));
