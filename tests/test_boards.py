@@ -407,6 +407,11 @@ def test_wrong_port_is_a_user_mistake(capsys) -> None:
         assert rc == 2 and out == "" and "/dev/ttyNOPE0: no such serial port" in _one_error_line(err)
     rc, _, err = _cli(capsys, "flash", MNIST_UNO, "--board", "due", "--port", "/dev/null")
     assert rc == 2 and "unknown board 'due'" in _one_error_line(err)
+    # a model that does not fit: refused with the numbers before anything is uploaded
+    small = str(ROOT / "examples" / "models" / "mnist_small.pt")
+    rc, out, err = _cli(capsys, "flash", small, "--board", "uno", "--port", "/dev/null")
+    line = _one_error_line(err)
+    assert rc == 2 and out == "" and "does not fit the uno (ATmega328P): RAM" in line and "> 2048 B" in line
 
 
 def test_nothing_answering_and_garbage_on_the_line(capsys, tmp_path: Path) -> None:
