@@ -213,10 +213,10 @@ def _need_board_tools() -> None:
 
 
 class Simulator:
-    """`ebnn-gen board simulate --board uno` in a subprocess, as a user starts it."""
+    """`ebnn-gen board simulate --board BOARD` in a subprocess, as a user starts it."""
 
-    def __init__(self) -> None:
-        cmd = [sys.executable, "-m", "ebnn_codegen.cli", "board", "simulate", "--board", "uno"]
+    def __init__(self, board: str = "uno", *extra: str) -> None:
+        cmd = [sys.executable, "-m", "ebnn_codegen.cli", "board", "simulate", "--board", board, *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         ready, _, _ = select.select([self.proc.stdout], [], [], 180)
         line = self.proc.stdout.readline().decode().strip() if ready else ""
@@ -505,3 +505,31 @@ def test_arduino_library_agent_sketch_answers_verify(vuno, tmp_path: Path, capsy
     rc, out, err = _cli(capsys, "verify", str(ckpt), "--port", vuno.port, "--samples", "3")
     assert rc == 0, out + err
     assert "board == host build (bits, scores, predictions): yes" in out
+
+
+@pytest.mark.emulator
+def test_the_agent_on_a_qemu_board_behind_a_pty(tmp_path: Path, capsys) -> None:
+    """mps2-an385 (Cortex-M3) in qemu with UART0 on a pty: the same agent and --port
+    commands, no flashing (the ELF is loaded by qemu)."""
+    require_tools(
+        "arm-none-eabi-gcc", "qemu-system-arm", package="gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
+    )
+    ckpt = tmp_path / "q.pt"
+    E.save(random_model(small_config("q", 5), seed=8), ckpt)
+    sim = Simulator("mps2-an385", "--model", str(ckpt))
+    try:
+        rc, out, err = _cli(capsys, "verify", str(ckpt), "--port", sim.port, "--boot-wait", "0", "--samples", "6")
+        assert rc == 0 and "board == host build (bits, scores, predictions): yes" in out, out + err
+        x = np.random.default_rng(2).integers(0, 256, (2, 1, 28, 28), dtype=np.uint8)
+        np.save(tmp_path / "x.npy", x)
+        argv = ["--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "o.npz")]
+        assert _cli(capsys, "run", str(ckpt), "--port", sim.port, "--boot-wait", "0", *argv)[0] == 0
+        host = E.run(E.compile(str(ckpt)), x).to_npz_dict()
+        got = np.load(tmp_path / "o.npz")
+        assert sorted(got.files) == sorted(host)
+        for key, value in host.items():
+            np.testing.assert_array_equal(got[key], value)
+        rc, out, err = _cli(capsys, "verify", MNIST_UNO, "--port", sim.port, "--boot-wait", "0", "--samples", "1")
+        assert rc == 2 and "runs model 'q'" in _one_error_line(err)
+    finally:
+        sim.stop()

@@ -65,6 +65,15 @@ def uart_setting(f_cpu: int, baud: int) -> tuple[int, int, int]:
     raise ResourceError(f"{baud} baud cannot be made from a {f_cpu} Hz clock within 3.5 %")
 
 
+def agent_port(board: Board) -> str:
+    """The agent's port for the board: "avr" (USART0, Timer1 / 64) or "cmsdk" (ARM MPS2)."""
+    return str(board.extra.get("agent_port", "avr"))
+
+
+def timer_prescaler(board: Board) -> int:
+    return TIMER_PRESCALER if agent_port(board) == "avr" else 1
+
+
 def info_for(graph: Model, board: Board, kernels: str, baud: int) -> Info:
     assert graph.buffers is not None and graph.score_scale_log2 is not None
     return Info(
@@ -75,7 +84,7 @@ def info_for(graph: Model, board: Board, kernels: str, baud: int) -> Info:
         kernels=kernels,
         block_bytes=tuple(b.out_bytes for b in graph.hidden),
         f_cpu=board.f_cpu,
-        timer_hz=board.f_cpu // TIMER_PRESCALER,
+        timer_hz=board.f_cpu // timer_prescaler(board),
         baud=baud,
         name=graph.name,
         chip=board.chip,
@@ -85,8 +94,14 @@ def info_for(graph: Model, board: Board, kernels: str, baud: int) -> Info:
 def agent_files(graph: Model, board: Board, kernels: str, baud: int) -> dict[str, str]:
     """ebnn_agent.h for ``graph`` on ``board`` (plus the model's own files)."""
     assert graph.buffers is not None
-    ubrr, u2x, actual = uart_setting(board.f_cpu, baud)
-    timer_hz = board.f_cpu // TIMER_PRESCALER
+    prescaler = timer_prescaler(board)
+    timer_hz = board.f_cpu // prescaler
+    if agent_port(board) == "avr":
+        ubrr, u2x, actual = uart_setting(board.f_cpu, baud)
+        idle_ticks = min(65000, timer_hz * IDLE_MS // 1000)
+    else:  # CMSDK UART: BAUDDIV = clock / baud
+        ubrr, u2x = board.f_cpu // baud, 0
+        actual, idle_ticks = board.f_cpu // ubrr, timer_hz * IDLE_MS // 1000
     ctx = codegen.model_context(graph, kernels, {"target": board.target, "board": board.name})
     ctx.update(
         baud=baud,
@@ -94,9 +109,9 @@ def agent_files(graph: Model, board: Board, kernels: str, baud: int) -> dict[str
         actual_baud=actual,
         ubrr=ubrr,
         u2x=u2x,
-        prescaler=TIMER_PRESCALER,
+        prescaler=prescaler,
         idle_ms=IDLE_MS,
-        idle_ticks=min(65000, timer_hz * IDLE_MS // 1000),
+        idle_ticks=idle_ticks,
         trace_offsets=[str(v) for v in graph.buffers["trace_offsets"]],
         block_bytes=[str(b.out_bytes) for b in graph.hidden],
         info=[f"0x{v:02x}" for v in encode_info(info_for(graph, board, kernels, baud))],
@@ -126,36 +141,52 @@ def avr_cflags(board: Board) -> list[str]:
     return [f"-mmcu={board.mcu}", f"-DF_CPU={board.f_cpu}UL", "-Os"]
 
 
+def _toolchain(board: Board) -> tuple[str, str, list[str], list[str], list[Path]]:
+    """(compiler, size tool, compile flags, link flags, start-up sources) for the board."""
+    fw = resource_dir("firmware")
+    if board.target == "avr":
+        cc = require_tool("avr-gcc", "gcc-avr avr-libc")
+        return cc, require_tool("avr-size", "binutils-avr"), avr_cflags(board), avr_cflags(board), []
+    from .. import targets
+
+    t = targets.get(board.target)
+    if agent_port(board) != "cmsdk" or not hasattr(t, "link_flags"):
+        raise ToolError(f"board '{board.name}': no agent port for target {board.target}")
+    cc = require_tool(t.cc, t.packages)
+    flags = [*t.cflags, "-DA_PORT_CMSDK"]
+    startup = [fw / s for s in t.firmware_sources]
+    return cc, require_tool(t.prefix + "size", t.packages), flags, [*t.cflags, *t.link_flags(fw)], startup
+
+
 def build_agent(graph: Model, board: Board, kernels: str = "fast", baud: int | None = None) -> AgentFirmware:
     """Compile and link model + agent for ``board`` (cached by the hash of every input)."""
     baud = baud or board.agent_baud
-    if board.target != "avr":
-        raise ToolError(f"board '{board.name}': the agent firmware is built for AVR boards only so far")
-    cc = require_tool("avr-gcc", "gcc-avr avr-libc")
-    objcopy = require_tool("avr-objcopy", "binutils-avr")
-    size = require_tool("avr-size", "binutils-avr")
+    cc, size, cflags, lflags, startup = _toolchain(board)
     fw = resource_dir("firmware")
     files = codegen.render_model(graph, kernels, {"target": board.target})
     files.update(agent_files(graph, board, kernels, baud))
     files["ebnn_agent.c"] = (fw / AGENT_SOURCE).read_text()
-    flags = [*avr_cflags(board), "-ffunction-sections", "-fdata-sections", *STRICT_CFLAGS]
+    flags = [*cflags, "-ffunction-sections", "-fdata-sections", *STRICT_CFLAGS]
     version = subprocess.run([cc, "-dumpversion"], capture_output=True, text=True).stdout.strip()
-    final = cache_dir("agent") / digest(files, flags, version)
-    if not (final / "agent.hex").exists():
+    startup_texts = {p.name: p.read_text() for p in startup}
+    final = cache_dir("agent") / digest(files, startup_texts, flags, lflags, version)
+    if not (final / "agent.elf").exists():
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=final.parent))
         try:
             for fname, text in files.items():
                 (tmp / fname).write_text(text)
-            sources = [f for f in files if f.endswith(".c")]
+            sources = [tmp / f for f in files if f.endswith(".c")] + startup
             objs = []
-            for src in sources:
-                obj = tmp / (src[:-2] + ".o")
-                _run([cc, *flags, f"-I{tmp}", "-c", str(tmp / src), "-o", str(obj)], f"avr-gcc ({src})")
+            for i, src in enumerate(sources):
+                obj = tmp / f"{i}_{src.stem}.o"
+                _run([cc, *flags, f"-I{tmp}", "-c", str(src), "-o", str(obj)], f"{Path(cc).name} ({src.name})")
                 objs.append(str(obj))
             elf = tmp / "agent.elf"
-            _run([cc, *avr_cflags(board), "-Wl,--gc-sections", *objs, "-o", str(elf)], "linking the agent firmware")
-            _run([objcopy, "-O", "ihex", "-R", ".eeprom", str(elf), str(tmp / "agent.hex")], "avr-objcopy")
+            _run([cc, *lflags, "-Wl,--gc-sections", *objs, "-o", str(elf)], "linking the agent firmware")
+            if board.target == "avr":
+                objcopy = require_tool("avr-objcopy", "binutils-avr")
+                _run([objcopy, "-O", "ihex", "-R", ".eeprom", str(elf), str(tmp / "agent.hex")], "avr-objcopy")
             try:
                 os.replace(tmp, final)
             except OSError:
@@ -163,7 +194,7 @@ def build_agent(graph: Model, board: Board, kernels: str = "fast", baud: int | N
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    out = _run([size, "-B", str(final / "agent.elf")], "avr-size")
+    out = _run([size, "-B", str(final / "agent.elf")], Path(size).name)
     text, data, bss = (int(v) for v in out.splitlines()[1].split()[:3])
     return AgentFirmware(
         final / "agent.elf", final / "agent.hex", text + data, data + bss, info_for(graph, board, kernels, baud)

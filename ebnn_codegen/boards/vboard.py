@@ -14,6 +14,7 @@ line of output, and stops it. ``ebnn-gen board simulate`` runs it in the foregro
 from __future__ import annotations
 
 import os
+import re
 import select
 import subprocess
 import sys
@@ -166,6 +167,40 @@ class VirtualBoard:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def qemu_command(board: Board, elf: Path) -> list[str]:
+    """qemu running the agent firmware ``elf`` with UART0 on a new pty (qemu prints its path)."""
+    sim = board.simulator or {}
+    qemu = require_tool(sim["qemu"], "qemu-system-arm")
+    return [
+        qemu, "-M", sim["machine"], "-display", "none", "-monitor", "none", "-serial", "pty",
+        "-semihosting-config", "enable=on,target=native", "-kernel", str(elf),
+    ]  # fmt: skip
+
+
+def simulate_qemu(board: Board, elf: Path) -> int:
+    """Run a qemu board with the agent in the foreground: the pty's path on stdout (from
+    qemu's "char device redirected to ..." line), then until Ctrl-C / SIGTERM."""
+    proc = subprocess.Popen(qemu_command(board, elf), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    try:
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace")
+            m = re.search(r"char device redirected to (\S+)", line)
+            if m:
+                print(m.group(1), flush=True)
+                break
+            sys.stderr.write(line)
+        else:
+            raise ToolError(f"{board.name}: qemu exited before opening its pty (exit {proc.wait()})")
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(5)
 
 
 def simulate(board: Board, flash_image: str | None = None) -> None:

@@ -164,6 +164,8 @@ class BoardCommand(Command):
         s = sub.add_parser("simulate", help="start a virtual board; prints its serial port (a pty)")
         s.add_argument("--board", default="uno", help="board (default uno)")
         s.add_argument("--flash-file", metavar="FILE", help="keep the flash in FILE across runs")
+        s.add_argument("--model", metavar="MODEL", help="qemu boards (no flashing): the model the agent runs")
+        s.add_argument("--kernels", default="fast", choices=("fast", "reference"))
 
     def run(self, args: argparse.Namespace) -> int:
         from .. import boards
@@ -171,7 +173,15 @@ class BoardCommand(Command):
         if args.board_command == "simulate":
             from ..boards import vboard
 
-            vboard.simulate(boards.get(args.board), args.flash_file)
+            board = boards.get(args.board)
+            if board.simulator and "qemu" in board.simulator:
+                if not args.model:
+                    raise CodegenError(f"board '{board.name}' runs in qemu without flashing: give --model MODEL")
+                from ..boards.firmware import build_agent
+
+                elf = build_agent(api.compile(args.model), board, args.kernels).elf
+                return vboard.simulate_qemu(board, elf)
+            vboard.simulate(board, args.flash_file)
             return 0
         if args.board_command in (None, "list"):
             for name in boards.names():

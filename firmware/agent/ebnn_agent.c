@@ -16,7 +16,7 @@
  *
  * ebnn_agent.h (generated, templates/agent.h.j2) binds A_RUN and the sizes to one
  * model. Ports: AVR (ATmega328P/2560: USART0, Timer1 with an overflow interrupt as a
- * 32-bit tick counter). Under the Arduino core (ARDUINO defined) the sketch calls
+ * 32-bit tick counter); ARM MPS2 in qemu (A_PORT_CMSDK: CMSDK UART0 and TIMER0). Under the Arduino core (ARDUINO defined) the sketch calls
  * ebnn_agent_main() from setup(); otherwise main() does.
  * RAM: the input, the workspace, the trace, the scores and a few bytes of state.
  */
@@ -63,6 +63,8 @@
 #define A_TIMER_BITS (_BV(CS12) | _BV(CS10))
 #endif
 
+typedef uint16_t a_idle_t;
+
 static volatile uint16_t a_overflows;
 
 ISR(TIMER1_OVF_vect)
@@ -106,7 +108,7 @@ static inline uint32_t port_ticks(void)
 }
 
 /* The next byte; -1 if none comes within `idle` ticks (0: wait for ever). */
-static int port_getc(uint16_t idle)
+static int port_getc(a_idle_t idle)
 {
     uint16_t t0 = TCNT1;
     while (!(UCSR0A & _BV(RXC0))) {
@@ -123,8 +125,58 @@ static void port_putc(uint8_t c)
     UDR0 = c;
 }
 
+#elif defined(A_PORT_CMSDK)
+/* ARM MPS2 boards (qemu -M mps2-an385 / an386): CMSDK APB UART0 and TIMER0, both on the
+ * 25 MHz peripheral clock; the timer is a 32-bit down counter (171 s of range). */
+#define A_FLASH
+#define A_READ8(p) (*(p))
+#define A_READ16(p) (*(p))
+#define A_REG(addr) (*(volatile uint32_t *)(addr))
+#define A_UART_DATA A_REG(0x40004000u)
+#define A_UART_STATE A_REG(0x40004004u)
+#define A_UART_CTRL A_REG(0x40004008u)
+#define A_UART_BAUDDIV A_REG(0x40004010u)
+#define A_TIMER_CTRL A_REG(0x40000000u)
+#define A_TIMER_VALUE A_REG(0x40000004u)
+#define A_TIMER_RELOAD A_REG(0x40000008u)
+
+typedef uint32_t a_idle_t;
+
+static void port_init(void)
+{
+    A_UART_BAUDDIV = (uint32_t)A_UBRR;
+    A_UART_CTRL = 3u; /* TX and RX enabled, no interrupts */
+    A_TIMER_CTRL = 0u;
+    A_TIMER_RELOAD = 0xFFFFFFFFu;
+    A_TIMER_VALUE = 0xFFFFFFFFu;
+    A_TIMER_CTRL = 1u;
+}
+
+static uint32_t port_ticks(void)
+{
+    return 0xFFFFFFFFu - A_TIMER_VALUE;
+}
+
+static int port_getc(a_idle_t idle)
+{
+    uint32_t t0 = port_ticks();
+    while (!(A_UART_STATE & 2u)) {
+        if (idle != 0u && port_ticks() - t0 > idle) {
+            return -1;
+        }
+    }
+    return (int)(A_UART_DATA & 0xFFu);
+}
+
+static void port_putc(uint8_t c)
+{
+    while (A_UART_STATE & 1u) {
+    }
+    A_UART_DATA = c;
+}
+
 #else
-#error "ebnn_agent.c: no port for this architecture (AVR only)"
+#error "ebnn_agent.c: no port for this architecture (AVR, or ARM MPS2 with A_PORT_CMSDK)"
 #endif
 
 /* ---- the agent ------------------------------------------------------------------- */
@@ -197,7 +249,7 @@ static void tx_error(uint8_t seq, uint8_t code, uint8_t type)
 /* A byte of a frame (added to the CRC); -1 after the idle timeout. */
 static int rx_byte(uint16_t *crc)
 {
-    int c = port_getc((uint16_t)A_IDLE_TICKS);
+    int c = port_getc((a_idle_t)A_IDLE_TICKS);
     if (c >= 0) {
         *crc = crc16_update(*crc, (uint8_t)c);
     }
@@ -271,7 +323,7 @@ static void serve_one(void)
         return;
     }
     do {
-        c = port_getc((uint16_t)A_IDLE_TICKS);
+        c = port_getc((a_idle_t)A_IDLE_TICKS);
     } while (c == (int)A_SYNC0);
     if (c != (int)A_SYNC1) {
         return;
@@ -316,11 +368,11 @@ static void serve_one(void)
             a_input[i - 1u] = (uint8_t)c;
         }
     }
-    if ((c = port_getc((uint16_t)A_IDLE_TICKS)) < 0) {
+    if ((c = port_getc((a_idle_t)A_IDLE_TICKS)) < 0) {
         return;
     }
     got_crc = (uint16_t)c;
-    if ((c = port_getc((uint16_t)A_IDLE_TICKS)) < 0) {
+    if ((c = port_getc((a_idle_t)A_IDLE_TICKS)) < 0) {
         return;
     }
     got_crc = (uint16_t)(got_crc | ((uint16_t)c << 8));
