@@ -147,6 +147,11 @@ def flash(
     """Build, upload and check; returns what was done and measured (``upload_s`` ...)."""
     say = log or (lambda _msg: None)
     _check_port(port)
+    if board.flash_tool == "none":
+        raise CodegenError(
+            f"board '{board.name}' is not flashed: it runs in an emulator that loads the firmware",
+            hint=f"ebnn-gen board simulate --board {board.name} --model MODEL",
+        )
     tool = FLASH_TOOLS.get(board.flash_tool)
     if tool is None:
         raise CodegenError(f"board '{board.name}': unknown flash tool {board.flash_tool!r}")
