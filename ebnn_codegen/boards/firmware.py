@@ -195,9 +195,9 @@ def build_agent(graph: Model, board: Board, kernels: str = "fast", baud: int | N
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     out = _run([size, "-B", str(final / "agent.elf")], Path(size).name)
-    text, data, bss = (int(v) for v in out.splitlines()[1].split()[:3])
+    text_b, data_b, bss_b = (int(v) for v in out.splitlines()[1].split()[:3])
     return AgentFirmware(
-        final / "agent.elf", final / "agent.hex", text + data, data + bss, info_for(graph, board, kernels, baud)
+        final / "agent.elf", final / "agent.hex", text_b + data_b, data_b + bss_b, info_for(graph, board, kernels, baud)
     )
 
 
