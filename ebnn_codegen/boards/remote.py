@@ -30,6 +30,7 @@ from .serial import Info, Link
 
 DEFAULT_BAUD = 115200
 DEFAULT_BOOT_WAIT_S = 2.0
+CONNECT_TRIES = 3
 CYCLES_PER_MAC_BOUND = 40  # a generous bound of an inference's cycles per binary MAC (for timeouts)
 
 
@@ -46,7 +47,12 @@ def connect(opts: PortOptions) -> tuple[Link, Info]:
     """Open the port, wait for the board to boot, ask INFO."""
     link = Link.open(opts.port, opts.baud, opts.boot_wait_s, opts.timeout_s, opts.retries)
     try:
+        # the first request gets CONNECT_TRIES more tries: a board may still be starting, and
+        # qemu's pty backend notices an opened port only within a second (and drops what
+        # the guest sends before)
+        link.retries = opts.retries + CONNECT_TRIES
         info = link.info()
+        link.retries = opts.retries
     except BaseException:
         link.close()
         raise

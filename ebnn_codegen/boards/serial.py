@@ -11,9 +11,10 @@ type | 0x80 and its seq; ERROR (0x7F) carries a code and the request's type.
 
 Robustness: every read has a deadline; bytes outside a frame are skipped until the
 sync pair; a frame with a bad CRC or an absurd length is dropped; a reply whose seq is
-not the pending request's is ignored (a late answer to an earlier try); a request that
-gets no valid reply in time, or an ERROR for a damaged frame (CRC, length), is sent
-again, up to ``retries`` times. Then :class:`BoardError` (exit 3) says what was seen.
+not one of the pending request's tries is ignored; a late answer to an earlier try of
+the same request is taken (requests are idempotent: INFER recomputes the same answer);
+a request that gets no valid reply in time, or an ERROR for a damaged frame (CRC,
+length), is sent again, up to ``retries`` times. Then :class:`BoardError` (exit 3) says what was seen.
 
 Limits: one request in flight; the agent answers in order; payloads up to 65535 bytes.
 """
@@ -302,11 +303,12 @@ class Link:
         """Send a request and return the reply's payload (retrying as the module says)."""
         self.stats.requests += 1
         last = "no reply"
+        sent: set[int] = set()  # the seqs of this request's tries: a late answer to any is the answer
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats.retries += 1
-                self.ser.reset_input_buffer()
             self.seq = (self.seq + 1) & 0xFF
+            sent.add(self.seq)
             data = frame(rtype, self.seq, payload)
             self.ser.write(data)
             wire_s = 10.0 * len(data) / self.baud  # 8N1: 10 bits a byte
@@ -316,11 +318,13 @@ class Link:
                 if got is None:
                     break
                 ftype, seq, body = got
-                if seq != self.seq:
+                if seq not in sent:
                     self.stats.dropped_frames += 1
                     continue
                 if ftype == rtype | REPLY:
                     return body
+                if seq != self.seq:
+                    continue  # an error about an earlier try
                 if ftype == ERROR and len(body) == 2:
                     code = body[0]
                     what = ERROR_NAMES.get(code, f"error {code}")

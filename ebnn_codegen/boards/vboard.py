@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -182,8 +183,15 @@ def qemu_command(board: Board, elf: Path) -> list[str]:
 def simulate_qemu(board: Board, elf: Path) -> int:
     """Run a qemu board with the agent in the foreground: the pty's path on stdout (from
     qemu's "char device redirected to ..." line), then until Ctrl-C / SIGTERM."""
-    proc = subprocess.Popen(qemu_command(board, elf), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        qemu_command(board, elf), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+    )
     assert proc.stdout is not None
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # SIGTERM stops qemu too (finally below), exit 0
     try:
         for raw in proc.stdout:
             line = raw.decode(errors="replace")
@@ -196,11 +204,22 @@ def simulate_qemu(board: Board, elf: Path) -> int:
             raise ToolError(f"{board.name}: qemu exited before opening its pty (exit {proc.wait()})")
         return proc.wait()
     except KeyboardInterrupt:
-        return 130
+        return 0
     finally:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(5)
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG), so no
+    emulator outlives a killed `board simulate`."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def simulate(board: Board, flash_image: str | None = None) -> None:
