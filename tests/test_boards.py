@@ -517,7 +517,7 @@ def test_the_agent_on_a_qemu_board_behind_a_pty(tmp_path: Path, capsys) -> None:
     sim = Simulator("mps2-an385", "--model", str(ckpt))
     try:
         # qemu's pty backend notices an opened port within a second: the default --boot-wait
-        rc, out, err = _cli(capsys, "verify", str(ckpt), "--port", sim.port, "--samples", "6")
+        rc, out, err = _cli(capsys, "verify", str(ckpt), "--port", sim.port, "--samples", "6", "--retries", "6")
         assert rc == 0 and "board == host build (bits, scores, predictions): yes" in out, out + err
         x = np.random.default_rng(2).integers(0, 256, (2, 1, 28, 28), dtype=np.uint8)
         np.save(tmp_path / "x.npy", x)
