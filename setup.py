@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
 version = {}
-for line in (ROOT / "ebnn_codegen" / "__init__.py").read_text().splitlines():
+for line in (ROOT / "ebnn_codegen" / "version.py").read_text().splitlines():
     if line.startswith("__version__"):
         exec(line, version)
 
@@ -29,6 +29,7 @@ setup(
     ],
     package_dir={"ebnn_codegen.templates": "templates", "ebnn_codegen.firmware": "firmware"},
     package_data={
+        "ebnn_codegen": ["py.typed"],
         "ebnn_codegen.templates": data_files("templates"),
         "ebnn_codegen.firmware": data_files("firmware"),
         "ebnn_codegen.boards": ["boards.json"],
@@ -40,9 +41,17 @@ setup(
         "cffi>=1.15",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.3", "matplotlib>=3.7", "pyserial>=3.5"],
+        "test": [
+            "pytest>=7",
+            "hypothesis>=6",
+            "scikit-learn>=1.3",
+            "matplotlib>=3.7",
+            "paho-mqtt>=2.0",
+            "pyserial>=3.5",
+        ],
         "boards": ["pyserial>=3.5"],
         "ddnn": ["matplotlib>=3.7"],
+        "net": ["paho-mqtt>=2.0"],
         "lint": ["ruff>=0.4", "mypy>=1.8"],
     },
     entry_points={"console_scripts": ["ebnn-gen=ebnn_codegen.cli:entry"]},

@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 import ebnn_codegen as E  # noqa: E402
 from ebnn_codegen import api  # noqa: E402
+from ebnn_codegen import targets as mcu  # noqa: E402 - the registry (get)
 from ebnn_codegen.data.mnist import load as load_data  # noqa: E402
 from ebnn_codegen.errors import CodegenError  # noqa: E402
-from ebnn_codegen.targets import mcu  # noqa: E402
 
 # model -> how its test set is made (the recipes in examples/configs and README)
 MODELS = {

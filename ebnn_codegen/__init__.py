@@ -13,9 +13,10 @@ Public API::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__  # first: modules below take it while the package loads
 
-from .api import build, compile, export, load, report, run, save, verify  # noqa: E402
-from .errors import CodegenError  # noqa: E402
+# isort: split
+from .api import build, compile, export, load, report, run, save, verify
+from .errors import CodegenError
 
 __all__ = ["__version__", "build", "compile", "export", "load", "report", "run", "save", "verify", "CodegenError"]

@@ -1,57 +1,93 @@
-"""The documented Python API; the CLI is a thin shell over these functions."""
+"""The documented Python API; the CLI is a thin shell over these functions.
+
+Layers (docs/architecture.md): this module sits above the compiler core (config, nn, lower,
+passes, ir, reference, codegen), the cost model (:mod:`.costs`), verification
+(:mod:`.verification`) and the targets (:mod:`.targets`); nothing below imports it.  Every
+function that names a target runs that target's fit check first (a model that does not fit
+raises FitError, exit 2, with the numbers).
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import checkpoint, codegen, reference, targets
+from . import boards, checkpoint, codegen, costs, targets
 from . import ir as ir_mod
+from .boards import Board
+from .boards.remote import PortOptions
 from .compiler import compile_model, render
-from .errors import CheckpointError, CodegenError, ConfigError
+from .errors import CodegenError
 from .ir import Model
 from .nn.model import DeviceSection
-from .targets.base import RunResult, check_inputs
+from .targets.base import RunResult, check_inputs, random_inputs
+from .targets.fit import FitReport
+from .verification import REFERENCE_CHECK_LIMIT, VerifyReport, compare, score_tolerance, torch_outputs
 
 Log = Callable[[str], None]
+ModelLike = torch.nn.Module | str | os.PathLike[str]
+
+checkpoint.register_kind("device", DeviceSection)
+
+__all__ = [
+    "REFERENCE_CHECK_LIMIT",
+    "FitReport",
+    "RunResult",
+    "VerifyReport",
+    "PortOptions",
+    "bench",
+    "board",
+    "board_bench",
+    "board_names",
+    "board_run",
+    "build",
+    "check_fits",
+    "compare",
+    "compile",
+    "export",
+    "flash",
+    "load",
+    "load_ir",
+    "random_inputs",
+    "report",
+    "require_target",
+    "run",
+    "save",
+    "simulate_board",
+    "score_tolerance",
+    "size",
+    "target_descriptions",
+    "target_names",
+    "torch_outputs",
+    "verify",
+    "write_files",
+]
 
 
-def build(config: dict) -> torch.nn.Module:
+def build(config: dict[str, Any]) -> torch.nn.Module:
     """A trainable device section from a config dict (see :mod:`ebnn_codegen.config`)."""
     return DeviceSection(config)
 
 
-def save(model: torch.nn.Module, path: str | os.PathLike) -> None:
+def save(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
     """Save a model as its config and state_dict (see :mod:`ebnn_codegen.checkpoint`)."""
     checkpoint.save(model, path)
 
 
-def load(path: str | os.PathLike) -> torch.nn.Module:
-    """Load a checkpoint with ``torch.load(weights_only=True)``; the model is in eval mode."""
-    obj = checkpoint.read_checkpoint(path)
-    kind = obj["kind"]
-    try:
-        if kind == "device":
-            model = DeviceSection(obj["config"])
-        elif kind == "ddnn":
-            from .ddnn.model import DDNN
+def load(path: str | os.PathLike[str]) -> torch.nn.Module:
+    """Load a checkpoint with ``torch.load(weights_only=True)``; the model is in eval mode.
 
-            model = DDNN(obj["config"])
-        else:
-            raise CheckpointError(f"{path}: unknown model kind {kind!r}")
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: invalid config: {exc.message}", hint=exc.hint) from None
-    checkpoint.load_state(model, obj["state_dict"], str(path))
-    return model.eval()
+    Device sections load always; other kinds once their package registered them
+    (``import ebnn_codegen.ddnn`` for DDNN checkpoints)."""
+    return checkpoint.load_model(path)
 
 
-def _device(model: torch.nn.Module | str | os.PathLike) -> DeviceSection:
+def _device(model: ModelLike) -> DeviceSection:
     if isinstance(model, (str, os.PathLike)):
         model = load(model)
     if not isinstance(model, DeviceSection):
@@ -63,27 +99,53 @@ def _device(model: torch.nn.Module | str | os.PathLike) -> DeviceSection:
 
 
 def compile(  # noqa: A001 - the public name the docs use
-    model: torch.nn.Module | str | os.PathLike,
+    model: ModelLike,
     *,
     name: str | None = None,
     log: Log | None = None,
-    save_ir: str | os.PathLike | None = None,
+    save_ir: str | os.PathLike[str] | None = None,
 ) -> Model:
     """Lower a model (or checkpoint path) through every pass; returns the final IR."""
-    return compile_model(_device(model), name=name, log=log, save_ir=save_ir)
+    return compile_model(_device(model), name=name, log=log, save_ir=None if save_ir is None else Path(save_ir))
+
+
+def _graph(model: ModelLike | Model) -> Model:
+    return model if isinstance(model, Model) else compile(model)
+
+
+def _samples(graph: Model, x: np.ndarray) -> np.ndarray:
+    """``x`` checked against the model's input; an empty array is refused (nothing to run)."""
+    x = check_inputs(graph, x)
+    if len(x) == 0:
+        raise CodegenError("the input holds no samples", hint="give at least one N×C×H×W input")
+    return x
 
 
 def export(
-    model: torch.nn.Module | str | os.PathLike | Model,
-    outdir: str | os.PathLike,
+    model: ModelLike | Model,
+    outdir: str | os.PathLike[str],
     *,
     name: str | None = None,
     kernels: str = "fast",
     log: Log | None = None,
     extra_files: dict[str, str] | None = None,
+    target: str | None = None,
+    format: str = "c",  # noqa: A002 - the CLI's --format
+    sample: np.ndarray | None = None,
+    agent: bool = False,
 ) -> list[Path]:
-    """Write the C of a model into ``outdir`` (all files or none). Returns the paths written."""
+    """Write the C of a model into ``outdir`` (all files or none); returns the paths written.
+
+    ``format``: "c" (plain files), or a package (arduino, platformio, esp-idf; ``sample`` is
+    its example's input; ``agent``: the Arduino formats also get the serial agent of
+    ``ebnn-gen flash`` as an example sketch).  ``target``: refuse first (FitError) if the model does not fit it."""
     graph = model if isinstance(model, Model) else compile(model, name=name, log=log)
+    if target is not None:
+        check_fits(graph, target, kernels=kernels)
+    if format != "c":
+        from .packaging import export_package
+
+        return export_package(graph, outdir, format, kernels=kernels, target=target, sample=sample, agent=agent)
     files = render(graph, kernels)
     files.update(extra_files or {})
     if log:
@@ -91,163 +153,30 @@ def export(
     return codegen.write_files(files, outdir)
 
 
-@torch.no_grad()
-def torch_outputs(model: DeviceSection, x: np.ndarray, batch: int = 1024) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Float scores (N, K) and ±1 hidden outputs of the torch model in eval mode."""
-    model = model.eval()
-    scores, layers = [], []
-    for i in range(0, len(x), batch):
-        xb = torch.from_numpy(np.asarray(x[i : i + batch])).float()
-        s, outs = model.forward_all(xb)
-        scores.append(s.numpy())
-        layers.append([o.numpy().astype(np.int8) for o in outs])
-    return np.concatenate(scores), [np.concatenate([lb[j] for lb in layers]) for j in range(len(model.blocks))]
+def check_fits(
+    model: ModelLike | Model, target: str, *, kernels: str = "fast", measure: bool | None = None
+) -> FitReport:
+    """Does the model fit ``target``'s chip?  FitError (exit 2) with the numbers if not.
+
+    Predicted from the IR, then measured (code, constants, static RAM, peak stack) when the
+    target's tools are installed (``measure=None``) or asked for (``measure=True``)."""
+    return targets.get(target).check_fits(_graph(model), kernels, measure)
 
 
-def run(
-    model: torch.nn.Module | str | os.PathLike | Model,
-    x: np.ndarray,
-    *,
-    target: str = "host",
-    kernels: str = "fast",
-) -> RunResult:
-    """Run the generated C of ``model`` on uint8 inputs (N, C, H, W) on a target."""
-    graph = model if isinstance(model, Model) else compile(model)
-    x = check_inputs(graph, x)
-    return targets.get(target).run(graph, x, kernels=kernels)
+def run(model: ModelLike | Model, x: np.ndarray, *, target: str = "host", kernels: str = "fast") -> RunResult:
+    """Run the generated C of ``model`` on uint8 inputs (N, C, H, W) on a target (fit checked first).
 
-
-def score_tolerance(graph: Model) -> np.ndarray:
-    """Per class: the fixed-point resolution plus float32 rounding in torch's batch norm."""
-    ex = graph.exit
-    a = np.abs(ex.bn["gamma"] / np.sqrt(ex.bn["var"] + ex.bn["eps"]))
-    float_err = 1e-6 * (a * (ex.acc_bound + np.abs(ex.bn["mean"])) + np.abs(ex.bn["beta"]) + 1e-3)
-    assert graph.score_resolution is not None
-    return graph.score_resolution + float_err
-
-
-@dataclass
-class VerifyReport:
-    target: str
-    kernels: str
-    samples: int
-    blocks: int
-    bits_compared: int
-    bit_mismatches: int
-    first_mismatch: str | None
-    score_max_error: float
-    score_tolerance: float
-    scores_within_tolerance: bool
-    argmax_mismatches: int
-    ambiguous: int  # samples whose two best torch scores are within the tolerance
-    reference_exact: bool | None  # target == IR reference, bit for bit (scores too); None: not checked
-    details: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.bit_mismatches == 0
-            and self.scores_within_tolerance
-            and self.argmax_mismatches == 0
-            and self.reference_exact is not False
-        )
-
-    def summary(self) -> str:
-        verdict = "PASS" if self.ok else "FAIL"
-        lines = [
-            f"{verdict}: {self.samples} samples on {self.target} ({self.kernels} kernels)",
-            f"  hidden blocks: {self.blocks}, bits compared with torch: {self.bits_compared}, mismatches: {self.bit_mismatches}",
-            f"  scores: max |C/scale - torch| = {self.score_max_error:.3g} (tolerance {self.score_tolerance:.3g})",
-            f"  argmax: {self.argmax_mismatches} mismatches, {self.ambiguous} ties within the resolution",
-            "  C == IR reference (bits, scores, predictions): "
-            + {True: "yes", False: "NO", None: "not checked (--reference to add it)"}[self.reference_exact],
-        ]
-        if self.first_mismatch:
-            lines.append(f"  first mismatch: {self.first_mismatch}")
-        return "\n".join(lines)
-
-
-REFERENCE_CHECK_LIMIT = 2048
-
-
-def compare(
-    graph: Model,
-    model: DeviceSection,
-    x: np.ndarray,
-    result: RunResult,
-    target: str,
-    kernels: str,
-    check_reference: bool | None = None,
-) -> VerifyReport:
-    """Compare a target's result with torch, bit for bit, and with the IR reference.
-
-    The reference interpreter is the slow oracle of the tests; it is consulted for
-    ``check_reference=True``, or by default for at most REFERENCE_CHECK_LIMIT inputs.
-    """
-    if check_reference is None:
-        check_reference = len(x) <= REFERENCE_CHECK_LIMIT
-    t_scores, t_layers = torch_outputs(model, x)
-    ref = reference.run(graph, x) if check_reference else None
-    mism, compared, first = 0, 0, None
-    for i, (a, b) in enumerate(zip(result.layers, t_layers)):
-        diff = a != b
-        compared += a.size
-        if diff.any():
-            mism += int(diff.sum())
-            if first is None:
-                idx = tuple(int(v) for v in np.argwhere(diff)[0])
-                first = f"block {i} at (sample, channel, y, x) = {idx}: C {int(a[idx])}, torch {int(b[idx])}"
-    tol = score_tolerance(graph)
-    err = np.abs(result.scores / result.score_scale - t_scores)
-    within = bool(np.all(err <= tol[None, :]))
-    top2 = np.sort(t_scores, axis=1)[:, -2:] if t_scores.shape[1] > 1 else None
-    ambiguous = np.zeros(len(x), bool)
-    if top2 is not None:
-        ambiguous = (top2[:, 1] - top2[:, 0]) <= 2 * tol.max()
-    t_pred = t_scores.argmax(axis=1)
-    argmax_mism = int(np.sum((t_pred != result.pred) & ~ambiguous))
-    ref_exact = (
-        None
-        if ref is None
-        else (
-            np.array_equal(ref.scores, result.scores)
-            and np.array_equal(ref.pred, result.pred)
-            and all(np.array_equal(a, b) for a, b in zip(ref.layers, result.layers))
-        )
-    )
-    if first is None and ref_exact is False:
-        first = "target output differs from the IR reference"
-    return VerifyReport(
-        target=target,
-        kernels=kernels,
-        samples=len(x),
-        blocks=len(graph.hidden),
-        bits_compared=compared,
-        bit_mismatches=mism,
-        first_mismatch=first,
-        score_max_error=float(err.max(initial=0.0)),
-        score_tolerance=float(tol.max()),
-        scores_within_tolerance=within,
-        argmax_mismatches=argmax_mism,
-        ambiguous=int(ambiguous.sum()),
-        reference_exact=None if ref_exact is None else bool(ref_exact),
-        details={"torch_argmax_agreement": float(np.mean(t_pred == result.pred)) if len(x) else 1.0},
-    )
-
-
-def random_inputs(shape: tuple[int, int, int], n: int, seed: int = 0) -> np.ndarray:
-    """Random uint8 inputs, with an all-0 and an all-255 image first (the range's extremes)."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
-    if n >= 1:
-        x[0] = 0
-    if n >= 2:
-        x[1] = 255
-    return x
+    ``result.stats["chip"]`` names the chip that ran the code; ``stats["chip_note"]`` says why
+    when it is not the target's own chip."""
+    graph = _graph(model)
+    x = _samples(graph, x)
+    t = targets.get(target)
+    t.check_fits(graph, kernels)
+    return t.run(graph, x, kernels=kernels)
 
 
 def verify(
-    model: torch.nn.Module | str | os.PathLike,
+    model: ModelLike,
     x: np.ndarray | None = None,
     *,
     samples: int = 64,
@@ -256,60 +185,138 @@ def verify(
     seed: int = 0,
     check_reference: bool | None = None,
 ) -> VerifyReport:
-    """Run the generated C on ``x`` (random uint8 by default) and compare it with torch."""
+    """Run the generated C on ``x`` (``samples`` random uint8 inputs by default) and compare
+    it with torch, bit for bit (see :func:`ebnn_codegen.verification.compare`)."""
     dev = _device(model)
     graph = compile(dev)
     if x is None:
+        if samples < 1:
+            raise CodegenError(f"samples must be >= 1, got {samples}")
         x = random_inputs(graph.input_shape, samples, seed)
-    x = check_inputs(graph, x)
-    result = targets.get(target).run(graph, x, kernels=kernels)
-    return compare(graph, dev, x, result, target, kernels, check_reference)
+    result = run(graph, x, target=target, kernels=kernels)
+    return compare(graph, dev, check_inputs(graph, x), result, target, kernels, check_reference)
 
 
-def report(model: torch.nn.Module | str | os.PathLike | Model) -> dict[str, Any]:
+def report(model: ModelLike | Model) -> dict[str, Any]:
     """Per-block MACs and memory, before touching a board (numbers computed from the IR)."""
-    graph = model if isinstance(model, Model) else compile(model)
-    assert graph.buffers is not None
-    blocks = []
-    for b in graph.blocks:
-        weight_bytes = int(b.packed_weights.size) if b.packed_weights is not None else 0
-        if b.is_exit:
-            thr_bytes = 8 * b.out_channels  # int32 multiplier and offset per class
-        else:
-            thr_bytes = 4 * b.out_channels + (b.out_channels + 7) // 8  # int32 threshold + flip bit
-        blocks.append(
-            {
-                "index": b.index,
-                "type": b.kind,
-                "input_shape": list(b.in_shape),
-                "output_shape": list(b.out_shape),
-                "binary_macs": b.binary_macs,
-                "weight_bytes": weight_bytes,
-                "threshold_bytes": thr_bytes,
-                "buffer_bytes": 0 if b.is_exit else b.out_bytes,
-            }
-        )
-    flash = sum(e["weight_bytes"] + e["threshold_bytes"] for e in blocks)
-    return {
-        "name": graph.name,
-        "input_shape": list(graph.input_shape),
-        "num_classes": graph.num_classes,
-        "score_scale": graph.score_scale,
-        "score_scale_log2": graph.score_scale_log2,
-        "blocks": blocks,
-        "totals": {
-            "binary_macs": sum(e["binary_macs"] for e in blocks),
-            "flash_bytes": flash,
-            "model_constants_bytes": flash,
-            "static_ram_bytes": int(graph.buffers["workspace_bytes"]),
-            "workspace_bytes": int(graph.buffers["workspace_bytes"]),
-            "trace_bytes": int(graph.buffers["trace_bytes"]),
-            "input_bytes": graph.input_bytes,
-        },
-        "notes": "flash_bytes counts model constants (weights, thresholds, exit affine) only; "
-        "code size and the 256-byte popcount table are measured per target by `report --target`",
-    }
+    return costs.report(_graph(model))
 
 
-def load_ir(path: str | os.PathLike) -> Model:
-    return ir_mod.load(path)
+def size(model: ModelLike | Model, target: str, *, kernels: str = "fast") -> dict[str, Any]:
+    """Flash, static RAM and peak stack of the model measured on ``target`` (fit checked first)."""
+    graph = _graph(model)
+    t = targets.get(target)
+    t.check_fits(graph, kernels)
+    return t.size(graph, kernels)
+
+
+def bench(model: ModelLike | Model, target: str, *, kernels: str = "fast", samples: int = 256) -> dict[str, Any]:
+    """The cost of one inference on ``target``: cycles (AVR), instructions (qemu), time (host)."""
+    graph = _graph(model)
+    if samples < 1:
+        raise CodegenError(f"samples must be >= 1, got {samples}")
+    t = targets.get(target)
+    t.check_fits(graph, kernels)
+    return t.bench(graph, kernels, samples)
+
+
+def require_target(name: str) -> None:
+    """CodegenError (exit 2) listing the registered targets unless ``name`` is one of them."""
+    targets.get(name)
+
+
+def target_names() -> list[str]:
+    return targets.names()
+
+
+def target_descriptions() -> dict[str, str]:
+    """{name: one line} of every registered target."""
+    return {n: targets.get(n).description for n in targets.names()}
+
+
+def write_files(files: dict[str, str], outdir: str | os.PathLike[str]) -> list[Path]:
+    """Write text files into ``outdir`` atomically: all of them or none."""
+    return codegen.write_files(files, outdir)
+
+
+def load_ir(path: str | os.PathLike[str]) -> Model:
+    return ir_mod.load(Path(path))
+
+
+# -- boards: a model on a real (or virtual) board through the serial agent (docs/boards.md) --
+
+
+def board_names() -> list[str]:
+    return boards.names()
+
+
+def board(name: str) -> Board:
+    """The board called ``name`` (its chip, memories, flash tool, agent baud rate); CodegenError otherwise."""
+    return boards.get(name)
+
+
+def flash(
+    model: ModelLike | Model,
+    board_name: str,
+    port: str,
+    *,
+    kernels: str = "fast",
+    baud: int | None = None,
+    upload_baud: int | None = None,
+    check: bool = True,
+    attempts: int | None = None,
+    model_path: str = "",
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Build model + serial agent for the board, upload it on ``port`` (``upload_baud``, the
+    bootloader's; ``attempts`` to reach it), check that it answers INFO (``check``).
+
+    Refused (exit 2, with the numbers) before touching the port if it does not fit; baud rates
+    default to the board's."""
+    from .boards.flash import flash as _flash
+
+    b = boards.get(board_name)
+    return _flash(_graph(model), b, port, kernels, baud, upload_baud, check, attempts, model_path, log)
+
+
+def board_run(
+    model: ModelLike | Model,
+    x: np.ndarray,
+    port: PortOptions,
+    *,
+    kernels: str = "fast",
+    model_path: str = "",
+    log: Log | None = None,
+) -> RunResult:
+    """Every input through the board flashed with ``model``: predictions, scores and each
+    hidden block's bits, as :func:`run` gives them (``stats``: the link's throughput, retries)."""
+    from .boards import remote
+
+    graph = _graph(model)
+    return remote.run(graph, _samples(graph, x), port, kernels, model_path, log=log)
+
+
+def board_bench(
+    model: ModelLike | Model, port: PortOptions, *, kernels: str = "fast", samples: int = 8, model_path: str = ""
+) -> dict[str, Any]:
+    """Cycles of one inference on the board's timer (mean of ``samples`` runs), the emulator's beside."""
+    from .boards import remote
+
+    return remote.bench(_graph(model), port, kernels, samples=samples, model_path=model_path)
+
+
+def simulate_board(
+    board_name: str, *, flash_file: str | None = None, model: ModelLike | Model | None = None, kernels: str = "fast"
+) -> int:
+    """Run a virtual board until interrupted (prints its pty).  The virtual Uno keeps its flash
+    in ``flash_file``; a qemu board runs the agent built for ``model`` (it cannot be flashed)."""
+    from .boards import vboard
+    from .boards.firmware import build_agent
+
+    b = boards.get(board_name)
+    if b.simulator and "qemu" in b.simulator:
+        if model is None:
+            raise CodegenError(f"board '{b.name}' runs in qemu without flashing: give --model MODEL")
+        return vboard.simulate_qemu(b, build_agent(_graph(model), b, kernels).elf)
+    vboard.simulate(b, flash_file)
+    return 0

@@ -5,6 +5,10 @@ Layout of the saved object (a plain dict of strings, numbers and tensors)::
     {"format": "ebnn-codegen", "version": 1, "kind": "device" | "ddnn",
      "config": {...}, "state_dict": {name: tensor}}
 
+Model kinds are dispatched through a registry: ``register_kind("device", DeviceSection)``
+(done by :mod:`ebnn_codegen.api`), ``register_kind("ddnn", DDNN)`` (done by
+:mod:`ebnn_codegen.ddnn` when it is imported); the core never imports an add-on.
+
 Loading never runs code: ``torch.load(path, weights_only=True)`` refuses any
 pickle that would construct objects other than tensors and containers.
 """
@@ -16,12 +20,13 @@ import json
 import os
 import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import CheckpointError, CodegenError
+from .errors import CheckpointError, CodegenError, ConfigError
 
 FORMAT = "ebnn-codegen"
 VERSION = 1
@@ -57,7 +62,7 @@ def _load_failure(path: Path, exc: BaseException) -> str:
     return f"not a readable checkpoint ({_describe(exc)})"
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a checkpoint file; raise CheckpointError naming the problem."""
     p = Path(path)
     if not p.exists():
@@ -117,11 +122,47 @@ def load_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], sour
     model.load_state_dict(state_dict, strict=True)
 
 
+ModelFactory = Callable[[dict[str, Any]], torch.nn.Module]
+
+_KINDS: dict[str, ModelFactory] = {}
+PROVIDERS = {"ddnn": "ebnn_codegen.ddnn"}
+"""The module that registers each add-on kind (named in the error when it is not imported)."""
+
+
+def register_kind(kind: str, factory: ModelFactory) -> None:
+    """Let :func:`load_model` build checkpoints of ``kind`` with ``factory(config)``."""
+    _KINDS[kind] = factory
+
+
+def kinds() -> list[str]:
+    return sorted(_KINDS)
+
+
+def load_model(path: str | os.PathLike[str]) -> torch.nn.Module:
+    """Read a checkpoint and build its model through the kind registry; eval mode."""
+    obj = read_checkpoint(path)
+    kind = obj["kind"]
+    factory = _KINDS.get(kind)
+    if factory is None:
+        provider = PROVIDERS.get(kind)
+        raise CheckpointError(
+            f"{path}: unknown model kind {kind!r}"
+            + (f" (the kind is registered by {provider}: import it first)" if provider else ""),
+            hint=f"import {provider}" if provider else None,
+        )
+    try:
+        model = factory(obj["config"])
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: invalid config: {exc.message}", hint=exc.hint) from None
+    load_state(model, obj["state_dict"], str(path))
+    return model.eval()
+
+
 def model_kind(model: torch.nn.Module) -> str:
     return getattr(model, "checkpoint_kind", "device")
 
 
-def save(model: torch.nn.Module, path: str | os.PathLike) -> None:
+def save(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
     """Save ``model`` as its config plus its state_dict (written atomically)."""
     config = getattr(model, "config", None)
     if not isinstance(config, dict):

@@ -40,3 +40,32 @@ class ResourceError(CodegenError):
 
 class ToolError(CodegenError):
     """An external tool (compiler, emulator) is missing or failed."""
+
+
+class FitError(ResourceError):
+    """A model does not fit the chip of a target: the message carries the numbers
+    (needed, the chip's size, the budget after its reserves, the largest part)."""
+
+
+class LinkOverflowError(ToolError):
+    """The linker placed more than a memory region holds.
+
+    Raised by :func:`ebnn_codegen.targets.toolchain.link_overflow` (the one place that
+    reads the linker's text); a target turns it into a :class:`FitError` with the numbers.
+    ``region`` is the linker's region name (``text``, ``data``, ``FLASH``, ``RAM`` ...),
+    ``overflow_bytes`` how much did not fit (None when the linker did not say).
+    """
+
+    def __init__(self, message: str, region: str, overflow_bytes: int | None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.region = region
+        self.overflow_bytes = overflow_bytes
+        self.sizes: dict[str, int] = {}  # filled by the target: what the ELF measured before the refusal
+
+    @property
+    def is_flash(self) -> bool:
+        return self.region.lower() in FLASH_REGIONS
+
+
+FLASH_REGIONS = frozenset({"text", "flash", "rom", "irom"})
+"""Linker region names that are program memory (the others count as RAM)."""

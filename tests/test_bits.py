@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ebnn_codegen import bits
+
+pytestmark = pytest.mark.quick  # the pre-commit subset (pytest -m quick)
 
 
 @settings(max_examples=200, deadline=None)

@@ -532,3 +532,27 @@ def test_the_agent_on_a_qemu_board_behind_a_pty(tmp_path: Path, capsys) -> None:
         assert rc == 2 and "runs model 'q'" in _one_error_line(err)
     finally:
         sim.stop()
+
+
+def test_ddnn_device_tier_on_a_board_gives_the_host_builds_messages(monkeypatch) -> None:
+    """`ddnn serve device --port P`: the device section runs through api.board_run on port P
+    (here a stand-in board: the host build behind it) and the tier gets the same exit scores
+    and feature bits as from the host build."""
+    from ebnn_codegen import api
+    from ebnn_codegen.ddnn.net.tiers import board_runner, compile_device, device_outputs
+
+    model = E.load("examples/models/ddnn_mvmc_like.pt")
+    seen: list[str] = []
+
+    def fake_board_run(graph, x, port, *, kernels="fast", model_path="", log=None):
+        seen.append(port.port)
+        return api.run(graph, x, kernels=kernels)
+
+    monkeypatch.setattr(api, "board_run", fake_board_run)
+    shape = tuple(model.spec.device.input_shape)
+    x = np.random.default_rng(3).integers(0, 256, (5, *shape), dtype=np.uint8)
+    q, feats = board_runner(model, 1, "/dev/ttyFAKE")(x)
+    _, _, q_host, f_host = device_outputs(model, 1, x, "c", compile_device(model, 1))
+    assert seen == ["/dev/ttyFAKE"]
+    np.testing.assert_array_equal(q, q_host)
+    np.testing.assert_array_equal(feats, f_host)

@@ -10,6 +10,7 @@ from conftest import random_model, require_tools
 
 import ebnn_codegen as E
 from ebnn_codegen import bits, reference
+from ebnn_codegen.cflags import STRICT_CFLAGS
 from ebnn_codegen.codegen import render_model, write_files
 
 MAIN = r"""
@@ -56,7 +57,7 @@ def test_c_api_from_a_user_program(tmp_path, tiny_config) -> None:
     files["main.c"] = MAIN
     write_files(files, tmp_path)
     exe = tmp_path / "prog"
-    flags = ["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-fsanitize=address,undefined"]
+    flags = [*STRICT_CFLAGS, "-fsanitize=address,undefined"]
     subprocess.run(
         ["cc", *flags, "-I", str(tmp_path), *(str(tmp_path / f) for f in files if f.endswith(".c")), "-o", str(exe)],
         check=True,

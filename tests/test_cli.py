@@ -11,6 +11,8 @@ from conftest import random_model
 import ebnn_codegen as E
 from ebnn_codegen.cli import main
 
+pytestmark = pytest.mark.quick  # the pre-commit subset (pytest -m quick)
+
 
 @pytest.fixture
 def ckpt(tmp_path, tiny_config):

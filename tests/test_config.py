@@ -9,6 +9,8 @@ import pytest
 from ebnn_codegen.config import parse_config
 from ebnn_codegen.errors import ConfigError
 
+pytestmark = pytest.mark.quick  # the pre-commit subset (pytest -m quick)
+
 BASE = {
     "name": "m",
     "input": [1, 12, 9],

@@ -18,6 +18,7 @@ from conftest import random_model, require_tools
 
 import ebnn_codegen as E
 from ebnn_codegen import api, codegen, reference, targets
+from ebnn_codegen.cflags import STRICT_CFLAGS
 from ebnn_codegen.cli import main as cli_main
 from ebnn_codegen.errors import CodegenError
 from ebnn_codegen.packaging import FORMATS, default_sample, export_package, package_files
@@ -39,7 +40,7 @@ CONFIG = {
     ],
 }
 
-STRICT = ["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Wconversion", "-Wdouble-promotion", "-Werror"]
+STRICT = list(STRICT_CFLAGS)
 ESP32C3 = [
     "-march=rv32imc_zicsr_zifencei",
     "-mabi=ilp32",
@@ -221,7 +222,7 @@ def test_arduino_sketch_builds_against_the_core_and_prints_the_class(graph, tmp_
     assert "Sketch uses" in log
     elf = tmp_path / "build" / "pkgnet_classify.ino.elf"
     # the weights stay in flash: the library adds only its workspace to the sketch's RAM
-    syms = {name: kind for name, kind, _ in avr._nm(elf)}
+    syms = {name: kind for name, kind, _ in avr.symbols(elf)}
     assert syms["pkgnet_w1"].lower() == "t" and syms["pkgnet_workspace"].lower() == "b"
     emu = avr.emulate(elf, timeout_s=120)
     assert emu.returncode == 0, emu.text

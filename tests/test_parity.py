@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -24,7 +25,7 @@ N_ARCH = int(os.environ.get("EBNN_PARITY_ARCHS", "240"))
 GROUP = 40  # models per shared library
 N_SAMPLES = 24
 
-STATS = {"architectures": 0, "blocks": 0, "bits": 0, "mismatches": 0, "ambiguous": 0, "samples": 0}
+GROUPS = range(max(1, N_ARCH // GROUP))
 
 
 def _graphs(group: int):
@@ -38,8 +39,10 @@ def _graphs(group: int):
     return out
 
 
-@pytest.mark.parametrize("group", range(max(1, N_ARCH // GROUP)))
-def test_random_architectures(group: int) -> None:
+@functools.cache
+def check_group(group: int) -> dict[str, int]:
+    """Run and check one group of architectures (once per session); its totals."""
+    stats = {"architectures": 0, "blocks": 0, "bits": 0, "mismatches": 0, "ambiguous": 0, "samples": 0}
     pairs = _graphs(group)
     graphs = [g for _, g in pairs]
     libs = {k: host.build(graphs, k) for k in ("fast", "reference")}
@@ -58,8 +61,8 @@ def test_random_architectures(group: int) -> None:
         for i, (a, b) in enumerate(zip(ref.layers, t_layers)):
             assert a.shape == b.shape
             mism = int((a != b).sum())
-            STATS["bits"] += a.size
-            STATS["mismatches"] += mism
+            stats["bits"] += a.size
+            stats["mismatches"] += mism
             assert mism == 0, f"{graph.name} block {i}: {mism} bits differ from torch"
         tol = api.score_tolerance(graph)
         err = np.abs(ref.scores / graph.score_scale - t_scores)
@@ -67,17 +70,29 @@ def test_random_architectures(group: int) -> None:
         top2 = np.sort(t_scores, axis=1)[:, -2:]
         clear = (top2[:, 1] - top2[:, 0]) > 2 * tol.max()
         assert np.array_equal(ref.pred[clear], t_scores.argmax(1)[clear]), graph.name
-        STATS["ambiguous"] += int((~clear).sum())
-        STATS["architectures"] += 1
-        STATS["blocks"] += len(graph.hidden)
-        STATS["samples"] += len(x)
+        stats["ambiguous"] += int((~clear).sum())
+        stats["architectures"] += 1
+        stats["blocks"] += len(graph.hidden)
+        stats["samples"] += len(x)
+    return stats
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_random_architectures(group: int) -> None:
+    assert check_group(group)["architectures"] == GROUP
 
 
 def test_parity_summary(capsys) -> None:
-    """Print the totals (run after the parametrised tests in file order)."""
+    """The totals over every group (each group runs once per session, whatever the test order)."""
+    totals: dict[str, int] = {}
+    for group in GROUPS:
+        for key, value in check_group(group).items():
+            totals[key] = totals.get(key, 0) + value
     with capsys.disabled():
-        print(f"\nparity totals: {STATS}")
-    assert STATS["mismatches"] == 0
+        print(f"\nparity totals: {totals}")
+    assert totals["architectures"] == len(GROUPS) * GROUP
+    assert totals["samples"] == totals["architectures"] * N_SAMPLES
+    assert totals["bits"] > 0 and totals["mismatches"] == 0
 
 
 def test_sanitizers(tiny_config) -> None:

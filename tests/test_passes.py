@@ -22,6 +22,8 @@ from ebnn_codegen.passes import (
 from ebnn_codegen.passes.fold_exit import INT32_MAX, choose_scale
 from ebnn_codegen.passes.fold_threshold import fold_runs
 
+pytestmark = pytest.mark.quick  # the pre-commit subset (pytest -m quick)
+
 
 def test_fold_runs_cases() -> None:
     assert fold_runs([[-9, 1]], "x") == (0, CONST, 1)

@@ -21,7 +21,7 @@ from ebnn_codegen import api, targets
 from ebnn_codegen.checkpoint import read_checkpoint
 from ebnn_codegen.cli import main as cli_main
 from ebnn_codegen.errors import ResourceError, ToolError
-from ebnn_codegen.targets import mcu
+from ebnn_codegen.targets import elfsize, mcu
 
 pytestmark = pytest.mark.emulator
 
@@ -291,11 +291,11 @@ def test_avr_model_constants_stay_in_flash():
     assert s["sram_symbols"] == {"shiplike_workspace": graph.buffers["workspace_bytes"]}
     _, objs = t.model_objects(graph, "fast")
     for obj in objs:
-        for name, kind, size in t._nm(obj):
+        for name, kind, size in elfsize.nm_sizes_of(t.toolchain, obj):
             if kind.lower() == "d":
                 pytest.fail(f"{obj.name}: {name} ({size} B) is initialised data, copied to SRAM at start-up")
-    elf = t.build(graph, "fast", mcu.MODE_SIZE, mcu._sample(graph))
-    flash_syms = {name: kind for name, kind, _ in t._nm(elf)}
+    elf = t.build(graph, "fast", mcu.MODE_SIZE, mcu.sample_input(graph))
+    flash_syms = {name: kind for name, kind, _ in elfsize.nm_sizes_of(t.toolchain, elf)}
     for name in ("shiplike_w0", "shiplike_thr0", "shiplike_blocks", "ebnn_popcount8"):
         assert flash_syms[name].lower() == "t", name  # in .text (PROGMEM), not in .data/.bss
     assert s["code_bytes"] > 0 and s["constant_bytes"] >= api.report(graph)["totals"]["flash_bytes"]
@@ -322,9 +322,10 @@ def test_check_fits_refuses_a_model_too_big_for_the_uno(tmp_path):
     msg = str(info.value)
     weights = api.report(graph)["totals"]["flash_bytes"]
     assert "too_big" in msg and "ATmega328P" in msg
-    assert f"flash {weights} B > {avr.chip.flash_budget} B" in msg
+    assert f"needs {weights:,} B flash, ATmega328P has 32,256 B after its bootloader (30,208 B for the model)" in msg
+    assert "; largest: block 1 weights 131,072 B" in msg
     # the same model fits the bigger chips (prediction only: no toolchain needed)
-    assert targets.get("cortex-m4").check_fits(graph, "fast", measure=False)["flash_bytes"] == weights
+    assert targets.get("cortex-m4").check_fits(graph, "fast", measure=False).flash_bytes == weights
     # the CLI refuses before writing anything
     ckpt = tmp_path / "big.pt"
     E.save(big_model(), ckpt)
@@ -337,7 +338,7 @@ def test_check_fits_measures_when_the_tools_are_there():
     t = need("avr")
     _, graph = model_and_graph("shiplike")
     checked = t.check_fits(graph, "fast")
-    assert checked["measured"] and checked["flash_bytes"] == t.size(graph, "fast")["flash_bytes"]
+    assert checked.measured and checked.flash_bytes == t.size(graph, "fast")["flash_bytes"]
 
 
 def test_check_fits_counts_the_stack_and_the_input():
@@ -352,7 +353,10 @@ def test_check_fits_counts_the_stack_and_the_input():
         ],
     }
     graph = E.compile(random_model(cfg, 2))
-    with pytest.raises(ResourceError, match=r"RAM \d+ B > 1664 B"):
+    with pytest.raises(
+        ResourceError,
+        match=r"needs 1,929 B RAM, ATmega328P has 2,048 B \(1,664 B for the model\); largest: input 1,440 B",
+    ):
         targets.get("avr").check_fits(graph, "fast", measure=False)
 
 
@@ -390,7 +394,7 @@ def test_harness_failure_is_reported():
     emu = t.emulate(elf, timeout_s=30)
     assert emu.returncode == 3 and "oops" in emu.text
     with pytest.raises(ToolError, match="harness failed.*exit code 3"):
-        t._check(emu, 1, elf)
+        t.check_verdict(emu, 1, elf)
 
 
 def test_cli_run_verify_report_bench(tmp_path, capsys):

@@ -29,7 +29,7 @@ from ..cflags import STRICT_CFLAGS
 from ..errors import ResourceError, ToolError
 from ..ir import Model
 from ..resources import resource_dir
-from ..targets.base import cache_dir, digest, require_tool
+from ..targets.toolchain import cache_dir, digest, require_tool
 from . import Board
 from .serial import Info, encode_info
 
@@ -148,14 +148,16 @@ def _toolchain(board: Board) -> tuple[str, str, list[str], list[str], list[Path]
         cc = require_tool("avr-gcc", "gcc-avr avr-libc")
         return cc, require_tool("avr-size", "binutils-avr"), avr_cflags(board), avr_cflags(board), []
     from .. import targets
+    from ..targets.mcu import McuTarget
 
     t = targets.get(board.target)
-    if agent_port(board) != "cmsdk" or not hasattr(t, "link_flags"):
+    if agent_port(board) != "cmsdk" or not isinstance(t, McuTarget):
         raise ToolError(f"board '{board.name}': no agent port for target {board.target}")
-    cc = require_tool(t.cc, t.packages)
-    flags = [*t.cflags, "-DA_PORT_CMSDK"]
-    startup = [fw / s for s in t.firmware_sources]
-    return cc, require_tool(t.prefix + "size", t.packages), flags, [*t.cflags, *t.link_flags(fw)], startup
+    tc = t.toolchain
+    cc = require_tool(tc.cc, tc.packages)
+    flags = [*tc.cflags, "-DA_PORT_CMSDK"]
+    startup = [fw / s for s in t.link.sources]
+    return cc, tc.tool("size"), flags, [*tc.cflags, *t.link.resolve(fw)], startup
 
 
 def build_agent(graph: Model, board: Board, kernels: str = "fast", baud: int | None = None) -> AgentFirmware:

@@ -24,6 +24,7 @@ from typing import Any
 
 from ..errors import CodegenError, ToolError
 from ..ir import Model
+from ..targets.base import Target
 from . import Board
 from .firmware import AgentFirmware, agent_cost, build_agent, check_image_fits
 from .remote import PortOptions, check_model, connect
@@ -31,32 +32,35 @@ from .remote import PortOptions, check_model, connect
 UPLOAD_TIMEOUT_S = 180.0
 
 
-def fit_target(board: Board) -> Any:
+def fit_target(board: Board) -> Target:
     """The target whose ``check_fits`` and ``size`` apply to ``board``'s chip: the board's
     target, or, for another chip of the AVR family (the Mega's ATmega2560), the AVR target
-    with that chip's memories."""
+    with that chip's memories (a :class:`~ebnn_codegen.targets.chips.Chip` made from the
+    board's data: flash minus the boot section and 2 KB for the agent, RAM minus 384 B)."""
+    from dataclasses import replace
+
     from .. import targets
+    from ..targets.avr import AVR, PACKAGES
+    from ..targets.chips import Chip
+    from ..targets.toolchain import CrossCompiler
 
     t = targets.get(board.target)
-    if t.chip.name == board.chip:
+    if t.chip is not None and t.chip.name == board.chip:
         return t
-    from ..targets.mcu import AvrTarget, Chip
-
+    if board.target != "avr":
+        raise CodegenError(f"board '{board.name}': its chip {board.chip} is not the chip of target {board.target}")
     chip = Chip(
         board.chip,
         board.flash_bytes,
         board.sram_bytes,
         board.f_cpu,
-        board.flash_bytes - board.app_flash_bytes + 2048,
+        board.flash_bytes - board.app_flash_bytes,
+        2048,
         384,
         f"budget: flash minus the bootloader and 2 KB for the application; RAM minus 384 B ({board.name})",
     )
-    cls = type(
-        f"AvrTarget_{board.mcu}",
-        (AvrTarget,),
-        {"chip": chip, "mcu": board.mcu, "cflags": [f"-mmcu={board.mcu}", f"-DF_CPU={board.f_cpu}UL", "-Os"]},
-    )
-    return cls()
+    flags = (f"-mmcu={board.mcu}", f"-DF_CPU={board.f_cpu}UL", "-Os")
+    return replace(AVR, chip=chip, mcu=board.mcu, toolchain=CrossCompiler("avr-", PACKAGES, flags), verify_on=None)
 
 
 def _check_port(port: str) -> None:

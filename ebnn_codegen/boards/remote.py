@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import targets
+from .. import costs, targets
 from ..errors import CodegenError
 from ..ir import Model
 from ..targets.base import RunResult, check_inputs, decode_traces
+from ..targets.harness import sample_input
 from . import table
 from .firmware import model_hash
 from .serial import Info, Link
@@ -79,9 +80,7 @@ def check_model(info: Info, graph: Model, kernels: str, where: str, model_path: 
 
 
 def _infer_extra_s(graph: Model, info: Info) -> float:
-    from .. import api
-
-    macs = int(api.report(graph)["totals"]["binary_macs"])
+    macs = int(costs.report(graph)["totals"]["binary_macs"])
     return 0.5 + CYCLES_PER_MAC_BOUND * macs / max(1, info.f_cpu)
 
 
@@ -130,13 +129,6 @@ def run(
     return result
 
 
-def bench_sample(graph: Model) -> np.ndarray:
-    """The input the AVR target's bench measures (the same fixed pseudo-random image:
-    seed 12345, as ``targets.mcu._sample``), so board and emulator time the same work."""
-    rng = np.random.default_rng(12345)
-    return rng.integers(0, 256, size=(1, *graph.input_shape), dtype=np.uint8)
-
-
 def emulator_for(chip: str) -> Any:
     """The emulator target whose chip is ``chip`` (None if there is none)."""
     seen = set()
@@ -161,20 +153,18 @@ def bench(
     emulator: bool = True,
 ) -> dict[str, Any]:
     """Time inferences with the board's timer; the emulator's cycles of the same input beside."""
-    from .. import api
-
     link, info = connect(opts)
     with link:
         check_model(info, graph, kernels, opts.port, model_path)
         extra = _infer_extra_s(graph, info)
-        x0 = bench_sample(graph)[0].tobytes()
+        x0 = sample_input(graph)[0].tobytes()  # the input the emulators' bench times
         ticks = [link.infer(x0, trace=False, extra_s=extra)[2] for _ in range(max(1, samples))]
     per_tick = info.f_cpu / info.timer_hz
     # the runs start at random phases of the timer's prescaler: their mean resolves
     # fractions of a tick (dithering); one run alone is within one tick
     t = float(np.mean(ticks))
     cycles = int(round(t * per_tick))
-    macs = int(api.report(graph)["totals"]["binary_macs"])
+    macs = int(costs.report(graph)["totals"]["binary_macs"])
     out: dict[str, Any] = {
         "target": "board",
         "port": opts.port,

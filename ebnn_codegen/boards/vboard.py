@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import CodegenError, ToolError
 from ..resources import resource_dir
-from ..targets.base import cache_dir, digest, require_tool
+from ..targets.toolchain import cache_dir, digest, require_tool
 from . import Board
 
 OPTIBOOT_DIRS = (

@@ -68,10 +68,18 @@ def load_npy(path: str) -> np.ndarray:
         raise CodegenError(f"{p}: not a readable .npy array ({str(exc).splitlines()[0][:120]})") from None
 
 
+def load_samples(path: str) -> np.ndarray:
+    """Inputs from a .npy file; an array without samples is refused before any work."""
+    x = load_npy(path)
+    if x.ndim >= 1 and len(x) == 0:
+        raise CodegenError(f"input {path} holds no samples", hint="give at least one N×C×H×W input")
+    return x
+
+
 def emit_json(data: Any, path: str | None = None) -> None:
     text = json.dumps(data, indent=2, sort_keys=False, default=_default) + "\n"
     if path:
-        from ..codegen import write_files
+        from ..api import write_files
 
         p = Path(path)
         write_files({p.name: text}, p.parent if str(p.parent) else ".")

@@ -35,12 +35,10 @@ def add_port_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--retries", type=int, default=3, help="tries per request after the first (default 3)")
 
 
-def _opts(args: argparse.Namespace):
-    from ..boards.remote import PortOptions
-
+def _opts(args: argparse.Namespace) -> api.PortOptions:
     if args.baud <= 0 or args.boot_wait < 0 or args.retries < 0:
         raise CodegenError("--baud must be > 0, --boot-wait and --retries >= 0")
-    return PortOptions(args.port, args.baud, args.boot_wait, retries=args.retries)
+    return api.PortOptions(args.port, args.baud, args.boot_wait, retries=args.retries)
 
 
 def _port_target_clash(args: argparse.Namespace) -> None:
@@ -48,25 +46,21 @@ def _port_target_clash(args: argparse.Namespace) -> None:
         raise CodegenError("give --target or --port, not both")
 
 
-def run_port(args: argparse.Namespace, x: np.ndarray) -> object:
+def run_port(args: argparse.Namespace, x: np.ndarray) -> api.RunResult:
     """run --port: the RunResult from the board."""
-    from ..boards import remote
-
     _port_target_clash(args)
     graph = api.compile(args.model, log=progress(args))
-    return remote.run(graph, x, _opts(args), args.kernels, args.model, log=progress(args))
+    return api.board_run(graph, x, _opts(args), kernels=args.kernels, model_path=args.model, log=progress(args))
 
 
 def verify_port(args: argparse.Namespace, x: np.ndarray | None) -> int:
     """verify --port: torch, the IR reference and the host build against the board."""
-    from ..boards import remote
-
     _port_target_clash(args)
     model = api.load(args.model)
     graph = api.compile(model)
     if x is None:
         x = api.random_inputs(graph.input_shape, args.samples, args.seed)
-    result = remote.run(graph, x, _opts(args), args.kernels, args.model, log=progress(args))
+    result = api.board_run(graph, x, _opts(args), kernels=args.kernels, model_path=args.model, log=progress(args))
     rep = api.compare(graph, model, x, result, f"board on {args.port}", args.kernels, args.reference)  # type: ignore[arg-type]
     host = api.run(graph, x, kernels=args.kernels)
     same = (
@@ -91,11 +85,11 @@ def verify_port(args: argparse.Namespace, x: np.ndarray | None) -> int:
 
 
 def bench_port(args: argparse.Namespace) -> int:
-    from ..boards import remote
-
+    """bench --port: the board's timer (at most 16 runs), the emulator's cycles beside."""
     _port_target_clash(args)
     graph = api.compile(args.model)
-    data = remote.bench(graph, _opts(args), args.kernels, samples=min(max(1, args.samples), 16), model_path=args.model)
+    samples = min(max(1, args.samples), 16)
+    data = api.board_bench(graph, _opts(args), kernels=args.kernels, samples=samples, model_path=args.model)
     if args.json:
         emit_json(data)
     else:
@@ -124,16 +118,13 @@ class Flash(Command):
         p.add_argument("--json", action="store_true", help="print what was done as JSON")
 
     def run(self, args: argparse.Namespace) -> int:
-        from .. import boards
-        from ..boards import flash
-
-        board = boards.get(args.board)
+        board = api.board(args.board)
         graph = api.compile(args.model)
-        facts = flash.flash(
+        facts = api.flash(
             graph,
-            board,
+            board.name,
             args.port,
-            args.kernels,
+            kernels=args.kernels,
             baud=args.baud,
             upload_baud=args.upload_baud,
             check=not args.no_check,
@@ -168,24 +159,12 @@ class BoardCommand(Command):
         s.add_argument("--kernels", default="fast", choices=("fast", "reference"))
 
     def run(self, args: argparse.Namespace) -> int:
-        from .. import boards
-
         if args.board_command == "simulate":
-            from ..boards import vboard
-
-            board = boards.get(args.board)
-            if board.simulator and "qemu" in board.simulator:
-                if not args.model:
-                    raise CodegenError(f"board '{board.name}' runs in qemu without flashing: give --model MODEL")
-                from ..boards.firmware import build_agent
-
-                elf = build_agent(api.compile(args.model), board, args.kernels).elf
-                return vboard.simulate_qemu(board, elf)
-            vboard.simulate(board, args.flash_file)
-            return 0
+            model = api.compile(args.model) if args.model else None
+            return api.simulate_board(args.board, flash_file=args.flash_file, model=model, kernels=args.kernels)
         if args.board_command in (None, "list"):
-            for name in boards.names():
-                b = boards.get(name)
+            for name in api.board_names():
+                b = api.board(name)
                 virtual = "virtual twin: `ebnn-gen board simulate`" if b.simulator else ""
                 print(f"{name:<10} {b.description}; {b.flash_tool}; agent at {b.agent_baud} baud {virtual}".rstrip())
             return 0

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
-from .. import api, targets
+from .. import api
+from .. import ddnn as _ddnn  # noqa: F401 - registers the DDNN checkpoint kind (info, load)
 from ..errors import CodegenError
 from . import board
-from .base import Command, add_model, add_target, emit_json, load_npy, output_file, progress
+from .base import Command, add_model, add_target, emit_json, load_samples, output_file, progress
 
 
 class Export(Command):
@@ -34,18 +34,9 @@ class Export(Command):
     def run(self, args: argparse.Namespace) -> int:
         log = progress(args)
         graph = api.compile(args.model, name=args.name, log=log, save_ir=args.save_ir)
-        if args.target is not None:
-            check = getattr(targets.get(args.target), "check_fits", None)
-            if check is not None:
-                check(graph, args.kernels)
-        if args.format == "c":
-            written = api.export(graph, args.output, kernels=args.kernels, log=log)
-        else:
-            from ..packaging import export_package
-
-            written = export_package(
-                graph, args.output, args.format, kernels=args.kernels, target=args.target, agent=True
-            )
+        written = api.export(
+            graph, args.output, kernels=args.kernels, log=log, target=args.target, format=args.format, agent=True
+        )
         for path in written:
             print(path)
         return 0
@@ -63,7 +54,7 @@ class Run(Command):
         board.add_port_arguments(p)
 
     def run(self, args: argparse.Namespace) -> int:
-        x = load_npy(args.input)
+        x = load_samples(args.input)
         out = output_file(args.output)
         if args.port:
             result = board.run_port(args, x)
@@ -77,7 +68,11 @@ class Run(Command):
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise CodegenError(f"{out}: cannot write the output ({exc.strerror or exc})") from None
-        print(f"{len(x)} samples on {args.port or args.target}: predictions and scores -> {out}")
+        note = result.stats.get("chip_note")
+        where = args.port or args.target
+        if note:
+            where = f"{args.target} (emulated {result.stats['chip']}, NOT the target's chip: {note})"
+        print(f"{len(x)} samples on {where}: predictions and scores -> {out}")
         return 0
 
 
@@ -102,7 +97,7 @@ class Verify(Command):
         board.add_port_arguments(p)
 
     def run(self, args: argparse.Namespace) -> int:
-        x = load_npy(args.input) if args.input else None
+        x = load_samples(args.input) if args.input else None
         if x is None and args.samples < 1:
             raise CodegenError(f"--samples must be >= 1, got {args.samples}")
         if args.port:
@@ -118,7 +113,7 @@ class Verify(Command):
         )
         print(rep.summary())
         if args.json:
-            emit_json({**rep.__dict__, "ok": rep.ok}, args.json)
+            emit_json(rep.as_dict(), args.json)
         return 0 if rep.ok else 1
 
 
@@ -136,10 +131,7 @@ class Report(Command):
         graph = api.compile(args.model)
         rep = api.report(graph)
         if args.target is not None:
-            measure = getattr(targets.get(args.target), "size", None)
-            if measure is None:
-                raise CodegenError(f"target '{args.target}' cannot measure sizes")
-            rep["target"] = measure(graph, args.kernels)
+            rep["target"] = api.size(graph, args.target, kernels=args.kernels)
         if args.json:
             emit_json(rep)
             return 0
@@ -183,19 +175,9 @@ class Bench(Command):
         if args.port:
             return board.bench_port(args)
         graph = api.compile(args.model)
-        macs = api.report(graph)["totals"]["binary_macs"]
-        if args.target == "host":
-            x = api.random_inputs(graph.input_shape, max(1, args.samples))
-            api.run(graph, x[:1], kernels=args.kernels)  # build once
-            t0 = time.perf_counter()
-            api.run(graph, x, kernels=args.kernels)
-            dt = (time.perf_counter() - t0) / len(x)
-            data = {"target": "host", "kernels": args.kernels, "binary_macs": macs, "us_per_inference": dt * 1e6}
-        else:
-            bench = getattr(targets.get(args.target), "bench", None)
-            if bench is None:
-                raise CodegenError(f"target '{args.target}' has no benchmark")
-            data = bench(graph, args.kernels)
+        if args.samples < 1:
+            raise CodegenError(f"--samples must be >= 1, got {args.samples}")
+        data = api.bench(graph, args.target, kernels=args.kernels, samples=args.samples)
         if args.json:
             emit_json(data)
         else:
@@ -209,8 +191,7 @@ class Targets(Command):
     help = "list the targets"
 
     def run(self, args: argparse.Namespace) -> int:
-        for t in targets.names():
-            desc = getattr(targets.get(t), "description", "native build, called through cffi")
+        for t, desc in api.target_descriptions().items():
             print(f"{t:<12} {desc}")
         return 0
 

@@ -4,6 +4,8 @@
     ebnn-gen ddnn eval MODEL.pt --dataset NAME [--threshold T] [--devices c|torch] --json OUT.json
     ebnn-gen ddnn sweep MODEL.pt --dataset NAME -o DIR
     ebnn-gen ddnn export MODEL.pt -o DIR [--target T]
+    ebnn-gen ddnn serve device|gateway|cloud MODEL.pt --broker mqtt://HOST:PORT ...
+    ebnn-gen ddnn system MODEL.pt --dataset NAME --broker mqtt://HOST:PORT --json OUT.json
 
 Each action is a thin shell over :mod:`ebnn_codegen.ddnn`.
 """
@@ -254,7 +256,7 @@ class Sweep(Action):
         p.add_argument("--prefix", default=None, help="file name prefix (default: ddnn_<dataset>)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from ..codegen import write_files
+        from ..api import write_files
         from ..ddnn import metrics
 
         _threads(args.threads)
@@ -315,7 +317,13 @@ class Export(Action):
         return 0
 
 
-ACTIONS: dict[str, type[Action]] = {"train": Train, "eval": Eval, "sweep": Sweep, "export": Export}
+def _net_actions() -> dict[str, type]:
+    from .ddnn_net import Serve, System
+
+    return {"serve": Serve, "system": System}
+
+
+ACTIONS: dict[str, type] = {"train": Train, "eval": Eval, "sweep": Sweep, "export": Export, **_net_actions()}
 
 
 class DdnnCommand(Command):

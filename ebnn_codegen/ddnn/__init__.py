@@ -21,7 +21,10 @@ Quick start::
 
 from __future__ import annotations
 
+from ..checkpoint import register_kind
 from .config import parse_ddnn_config
 from .model import DDNN
+
+register_kind("ddnn", DDNN)  # ebnn_codegen.load() builds DDNN checkpoints once this package is imported
 
 __all__ = ["DDNN", "parse_ddnn_config"]

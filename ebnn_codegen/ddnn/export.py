@@ -26,9 +26,8 @@ import numpy as np
 from .. import codegen
 from ..errors import LoweringError
 from .exits import LocalGateway
-from .messages import REASONS
+from .messages import REASONS, message_layout
 from .model import DDNN
-from .runtime import message_layout
 
 # The C codes of the message errors; the reasons are messages.REASONS, plus NULL.
 MSG_ERRORS = (
@@ -140,15 +139,14 @@ def compile_devices(model: DDNN, log=None) -> dict[int, Any]:
 
 def render_ddnn(model: DDNN, kernels: str = "fast", target: str | None = None, log=None) -> dict[str, str]:
     """All files of the export, {relative path: text}."""
-    check = None
-    if target is not None:
-        from .. import targets
+    from .. import api
 
-        check = getattr(targets.get(target), "check_fits", None)  # an unknown name fails here, before any work
+    if target is not None:
+        api.require_target(target)  # an unknown name fails here, before any work
     graphs = compile_devices(model, log)
-    if check is not None:
+    if target is not None:
         for g in graphs.values():
-            check(g, kernels)
+            api.check_fits(g, target, kernels=kernels)
     files: dict[str, str] = {}
     for g in graphs.values():
         for fname, text in codegen.render_model(g, kernels).items():
@@ -172,44 +170,18 @@ def export_ddnn(
     return codegen.write_files(files, outdir)
 
 
-GATEWAY_CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Wpedantic", "-Wconversion", "-Wdouble-promotion", "-Werror"]
-
-
 def build_gateway(model: DDNN, graphs: dict[int, Any] | None = None, cc: str = "cc"):
     """Compile the messages + gateway C into a shared library; returns (ffi, lib) (cffi ABI mode)."""
-    import subprocess
-
     import cffi
 
-    from ..errors import ToolError
-    from ..targets.base import cache_dir, digest, require_tool
+    from ..targets.toolchain import build_c
 
     graphs = graphs or compile_devices(model)
     files = render_messages_and_gateway(model, graphs)
     name = model.name
-    flags = [*GATEWAY_CFLAGS, "-shared", "-fPIC"]
-    d = cache_dir("ddnn") / digest(files, flags, cc)
-    lib_path = d / f"lib{name}_gateway.so"
-    if not lib_path.exists():
-        d.mkdir(parents=True, exist_ok=True)
-        for fname, text in files.items():
-            (d / fname).write_text(text)
-        tmp = d / (lib_path.name + ".tmp")
-        cmd = [
-            require_tool(cc, cc),
-            *flags,
-            "-I",
-            str(d),
-            str(d / f"{name}_messages.c"),
-            str(d / f"{name}_gateway.c"),
-            "-o",
-            str(tmp),
-            "-lm",
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ToolError(f"{cc} failed to compile the gateway C:\n{proc.stderr.strip()}")
-        os.replace(tmp, lib_path)
+    sources = [f"{name}_messages.c", f"{name}_gateway.c"]
+    flags = ["-O2", "-shared", "-fPIC"]
+    lib_path = build_c("ddnn", files, sources, f"lib{name}_gateway.so", flags, cc, ["-lm"], "the gateway C")
     score_t = "int8_t" if model.config["messages"]["score_bits"] == 8 else "int16_t"
     ffi = cffi.FFI()
     ffi.cdef(

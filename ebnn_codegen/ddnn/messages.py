@@ -31,10 +31,14 @@ anything but :class:`MessageError`, whose ``reason`` the receiver counts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import CodegenError
+
+if TYPE_CHECKING:
+    from .model import DDNN
 
 SCORES = 1
 FEATURES = 2
@@ -241,3 +245,19 @@ def decode_message(data: bytes, layout: MessageLayout) -> Message:
             raise MessageError("padding", "unused bits of the last feature byte are not 0")
         return Message(FEATURES, sender, seq, data[HEADER_BYTES:], tuple(shape), layout.score_bits)
     raise MessageError("type", f"unknown message type {kind}")
+
+
+def message_layout(model: DDNN) -> MessageLayout:
+    """The message format both ends derive from the model."""
+    s = model.spec
+    m = model.config["messages"]["score_frac_bits"]
+    shapes = [s.feature_shape] * s.num_devices
+    if s.edge is not None and s.edge_groups is not None:
+        shapes += [s.edge.out_shape] * len(s.edge_groups)
+    return MessageLayout(
+        num_classes=s.num_classes,
+        score_bits=int(model.config["messages"]["score_bits"]),
+        score_frac_bits=int(m) if m is not None else 0,
+        num_score_senders=s.num_devices,
+        feature_shapes=tuple(tuple(x) for x in shapes),  # type: ignore[misc]
+    )

@@ -1,7 +1,8 @@
 """The staged runtime: devices -> local aggregator -> (edge) -> cloud, through messages.
 
 1. **Devices** (:meth:`StagedRuntime.device_stage`): every device runs its
-   section on its view, as the generated C through the host build
+   section on its view (:func:`ebnn_codegen.ddnn.net.tiers.device_outputs`,
+   the function the networked device tier runs too), as the generated C through the host build
    (``devices="c"``; the scores are the C's int32 fixed point, shifted to the
    message integers by :func:`~ebnn_codegen.ddnn.messages.quantize_fixed`) or
    in PyTorch (``devices="torch"``; float scores rounded by
@@ -42,34 +43,16 @@ from .messages import (
     HEADER_BYTES,
     SCORES,
     MessageError,
-    MessageLayout,
     decode_message,
     encode_features_batch,
     encode_scores_batch,
-    quantize_fixed,
-    quantize_float,
+    message_layout,
     unpack_features,
 )
 from .model import DDNN, pool_masked
 
 Channel = Callable[[bytes], "bytes | None"]
 DEVICE_MODES = ("c", "torch")
-
-
-def message_layout(model: DDNN) -> MessageLayout:
-    """The message format both ends derive from the model."""
-    s = model.spec
-    m = model.config["messages"]["score_frac_bits"]
-    shapes = [s.feature_shape] * s.num_devices
-    if s.edge is not None and s.edge_groups is not None:
-        shapes += [s.edge.out_shape] * len(s.edge_groups)
-    return MessageLayout(
-        num_classes=s.num_classes,
-        score_bits=int(model.config["messages"]["score_bits"]),
-        score_frac_bits=int(m) if m is not None else 0,
-        num_score_senders=s.num_devices,
-        feature_shapes=tuple(tuple(x) for x in shapes),  # type: ignore[misc]
-    )
 
 
 @dataclass
@@ -157,6 +140,7 @@ class StagedRuntime:
         self.layout = message_layout(model)
         self.exit_names = model.spec.exit_names
         self._graphs: dict[int, Any] = {}
+        self._libs: dict[int, Any] = {}
 
     # ------------------------------------------------------------------ devices
 
@@ -169,6 +153,15 @@ class StagedRuntime:
             self._graphs[key] = compile_section(self.model.device(d))
         return self._graphs[key]
 
+    def host_lib(self, d: int):
+        """The loaded host build of device ``d``'s section (built once per runtime)."""
+        from ..targets import host
+
+        key = 0 if self.model.spec.share_weights else d
+        if key not in self._libs:
+            self._libs[key] = host.build(self.graph(d), self.kernels)
+        return self._libs[key]
+
     def device_stage(self, data: MultiView) -> DeviceStage:
         t0 = time.perf_counter()
         n, dn = len(data), self.model.num_devices
@@ -179,34 +172,19 @@ class StagedRuntime:
             raise CodegenError(
                 f"the devices take {'x'.join(map(str, want))} views; the data's are {'x'.join(map(str, data.x.shape[2:]))}"
             )
+        from .net.tiers import device_outputs
+
         k = self.model.num_classes
         fshape = self.model.spec.feature_shape
         pred = np.zeros((n, dn), np.int64)
         q = np.zeros((n, dn, k), np.int32)
         feats = np.zeros((n, dn, *fshape), np.int8)
         scores = np.zeros((n, dn, k), np.int32 if self.devices == "c" else np.float32)
-        bits, m = self.layout.score_bits, self.layout.score_frac_bits
-        fb = self.model.spec.feature_block
         for d in range(dn):
-            xd = np.ascontiguousarray(data.x[:, d])
-            if self.devices == "c":
-                from ..targets import host
-
-                graph = self.graph(d)
-                res = host.run(graph, xd, kernels=self.kernels)
-                pred[:, d] = res.pred
-                scores[:, d] = res.scores
-                q[:, d] = quantize_fixed(res.scores, int(graph.score_scale_log2), m, bits)
-                feats[:, d] = res.layers[fb].reshape(n, *fshape)
-            else:
-                with torch.no_grad():
-                    for i in range(0, n, self.batch):
-                        s, f = self.model.run_device(d, torch.from_numpy(xd[i : i + self.batch]).float())
-                        sn = s.numpy()
-                        scores[i : i + self.batch, d] = sn
-                        pred[i : i + self.batch, d] = sn.argmax(axis=1)
-                        q[i : i + self.batch, d] = quantize_float(sn, m, bits)
-                        feats[i : i + self.batch, d] = f.numpy().reshape(len(sn), *fshape).astype(np.int8)
+            graph = self.graph(d) if self.devices == "c" else None
+            lib = self.host_lib(d) if self.devices == "c" else None
+            out = device_outputs(self.model, d, data.x[:, d], self.devices, graph, self.kernels, self.batch, lib=lib)
+            pred[:, d], scores[:, d], q[:, d], feats[:, d] = out
         return DeviceStage(
             self.devices,
             pred,
@@ -373,9 +351,9 @@ class StagedRuntime:
 
         # 3. cloud
         if len(todo):
-            with torch.no_grad():
-                z_cloud = self.model.cloud(torch.from_numpy(cloud_in), torch.from_numpy(cloud_present))[0].numpy()
-            p_cloud = argmax_first(z_cloud)
+            from .net.tiers import cloud_predict
+
+            p_cloud = cloud_predict(self.model, cloud_in, cloud_present)
             tier_pred["cloud"][todo] = p_cloud
             pred[todo] = p_cloud
             exit_index[todo] = names.index("cloud")

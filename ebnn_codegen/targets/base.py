@@ -1,4 +1,4 @@
-"""What every target provides, and the decoding shared by all of them.
+"""What every target provides (:class:`Target`), and the decoding shared by all of them.
 
 A target compiles the generated C with a harness, runs it on inputs (natively,
 through cffi, or in an emulator) and returns a :class:`RunResult` with the
@@ -11,18 +11,17 @@ Every harness reports, per sample, the prediction (int32), the scores
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from .. import bits
 from ..errors import CodegenError, ToolError
 from ..ir import Model
+from .chips import Chip
+from .fit import FitReport
 
 
 @dataclass
@@ -59,7 +58,7 @@ def decode_traces(graph: Model, traces: np.ndarray) -> list[np.ndarray]:
     return layers
 
 
-def decode_records(graph: Model, data: bytes, n: int, byteorder: str = "<") -> RunResult:
+def decode_records(graph: Model, data: bytes, n: int, byteorder: Literal["<", ">"] = "<") -> RunResult:
     """Parse ``n`` harness records (pred int32, scores int32[K], trace bytes)."""
     size = record_bytes(graph)
     if len(data) != n * size:
@@ -74,6 +73,7 @@ def decode_records(graph: Model, data: bytes, n: int, byteorder: str = "<") -> R
 
 
 def check_inputs(graph: Model, x: np.ndarray) -> np.ndarray:
+    """``x`` as a contiguous uint8 N×C×H×W array of the model's input shape (N may be 0)."""
     x = np.asarray(x)
     want = tuple(graph.input_shape)
     if x.dtype != np.uint8:
@@ -84,31 +84,82 @@ def check_inputs(graph: Model, x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def cache_dir(kind: str) -> Path:
-    root = Path(os.environ.get("EBNN_CACHE", Path.home() / ".cache" / "ebnn-codegen"))
-    d = root / kind
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+def random_inputs(shape: tuple[int, int, int], n: int, seed: int = 0) -> np.ndarray:
+    """Random uint8 inputs, with an all-0 and an all-255 image first (the range's extremes)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
+    if n >= 1:
+        x[0] = 0
+    if n >= 2:
+        x[1] = 255
+    return x
 
 
-def digest(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        if isinstance(p, dict):
-            for k in sorted(p):
-                h.update(k.encode())
-                h.update(b"\0")
-                v = p[k]
-                h.update(v.encode() if isinstance(v, str) else bytes(v))
-                h.update(b"\1")
-        else:
-            h.update(str(p).encode())
-            h.update(b"\2")
-    return h.hexdigest()[:20]
+@dataclass
+class Emulation:
+    """What one emulator run returned (the drivers in :mod:`.simavr` and :mod:`.qemu` fill it)."""
+
+    returncode: int
+    output: bytes  # the binary channel: UART0 on simavr, the file ebnn_out.bin on qemu
+    text: str  # the text channel (stderr on simavr, stdout + stderr on qemu) and the plugin log
+    regions: list[tuple[int, int | None]] = field(default_factory=list)  # (count, stack bytes or None)
 
 
-def require_tool(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        raise ToolError(f"'{tool}' not found", hint=f"install the Debian package {package}")
-    return path
+def timeout_error(target: str, emulator: str, timeout_s: float) -> ToolError:
+    return ToolError(
+        f"{target}: {emulator} timed out after {timeout_s:g} s (the firmware hangs, or needs more time: "
+        f"set EBNN_EMULATOR_TIMEOUT)"
+    )
+
+
+@runtime_checkable
+class Target(Protocol):
+    """A place where the generated C runs: the host, an emulated chip (later: a board on a port).
+
+    Every target is registered once (:mod:`ebnn_codegen.targets`) and offers:
+
+    * ``run(graph, x, kernels)`` -- a :class:`RunResult` for uint8 inputs N×C×H×W; its
+      ``stats["chip"]`` names the chip that ran the code (``stats["chip_note"]`` says why
+      when it is not the target's own chip);
+    * ``check_fits(graph, kernels, measure)`` -- a :class:`~.fit.FitReport`, or FitError
+      (exit 2) with the numbers;
+    * ``size(graph, kernels)`` -- flash, static RAM and peak stack of the model, measured;
+    * ``bench(graph, kernels, samples)`` -- the cost of one inference (cycles, instructions
+      or time) as a JSON-ready dict;
+    * ``available()`` -- whether its tools are installed (without raising).
+
+    ``chip`` is None for the host.  ``serial`` is None for targets without a board behind
+    them; a board target sets it to an object of the :class:`SerialOps` protocol.
+    """
+
+    name: str
+    description: str
+
+    @property
+    def chip(self) -> Chip | None: ...
+
+    @property
+    def serial(self) -> SerialOps | None: ...
+
+    def available(self) -> bool: ...
+
+    def run(self, graph: Model, x: np.ndarray, kernels: str = "fast", timeout_s: float | None = None) -> RunResult: ...
+
+    def check_fits(self, graph: Model, kernels: str = "fast", measure: bool | None = None) -> FitReport: ...
+
+    def size(self, graph: Model, kernels: str = "fast") -> dict[str, Any]: ...
+
+    def bench(self, graph: Model, kernels: str = "fast", samples: int = 256) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class SerialOps(Protocol):
+    """The operations of a real board on a serial port (room for the boards work; not implemented here).
+
+    ``flash`` writes a firmware image to the board on ``port``; ``run`` streams inputs to the
+    board's agent and decodes the same records as the emulators (a :class:`RunResult`).
+    """
+
+    def flash(self, image: Path, port: str) -> None: ...
+
+    def run(self, graph: Model, x: np.ndarray, port: str, kernels: str = "fast") -> RunResult: ...

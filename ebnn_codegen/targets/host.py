@@ -1,29 +1,35 @@
 """The host target: the generated C compiled natively and called through cffi, batched.
 
 ``build`` compiles the model, the runtime and a batch entry point into a
-shared library (cached by the hash of the sources and flags) and loads it in
-cffi's ABI mode; ``run`` pushes a whole N×C×H×W array through one call.
+shared library (cached by the hash of the sources and flags, :mod:`.toolchain`) and loads
+it in cffi's ABI mode; ``run`` pushes a whole N×C×H×W array through one call.
 ``run_sanitized`` builds the stdin/stdout harness with AddressSanitizer and
-UndefinedBehaviorSanitizer and runs it as a separate process.
+UndefinedBehaviorSanitizer and runs it as a separate process.  :class:`HostTarget` is the
+registered target; the host has no chip, so every model fits it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
-from pathlib import Path
+import time
+from typing import Any
 
 import numpy as np
 
-from .. import codegen
-from ..errors import ToolError
+from .. import codegen, costs
+from ..errors import CodegenError, ToolError
 from ..ir import Model
-from .base import RunResult, cache_dir, check_inputs, decode_records, decode_traces, digest, require_tool
+from .base import RunResult, SerialOps, check_inputs, decode_records, decode_traces, random_inputs
+from .chips import Chip
+from .fit import FitReport
+from .toolchain import build_c
 
-CFLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Wpedantic", "-Wconversion", "-Werror"]
-SAN_FLAGS = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+OPT_FLAGS = ("-O2",)
+SAN_FLAGS = ("-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer")
 
-_LOADED: dict[str, tuple[object, object]] = {}
+_LOADED: dict[str, tuple[Any, Any]] = {}
 
 
 def host_sources(graph: Model, kernels: str) -> dict[str, str]:
@@ -34,24 +40,7 @@ def host_sources(graph: Model, kernels: str) -> dict[str, str]:
     return files
 
 
-def _compile(files: dict[str, str], sources: list[str], out: str, flags: list[str], cc: str) -> Path:
-    d = cache_dir("host") / digest(files, flags, cc, out)
-    target = d / out
-    if target.exists():
-        return target
-    d.mkdir(parents=True, exist_ok=True)
-    for fname, text in files.items():
-        (d / fname).write_text(text)
-    tmp = d / (out + ".tmp")
-    cmd = [require_tool(cc, cc), *flags, "-I", str(d), *[str(d / s) for s in sources], "-o", str(tmp)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ToolError(f"{cc} failed to compile the generated C:\n{proc.stderr.strip()}")
-    os.replace(tmp, target)
-    return target
-
-
-def build(graph: Model | list[Model], kernels: str = "fast", cc: str = "cc") -> tuple[object, object]:
+def build(graph: Model | list[Model], kernels: str = "fast", cc: str = "cc") -> tuple[Any, Any]:
     """Compile one model (or several with distinct names, into one library) and load it."""
     graphs = graph if isinstance(graph, list) else [graph]
     files: dict[str, str] = {}
@@ -63,7 +52,7 @@ def build(graph: Model | list[Model], kernels: str = "fast", cc: str = "cc") -> 
             files[fname] = text
         sources += [f"{g.name}.c", f"{g.name}_batch.c"]
     libname = f"lib{graphs[0].name}{'_and_more' if len(graphs) > 1 else ''}.so"
-    lib_path = _compile(files, sources, libname, [*CFLAGS, "-shared", "-fPIC"], cc)
+    lib_path = build_c("host", files, sources, libname, [*OPT_FLAGS, "-shared", "-fPIC"], cc)
     key = str(lib_path)
     if key not in _LOADED:
         import cffi  # only the host build needs it
@@ -79,7 +68,7 @@ def build(graph: Model | list[Model], kernels: str = "fast", cc: str = "cc") -> 
 
 
 def run(
-    graph: Model, x: np.ndarray, kernels: str = "fast", trace: bool = True, lib: tuple[object, object] | None = None
+    graph: Model, x: np.ndarray, kernels: str = "fast", trace: bool = True, lib: tuple[Any, Any] | None = None
 ) -> RunResult:
     """Run the host build on uint8 inputs (N, C, H, W) (``lib``: a library from :func:`build`)."""
     x = check_inputs(graph, x)
@@ -108,13 +97,8 @@ def run_sanitized(graph: Model, x: np.ndarray, kernels: str = "fast", cc: str = 
     x = check_inputs(graph, x)
     files = host_sources(graph, kernels)
     name = graph.name
-    exe = _compile(
-        files,
-        [f"{name}.c", "ebnn_runtime.c", f"{name}_harness.c"],
-        f"{name}_harness_san",
-        ["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Wconversion", "-Werror", *SAN_FLAGS],
-        cc,
-    )
+    sources = [f"{name}.c", "ebnn_runtime.c", f"{name}_harness.c"]
+    exe = build_c("host", files, sources, f"{name}_harness_san", SAN_FLAGS, cc)
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0", UBSAN_OPTIONS="print_stacktrace=1")
     proc = subprocess.run([str(exe)], input=x.tobytes(), capture_output=True, env=env, timeout=600)
     err = proc.stderr.decode(errors="replace")
@@ -123,4 +107,43 @@ def run_sanitized(graph: Model, x: np.ndarray, kernels: str = "fast", cc: str = 
     return decode_records(graph, proc.stdout, len(x))
 
 
-__all__ = ["build", "run", "run_sanitized", "host_sources", "CFLAGS"]
+class HostTarget:
+    """The machine running ebnn-codegen: cc -O2, called through cffi; bench measures time."""
+
+    name = "host"
+    description = "native build, called through cffi"
+
+    @property
+    def chip(self) -> Chip | None:
+        return None
+
+    @property
+    def serial(self) -> SerialOps | None:
+        return None
+
+    def available(self) -> bool:
+        return shutil.which("cc") is not None
+
+    def run(self, graph: Model, x: np.ndarray, kernels: str = "fast", timeout_s: float | None = None) -> RunResult:
+        return run(graph, x, kernels)
+
+    def check_fits(self, graph: Model, kernels: str = "fast", measure: bool | None = None) -> FitReport:
+        """Every model fits the host (no chip, no budget)."""
+        totals = costs.report(graph)["totals"]
+        return FitReport("host", "host", kernels, int(totals["flash_bytes"]), 0, 0, 0, False, "no limit on the host")
+
+    def size(self, graph: Model, kernels: str = "fast") -> dict[str, Any]:
+        raise CodegenError("target 'host' cannot measure sizes", hint="name a microcontroller target")
+
+    def bench(self, graph: Model, kernels: str = "fast", samples: int = 256) -> dict[str, Any]:
+        """Wall time per inference of a batch of ``samples`` random inputs (after one warm-up)."""
+        x = random_inputs(graph.input_shape, max(1, samples))
+        run(graph, x[:1], kernels)  # build once
+        t0 = time.perf_counter()
+        run(graph, x, kernels)
+        dt = (time.perf_counter() - t0) / len(x)
+        macs = costs.report(graph)["totals"]["binary_macs"]
+        return {"target": "host", "kernels": kernels, "binary_macs": macs, "us_per_inference": dt * 1e6}
+
+
+__all__ = ["HostTarget", "build", "run", "run_sanitized", "host_sources", "OPT_FLAGS", "SAN_FLAGS"]
