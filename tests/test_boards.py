@@ -509,7 +509,7 @@ def test_arduino_library_agent_sketch_answers_verify(vuno, tmp_path: Path, capsy
     assert "board == host build (bits, scores, predictions): yes" in out
 
 
-def test_ddnn_device_tier_on_a_board_gives_the_host_builds_messages(monkeypatch) -> None:
+def test_ddnn_device_tier_on_a_board_gives_the_host_builds_messages(monkeypatch, tmp_path: Path) -> None:
     """`ddnn serve device --port P`: the device section runs through api.board_run on port P
     (here a stand-in board: the host build behind it) and the tier gets the same exit scores
     and feature bits as from the host build."""
@@ -526,8 +526,10 @@ def test_ddnn_device_tier_on_a_board_gives_the_host_builds_messages(monkeypatch)
     monkeypatch.setattr(api, "board_run", fake_board_run)
     shape = tuple(model.spec.device.input_shape)
     x = np.random.default_rng(3).integers(0, 256, (5, *shape), dtype=np.uint8)
-    q, feats = board_runner(model, 1, "/dev/ttyFAKE")(x)
+    port = tmp_path / "ttyFAKE"
+    port.touch()
+    q, feats = board_runner(model, 1, str(port))(x)
     _, _, q_host, f_host = device_outputs(model, 1, x, "c", compile_device(model, 1))
-    assert seen == ["/dev/ttyFAKE"]
+    assert seen == [str(port)]
     np.testing.assert_array_equal(q, q_host)
     np.testing.assert_array_equal(feats, f_host)

@@ -268,8 +268,12 @@ def board_runner(
     device ``d``'s section (``ebnn-gen flash``): the serial agent gives the same scores and
     feature bits as the host build.  Limit: each batch of views opens the port anew (an Arduino
     resets on opening: about the board's boot wait per batch)."""
+    import os
+
     from ... import api
 
+    if "://" not in port and not os.path.exists(port):
+        raise CodegenError(f"--port {port}: no such serial port", hint="is the board plugged in? (ls /dev/ttyACM*)")
     graph = compile_device(model, d)
     opts = api.PortOptions(port)
 
