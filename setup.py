@@ -32,6 +32,7 @@ setup(
         "ebnn_codegen": ["py.typed"],
         "ebnn_codegen.templates": data_files("templates"),
         "ebnn_codegen.firmware": data_files("firmware"),
+        "ebnn_codegen.boards": ["boards.json"],
     },
     install_requires=[
         "torch>=2.1,<=2.13.0",
@@ -48,8 +49,9 @@ setup(
             "matplotlib>=3.7",
             "paho-mqtt>=2.0",
             "esptool>=5",
+            "pyserial>=3.5",
         ],
-        "boards": ["esptool>=5"],
+        "boards": ["esptool>=5", "pyserial>=3.5"],
         "ddnn": ["matplotlib>=3.7"],
         "net": ["paho-mqtt>=2.0"],
         "lint": ["ruff>=0.4", "mypy>=1.8"],

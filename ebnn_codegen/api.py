@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import batches, checkpoint, codegen, costs, targets
+from . import batches, boards, checkpoint, codegen, costs, targets
 from . import ir as ir_mod
+from .boards import Board
+from .boards.remote import PortOptions
 from .checkpoint import data_hash, training_record
 from .compiler import compile_model
 from .errors import CodegenError
@@ -39,13 +41,19 @@ __all__ = [
     "FitReport",
     "RunResult",
     "VerifyReport",
+    "PortOptions",
     "bench",
+    "board",
+    "board_bench",
+    "board_names",
+    "board_run",
     "build",
     "check_fits",
     "compare",
     "compile",
     "data_hash",
     "export",
+    "flash",
     "load",
     "load_ir",
     "load_npy",
@@ -54,6 +62,7 @@ __all__ = [
     "require_target",
     "run",
     "save",
+    "simulate_board",
     "score_tolerance",
     "size",
     "target_descriptions",
@@ -130,6 +139,7 @@ def export(
     sample: np.ndarray | str | os.PathLike[str] | None = None,
     license: str | None = None,  # noqa: A002 - the manifests' word
     source: str | os.PathLike[str] | None = None,
+    agent: bool = False,
 ) -> list[Path]:
     """Write the C of a model into ``outdir`` (all files or none); returns the paths written.
 
@@ -138,7 +148,8 @@ def export(
     uint8 C×H×W array, a .npy path or ``DATASET[:INDEX]``; by default a test image of the task
     the checkpoint records). ``target``: refuse first (FitError) if the model does not fit it;
     its numbers then go into the README. ``license``: an SPDX id for the package manifests.
-    ``source``: the checkpoint the model came from (a path given as ``model`` is used)."""
+    ``source``: the checkpoint the model came from (a path given as ``model`` is used).
+    ``agent``: the Arduino formats also get the serial agent of ``ebnn-gen flash`` as an example."""
     if source is None and isinstance(model, (str, os.PathLike)):
         source = model
     graph = model if isinstance(model, Model) else compile(model, name=name, log=log)
@@ -159,6 +170,7 @@ def export(
         fit=fit.as_dict() if fit is not None else None,
         license=license,
         source=Path(source).name if source is not None else None,
+        agent=agent,
     )
     files.update(extra_files or {})
     if log:
@@ -264,3 +276,82 @@ def write_files(files: dict[str, str], outdir: str | os.PathLike[str]) -> list[P
 
 def load_ir(path: str | os.PathLike[str]) -> Model:
     return ir_mod.load(Path(path))
+
+
+# -- boards: a model on a real (or virtual) board through the serial agent (docs/boards.md) --
+
+
+def board_names() -> list[str]:
+    return boards.names()
+
+
+def board(name: str) -> Board:
+    """The board called ``name`` (its chip, memories, flash tool, agent baud rate); CodegenError otherwise."""
+    return boards.get(name)
+
+
+def flash(
+    model: ModelLike | Model,
+    board_name: str,
+    port: str,
+    *,
+    kernels: str = "fast",
+    baud: int | None = None,
+    upload_baud: int | None = None,
+    check: bool = True,
+    attempts: int | None = None,
+    model_path: str = "",
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """Build model + serial agent for the board, upload it on ``port`` (``upload_baud``, the
+    bootloader's; ``attempts`` to reach it), check that it answers INFO (``check``).
+
+    Refused (exit 2, with the numbers) before touching the port if it does not fit; baud rates
+    default to the board's."""
+    from .boards.flash import flash as _flash
+
+    b = boards.get(board_name)
+    return _flash(_graph(model), b, port, kernels, baud, upload_baud, check, attempts, model_path, log)
+
+
+def board_run(
+    model: ModelLike | Model,
+    x: np.ndarray,
+    port: PortOptions,
+    *,
+    kernels: str = "fast",
+    model_path: str = "",
+    log: Log | None = None,
+) -> RunResult:
+    """Every input through the board flashed with ``model``: predictions, scores and each
+    hidden block's bits, as :func:`run` gives them (``stats``: the link's throughput, retries)."""
+    from .boards import remote
+
+    graph = _graph(model)
+    return remote.run(graph, _samples(graph, x), port, kernels, model_path, log=log)
+
+
+def board_bench(
+    model: ModelLike | Model, port: PortOptions, *, kernels: str = "fast", samples: int = 8, model_path: str = ""
+) -> dict[str, Any]:
+    """Cycles of one inference on the board's timer (mean of ``samples`` runs), the emulator's beside."""
+    from .boards import remote
+
+    return remote.bench(_graph(model), port, kernels, samples=samples, model_path=model_path)
+
+
+def simulate_board(
+    board_name: str, *, flash_file: str | None = None, model: ModelLike | Model | None = None, kernels: str = "fast"
+) -> int:
+    """Run a virtual board until interrupted (prints its pty).  The virtual Uno keeps its flash
+    in ``flash_file``; a qemu board runs the agent built for ``model`` (it cannot be flashed)."""
+    from .boards import vboard
+    from .boards.firmware import build_agent
+
+    b = boards.get(board_name)
+    if b.simulator and "qemu" in b.simulator:
+        if model is None:
+            raise CodegenError(f"board '{b.name}' runs in qemu without flashing: give --model MODEL")
+        return vboard.simulate_qemu(b, build_agent(_graph(model), b, kernels).elf)
+    vboard.simulate(b, flash_file)
+    return 0

@@ -12,7 +12,7 @@ APT_PACKAGES=(
   gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
   gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc
   gcc-xtensa-lx106 picolibc-xtensa-lx106-elf
-  arduino-builder arduino-core-avr
+  arduino-builder arduino-core-avr avrdude
   dataset-fashion-mnist
   mosquitto
 )

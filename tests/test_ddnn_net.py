@@ -306,18 +306,14 @@ def test_cli_user_errors(capsys, tmp_path):
     assert not (tmp_path / "o.json").exists()
 
 
-def test_serve_device_port_needs_the_serial_agent(capsys):
-    try:
-        import ebnn_codegen.boards.serial  # type: ignore[import-not-found]  # noqa: F401
-
-        pytest.skip("the serial agent exists: --port is wired by its own tests")
-    except ImportError:
-        pass
+def test_serve_device_port_refuses_a_missing_port_before_the_broker(capsys):
+    """--port drives a board through the serial agent (tests/test_boards.py); an absent port
+    is a user mistake found before connecting to the broker."""
     rc = main(
         ["ddnn", "serve", "device", MVMC, "--broker", "mqtt://127.0.0.1:1", "--device", "0", "--port", "/dev/ttyACM9"]
     )
     assert rc == 2
-    assert "serial agent" in capsys.readouterr().err
+    assert "error: --port /dev/ttyACM9: no such serial port" in capsys.readouterr().err
 
 
 def test_serve_unreachable_broker_is_an_external_failure(capsys):

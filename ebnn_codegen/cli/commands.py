@@ -10,7 +10,7 @@ from .. import api
 from .. import ddnn as _ddnn  # noqa: F401 - registers the DDNN checkpoint kind (info, load)
 from .. import progress as progress_bars
 from ..errors import CodegenError
-from . import tables
+from . import board, tables
 from .base import (
     Command,
     UsageError,
@@ -68,6 +68,7 @@ class Export(Command):
             sample=args.sample,
             license=args.license,
             source=args.model,
+            agent=True,
         )
         for path in written:
             print(path)
@@ -83,12 +84,16 @@ class Run(Command):
         p.add_argument("--input", required=True, metavar="X.npy", help="uint8 array N×C×H×W")
         p.add_argument("--output", required=True, metavar="OUT.npz", help="results (its folder must exist)")
         add_target(p)
+        board.add_port_arguments(p)
 
     def run(self, args: argparse.Namespace) -> int:
         x = load_samples(args.input)
         out = output_file(args.output)
-        graph = api.compile(args.model, log=progress(args))
-        result = api.run(graph, x, target=args.target, kernels=args.kernels)
+        if args.port:
+            result = board.run_port(args, x)
+        else:
+            graph = api.compile(args.model, log=progress(args))
+            result = api.run(graph, x, target=args.target, kernels=args.kernels)
         tmp = out.with_name(out.name + ".tmp.npz")
         try:
             np.savez(tmp, **result.to_npz_dict())
@@ -97,9 +102,9 @@ class Run(Command):
             tmp.unlink(missing_ok=True)
             raise CodegenError(f"{out}: cannot write the output ({exc.strerror or exc})") from None
         note = result.stats.get("chip_note")
-        where = (
-            f"{args.target} (emulated {result.stats['chip']}, NOT the target's chip: {note})" if note else args.target
-        )
+        where = args.port or args.target
+        if note:
+            where = f"{args.target} (emulated {result.stats['chip']}, NOT the target's chip: {note})"
         print(f"{len(x)} samples on {where}: predictions and scores -> {out}")
         return 0
 
@@ -129,6 +134,7 @@ class Verify(Command):
             help="also compare with the IR reference interpreter (default: for up to 2048 inputs)",
         )
         add_target(p)
+        board.add_port_arguments(p)
 
     def run(self, args: argparse.Namespace) -> int:
         x, labels = load_inputs(args.input) if args.input else (None, None)
@@ -144,6 +150,8 @@ class Verify(Command):
             from .importer import verify_against
 
             return verify_against(args, x)
+        if args.port:
+            return board.verify_port(args, x)
         rep = api.verify(
             args.model,
             x,
@@ -213,8 +221,11 @@ class Bench(Command):
         add_target(p)
         p.add_argument("--json", action="store_true", help="print JSON")
         p.add_argument("--samples", type=int, default=256, help="inputs timed on the host (default 256)")
+        board.add_port_arguments(p)
 
     def run(self, args: argparse.Namespace) -> int:
+        if args.port:
+            return board.bench_port(args)
         graph = api.compile(args.model)
         if args.samples < 1:
             raise CodegenError(f"--samples must be >= 1, got {args.samples}")
@@ -254,7 +265,18 @@ class Info(Command):
 def _commands() -> list[type[Command]]:
     from .importer import Import
 
-    cmds: list[type[Command]] = [Export, Run, Verify, Report, Bench, Targets, Info, Import]
+    cmds: list[type[Command]] = [
+        Export,
+        Run,
+        Verify,
+        Report,
+        Bench,
+        Targets,
+        Info,
+        Import,
+        board.Flash,
+        board.BoardCommand,
+    ]
     try:
         from .ddnn import DdnnCommand
 

@@ -72,16 +72,10 @@ def _load(path: str):
 
 
 def _board_runner(port: str, model, device: int):
-    """``--port``: drive a board through the serial agent (module ebnn_codegen.boards.serial)."""
-    try:
-        from ..boards import serial as agent  # type: ignore[attr-defined]  # noqa: F401
-    except ImportError:
-        raise CodegenError(
-            f"--port {port}: driving a board needs the serial agent (ebnn_codegen.boards.serial), "
-            "which this installation does not have",
-            hint="run the device on the host build (leave out --port)",
-        ) from None
-    raise CodegenError(f"--port {port}: the DDNN device tier is not wired to the serial agent yet")
+    """``--port``: the device tier's section runs on a board flashed with it (``ebnn-gen flash``)."""
+    from ..ddnn.net.tiers import board_runner
+
+    return board_runner(model, device, port)
 
 
 class Serve:

@@ -8,7 +8,10 @@
     model and the runtime, and ``examples/<name>_classify/<name>_classify.ino``,
     a sketch that classifies an embedded sample (in PROGMEM) and prints the
     class over Serial, and ``examples/<name>_serial``, a sketch that reads images
-    over Serial and prints class and scores (with ``send_image.py`` for the PC).
+    over Serial and prints class and scores (with ``send_image.py`` for the PC);
+    with ``agent=True`` (the CLI's default) also ``examples/<name>_agent/``, the
+    serial agent of ``ebnn-gen flash`` as a sketch, so a board flashed from the
+    IDE answers ``ebnn-gen verify --port``.
 ``platformio``
     the same library plus ``library.json`` (PlatformIO's manifest).
 ``esp-idf``
@@ -155,6 +158,7 @@ def package_files(
     fit: dict[str, Any] | None = None,
     license: str | None = None,  # noqa: A002 - the manifests' word
     source: str | None = None,
+    agent: bool = False,
 ) -> dict[str, str]:
     """{relative path: text} of the package ``fmt`` for ``graph``.
 
@@ -207,6 +211,8 @@ def package_files(
         files[f"examples/{serial}/send_image.py"] = render("arduino/send_image.py.j2")
         if fmt == "platformio":
             files["library.json"] = render("arduino/library.json.j2")
+        if agent:
+            files.update(_agent_sketch(graph, kernels, ctx))
     else:
         for fname, text in model_files.items():
             files[f"include/{fname}" if fname == f"{name}.h" else f"src/{fname}"] = text
@@ -227,6 +233,24 @@ def package_files(
     return files
 
 
+def _agent_sketch(graph: Model, kernels: str, ctx: dict[str, Any]) -> dict[str, str]:
+    """examples/<name>_agent/: the serial agent (its C and its model binding, for a 16 MHz
+    ATmega328P board's INFO) and a sketch that starts it."""
+    from .. import boards
+    from ..boards import firmware
+
+    board = boards.get("uno")
+    sketch = f"{ctx['name']}_agent"
+    base = f"examples/{sketch}/"
+    files = {f"{base}{k}": v for k, v in firmware.agent_files(graph, board, kernels, board.agent_baud).items()}
+    files[f"{base}ebnn_agent.c"] = (resource_dir("firmware") / firmware.AGENT_SOURCE).read_text()
+    env = _environment()
+    files[f"{base}{sketch}.ino"] = env.get_template("agent/agent.ino.j2").render(
+        ctx | {"agent_sketch": sketch, "baud": board.agent_baud}
+    )
+    return files
+
+
 def export_package(
     graph: Model,
     outdir: str | os.PathLike,
@@ -242,7 +266,7 @@ def export_package(
     All files are written or none. ``target`` only goes into the provenance comments (the
     CLI checks that the model fits it first); ``sample`` is the example's input (uint8,
     C×H×W, a .npy path or ``DATASET[:INDEX]``); ``options`` as for :func:`package_files`
-    (``task``, ``fit``, ``license``, ``source``). Returns the paths written."""
+    (``task``, ``fit``, ``license``, ``source``, ``agent``). Returns the paths written."""
     files = package_files(graph, fmt, kernels, target, sample, **options)
     return codegen.write_files(files, outdir)
 

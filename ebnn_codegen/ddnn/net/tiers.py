@@ -57,10 +57,10 @@ from ..messages import (
     FEATURES,
     SCORES,
     MessageError,
-    MessageLayout,
     decode_message,
     encode_features_batch,
     encode_scores_batch,
+    message_layout,
     quantize_fixed,
     quantize_float,
     unpack_features,
@@ -85,12 +85,6 @@ def check_model(model: DDNN) -> None:
         raise CodegenError("the model's message format is not calibrated (messages.score_frac_bits is null)")
 
 
-def message_layout(model: DDNN) -> MessageLayout:
-    from ..messages import message_layout as layout
-
-    return layout(model)
-
-
 # --------------------------------------------------------------------------- devices
 
 
@@ -103,13 +97,15 @@ def device_outputs(
     kernels: str = "fast",
     batch: int = 1024,
     lib: Any = None,
+    run: Callable[[Any, np.ndarray], Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Device ``d`` on views ``x`` (N, C, H, W) uint8: (pred (N,), scores (N, K), q (N, K) int32, feats (N, C, H, W) int8 ±1).
 
     ``mode`` ``"c"``: the generated C (``graph``, the compiled section) through
     the host build, scores int32 fixed point (``lib``: the loaded host build,
     :func:`ebnn_codegen.targets.host.build`, to skip its lookup per call);
-    ``"torch"``: PyTorch, float scores.
+    ``"torch"``: PyTorch, float scores.  ``run(graph, x)``: another runner of the generated C
+    than the host build (a board, :func:`board_runner`) giving the same RunResult.
     """
     n, k = len(x), model.num_classes
     fshape = model.spec.feature_shape
@@ -120,7 +116,7 @@ def device_outputs(
     if mode == "c":
         from ...targets import host
 
-        res = host.run(graph, x, kernels=kernels, lib=lib)
+        res = run(graph, x) if run is not None else host.run(graph, x, kernels=kernels, lib=lib)
         q = quantize_fixed(res.scores, int(graph.score_scale_log2), m, bits)
         return res.pred, res.scores, q, res.layers[fb].reshape(n, *fshape).astype(np.int8)
     pred = np.zeros(n, np.int64)
@@ -263,6 +259,32 @@ class Tier:
     def _reject(self, token: Any, reason: str) -> None:
         self.counters.reject(reason)
         self.ack(token)
+
+
+def board_runner(
+    model: DDNN, d: int, port: str, kernels: str = "fast"
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The device tier's runner (``DeviceTier(runner=...)``) on a board on ``port`` flashed with
+    device ``d``'s section (``ebnn-gen flash``): the serial agent gives the same scores and
+    feature bits as the host build.  Limit: each batch of views opens the port anew (an Arduino
+    resets on opening: about the board's boot wait per batch)."""
+    import os
+
+    from ... import api
+
+    if "://" not in port and not os.path.exists(port):
+        raise CodegenError(f"--port {port}: no such serial port", hint="is the board plugged in? (ls /dev/ttyACM*)")
+    graph = compile_device(model, d)
+    opts = api.PortOptions(port)
+
+    def on_board(g: Any, x: np.ndarray) -> Any:
+        return api.board_run(g, x, opts, kernels=kernels)
+
+    def runner(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        _, _, q, feats = device_outputs(model, d, x, "c", graph, kernels, run=on_board)
+        return q, feats
+
+    return runner
 
 
 class DeviceTier(Tier):
