@@ -13,6 +13,7 @@ plan.  ``save``/``load`` write the IR as ``ir.json`` plus ``arrays.npz``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,3 +256,23 @@ def load(directory: str | Path) -> Model:
     if meta.get("buffers") is not None:
         meta["buffers"] = Buffers.from_json(meta["buffers"])
     return Model(blocks=blocks, **meta)
+
+
+def constants_sha256(model: Model) -> str:
+    """SHA-256 (hex) of the model's constants as the compiler lowered them: input shape, score
+    scale, each block's kind, shapes, kernel, stride, padding, pool, packed weights,
+    thresholds, directions, constant channels and exit affine.  Not of the checkpoint file:
+    re-saving a checkpoint, or importing the model from another framework, keeps it; any
+    change to what the C computes changes it.  The generated files' provenance header and a
+    board's INFO reply carry it."""
+    h = hashlib.sha256()
+    h.update(repr((tuple(model.input_shape), model.score_scale_log2)).encode())
+    for b in model.blocks:
+        h.update(repr((b.kind, b.in_shape, b.out_shape, b.kernel, b.stride, b.padding)).encode())
+        h.update(repr(None if b.pool is None else (b.pool.kernel, b.pool.stride, b.pool.padding)).encode())
+        for arr in (b.packed_weights, b.threshold, b.direction, b.constant, b.score_mul, b.score_add):
+            if arr is not None:
+                a = np.ascontiguousarray(arr)
+                h.update(f"{a.dtype.str}{a.shape}".encode())
+                h.update(a.tobytes())
+    return h.hexdigest()

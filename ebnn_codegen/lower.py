@@ -14,12 +14,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import __version__
 from .checkpoint import content_hash
 from .errors import LoweringError
 from .ir import Block, Model, Pool
 from .nn.blocks import ConvBlock, ExitBlock, LinearBlock, binary_weight
 from .nn.model import DeviceSection
+from .version import __version__
 
 CHUNK = 1 << 20  # values per batch-norm evaluation
 

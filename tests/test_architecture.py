@@ -55,17 +55,7 @@ PUBLIC_API = {
 ADDONS = ("ebnn_codegen.ddnn", "ebnn_codegen.importers", "ebnn_codegen.cli")
 """Packages above the core: the core never imports them."""
 
-_VERSION_FIX = (
-    "takes __version__ from the package root, which imports the API (a cycle); fix: `from ..version import __version__`"
-)
-_DATA_FIX = "takes DataError from the data package's __init__, which imports this module; fix: a data/errors.py"
-PENDING_EDGES = {
-    ("ebnn_codegen.codegen", "ebnn_codegen"): _VERSION_FIX,
-    ("ebnn_codegen.lower", "ebnn_codegen"): _VERSION_FIX,
-    ("ebnn_codegen.data.idx", "ebnn_codegen.data"): _DATA_FIX,
-    ("ebnn_codegen.data.mnist", "ebnn_codegen.data"): _DATA_FIX,
-    ("ebnn_codegen.data.mvmc", "ebnn_codegen.data"): _DATA_FIX,
-}
+PENDING_EDGES: dict[tuple[str, str], str] = {}
 """Known edges that close a cycle, left to the branch that owns the importing file; the lead
 removes an entry once it is fixed (test_pending_edges_still_exist says when)."""
 

@@ -43,7 +43,7 @@ def test_export_writes_c_with_provenance(ckpt, tmp_path) -> None:
     assert names == ["README.md", "ebnn_runtime.c", "ebnn_runtime.h", "tiny.c", "tiny.h"]
     head = (out / "tiny.c").read_text().splitlines()[:5]
     assert any("ebnn-codegen " + E.__version__ in line for line in head)
-    assert any("checkpoint sha256:" in line for line in head)
+    assert any("constants sha256:" in line for line in head)
     assert main(["-q", "export", str(ckpt), "-o", str(tmp_path / "o2"), "--name", "other"]) == 0
     assert (tmp_path / "o2" / "other.h").exists()
 

@@ -13,7 +13,6 @@ so re-saving a checkpoint keeps it and retraining changes it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -22,12 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import codegen
 from ..cflags import STRICT_CFLAGS
 from ..errors import ResourceError, ToolError
-from ..ir import Model
+from ..ir import Model, constants_sha256
 from ..resources import resource_dir
 from ..targets.toolchain import cache_dir, digest, require_tool
 from . import Board
@@ -40,18 +37,8 @@ STACK_MARGIN = 64  # bytes of stack the agent's own frames need beside the model
 
 
 def model_hash(graph: Model) -> bytes:
-    """8 bytes that identify the model's constants (see the module docstring)."""
-    h = hashlib.sha256()
-    h.update(repr((tuple(graph.input_shape), graph.score_scale_log2)).encode())
-    for b in graph.blocks:
-        h.update(repr((b.kind, b.in_shape, b.out_shape, b.kernel, b.stride, b.padding)).encode())
-        h.update(repr(None if b.pool is None else (b.pool.kernel, b.pool.stride, b.pool.padding)).encode())
-        for arr in (b.packed_weights, b.threshold, b.direction, b.constant, b.score_mul, b.score_add):
-            if arr is not None:
-                a = np.ascontiguousarray(arr)
-                h.update(f"{a.dtype.str}{a.shape}".encode())
-                h.update(a.tobytes())
-    return h.digest()[:8]
+    """8 bytes that identify the model's constants (:func:`ebnn_codegen.ir.constants_sha256`)."""
+    return bytes.fromhex(constants_sha256(graph))[:8]
 
 
 def uart_setting(f_cpu: int, baud: int) -> tuple[int, int, int]:

@@ -17,11 +17,12 @@ from typing import Any
 
 import jinja2
 
-from .. import __version__, bits
+from .. import bits
 from ..config import check_identifier
 from ..errors import CodegenError
-from ..ir import Model
+from ..ir import Model, constants_sha256
 from ..resources import resource_dir
+from ..version import __version__
 from .model_plan import block_plans, hex_rows, rows
 from .traits import PORTABLE, TargetTraits
 
@@ -71,7 +72,7 @@ def provenance(model: Model | None, options: dict[str, Any]) -> dict[str, str]:
     return {
         "version": __version__,
         "model": sanitize_comment(model.name) if model else "",
-        "source_hash": sanitize_comment(model.source_hash) if model else "",
+        "constants_hash": constants_sha256(model) if model else "",
         "options": opts or "defaults",
     }
 

@@ -21,15 +21,8 @@ how to obtain the data.
 
 from __future__ import annotations
 
-from ..errors import CodegenError  # noqa: E402
-
-
-class DataError(CodegenError):
-    """Raised when a dataset is missing, cannot be fetched, or is malformed."""
-
-
-# Submodules import DataError from this package, so it is defined first.
-from . import idx, mnist, multiview, mvmc  # noqa: E402
+from . import idx, mnist, multiview, mvmc
+from .errors import DataError
 from .idx import IdxFormatError, read_idx, write_idx  # noqa: E402
 from .multiview import DATASETS, load_multiview, mnist_tiles, mvmc_like  # noqa: E402
 from .mvmc import load_mvmc_npz  # noqa: E402

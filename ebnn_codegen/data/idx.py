@@ -16,7 +16,7 @@ from typing import Union
 
 import numpy as np
 
-from . import DataError
+from .errors import DataError
 
 PathLike = Union[str, "os.PathLike[str]"]
 

@@ -49,7 +49,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from . import DataError
+from .errors import DataError
 from .idx import IdxFormatError, read_idx
 
 PathLike = Union[str, "os.PathLike[str]"]
