@@ -254,7 +254,7 @@ def _one_error_line(err: str) -> str:
     return lines[0]
 
 
-N_VERIFY = 30  # MNIST test images verified on the virtual Uno (about 4 per second at 115 200 baud)
+N_VERIFY = 100  # MNIST test images verified on the virtual Uno (about 4 per second at 115 200 baud)
 
 
 def _mnist(n: int) -> np.ndarray:
@@ -284,8 +284,7 @@ def test_virtual_uno_flash_verify_bench_reflash(vuno, tmp_path: Path, capsys) ->
     assert flashed["image_flash_bytes"] <= 31744 and flashed["sram_needed_bytes"] <= 2048
     assert 1.0 < flashed["upload_s"] < 120
 
-    # verify --port: N_VERIFY MNIST test images, every hidden bit and every score (100 images:
-    # benchmarks/boards_link.py and docs/boards.md; fewer here keep the test short)
+    # verify --port: N_VERIFY MNIST test images, every hidden bit and every score
     rc, out, err = _cli(
         capsys,
         "verify",
