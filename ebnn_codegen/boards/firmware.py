@@ -89,6 +89,7 @@ def agent_files(graph: Model, board: Board, kernels: str, baud: int) -> dict[str
     else:  # CMSDK UART: BAUDDIV = clock / baud
         ubrr, u2x = board.f_cpu // baud, 0
         actual, idle_ticks = board.f_cpu // ubrr, timer_hz * IDLE_MS // 1000
+    info = [f"0x{v:02x}" for v in encode_info(info_for(graph, board, kernels, baud))]
     ctx = codegen.model_context(graph, kernels, {"target": board.target, "board": board.name})
     ctx.update(
         baud=baud,
@@ -101,7 +102,8 @@ def agent_files(graph: Model, board: Board, kernels: str, baud: int) -> dict[str
         idle_ticks=idle_ticks,
         trace_offsets=[str(v) for v in graph.buffers["trace_offsets"]],
         block_bytes=[str(b.out_bytes) for b in graph.hidden],
-        info=[f"0x{v:02x}" for v in encode_info(info_for(graph, board, kernels, baud))],
+        info=info,
+        info_bytes=len(info),
     )
     return {"ebnn_agent.h": codegen.render_template("agent.h.j2", ctx)}
 
