@@ -24,7 +24,8 @@ from pathlib import Path
 
 from ..errors import CodegenError, ToolError
 from ..resources import resource_dir
-from ..targets.toolchain import cache_dir, digest, require_tool
+from ..targets.simavr import libsimavr_flags
+from ..targets.toolchain import cache_dir, digest, host_tool, require_tool
 from . import Board
 
 OPTIBOOT_DIRS = (
@@ -101,25 +102,9 @@ def bootloader(board: Board) -> tuple[Path, int]:
 
 def runner() -> Path:
     """The vboard program (compiled once into the cache)."""
-    require_tool("pkg-config", "pkg-config")
-    probe = subprocess.run(["pkg-config", "--cflags", "--libs", "simavr"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        raise ToolError(
-            "libsimavr not found by pkg-config", hint="install the Debian packages libsimavr-dev libelf-dev"
-        )
-    flags = probe.stdout.split()
-    cflags = ["-O2", *[f for f in flags if f.startswith("-I")]]
-    libs = [f for f in flags if not f.startswith("-I")] + ["-lelf", "-lutil"]
-    cc = require_tool("cc", "gcc")
+    cflags, libs = libsimavr_flags()
     source = resource_dir("firmware") / VBOARD_SOURCE
-    d = cache_dir("host-tools") / digest(source.read_text(), cflags, libs, "vboard")
-    exe = d / "vboard"
-    if not exe.exists():
-        d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".vboard.{os.getpid()}"
-        _run([cc, *cflags, str(source), "-o", str(tmp), *libs], "building the virtual board")
-        os.replace(tmp, exe)
-    return exe
+    return host_tool(source, "vboard", cflags, [*libs, "-lutil"], "the virtual board")
 
 
 def command(board: Board, flash_image: str | os.PathLike | None = None) -> list[str]:

@@ -24,6 +24,19 @@ REGION = re.compile(r"^EBNN-REGION (\d+) (\d+)(?: (\d+))?$", re.M)
 DEFAULT_MAX_CYCLES = 10**13
 
 
+def libsimavr_flags() -> tuple[list[str], list[str]]:
+    """(compile flags, link flags) of a host program on libsimavr, from pkg-config."""
+    require_tool("pkg-config", "pkg-config")
+    probe = subprocess.run(["pkg-config", "--cflags", "--libs", "simavr"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        raise ToolError(
+            "libsimavr not found by pkg-config", hint="install the Debian packages libsimavr-dev libelf-dev"
+        )
+    flags = probe.stdout.split()
+    cflags = ["-O2", *[f for f in flags if f.startswith("-I")]]
+    return cflags, [f for f in flags if not f.startswith("-I")] + ["-lelf"]
+
+
 @dataclass(frozen=True)
 class Simavr:
     """libsimavr through the runner; ``runner_source`` is relative to firmware/."""
@@ -37,15 +50,7 @@ class Simavr:
             return False
 
     def runner(self) -> Path:
-        require_tool("pkg-config", "pkg-config")
-        probe = subprocess.run(["pkg-config", "--cflags", "--libs", "simavr"], capture_output=True, text=True)
-        if probe.returncode != 0:
-            raise ToolError(
-                "libsimavr not found by pkg-config", hint="install the Debian packages libsimavr-dev libelf-dev"
-            )
-        flags = probe.stdout.split()
-        cflags = ["-O2", *[f for f in flags if f.startswith("-I")]]
-        libs = [f for f in flags if not f.startswith("-I")] + ["-lelf"]
+        cflags, libs = libsimavr_flags()
         return host_tool(resource_dir("firmware") / self.runner_source, "simavr_runner", cflags, libs, "simavr runner")
 
     def emulate(
