@@ -48,6 +48,7 @@ def test_train_mnist_example_end_to_end(tmp_path) -> None:
     assert out["test_accuracy_host_c"] == out["test_accuracy_torch"]
     assert out["test_accuracy_host_c"] > 0.5  # 3 epochs on 1,437 images: well above chance (0.1)
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [
+        "README.md",
         "digits_tiny.c",
         "digits_tiny.h",
         "ebnn_runtime.c",

@@ -97,7 +97,7 @@ def test_traits_keep_the_bits(traits: TargetTraits, tmp_path: Path) -> None:
     """Every traits choice computes the same bits as the IR reference (host C, gcc)."""
     require_tools("gcc", package="gcc")
     from ebnn_codegen import reference
-    from ebnn_codegen.targets.host import CFLAGS
+    from ebnn_codegen.cflags import STRICT_CFLAGS
 
     cfg = _binary_net(5)
     graph = E.compile(random_model(cfg, seed=2))
@@ -115,6 +115,6 @@ def test_traits_keep_the_bits(traits: TargetTraits, tmp_path: Path) -> None:
     )
     exe = tmp_path / "m"
     srcs = [str(tmp_path / f) for f in ("kp.c", "ebnn_runtime.c", "main.c")]
-    subprocess.run(["gcc", *CFLAGS, "-I", str(tmp_path), *srcs, "-o", str(exe)], check=True)
+    subprocess.run(["gcc", *STRICT_CFLAGS, "-O2", "-I", str(tmp_path), *srcs, "-o", str(exe)], check=True)
     got = [int(v) for v in subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split()]
     assert got == reference.run(graph, x).pred.tolist()

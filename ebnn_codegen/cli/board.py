@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import api
 from ..errors import CodegenError
-from .base import Command, add_model, emit_json, progress
+from .base import Command, add_kernels, add_model, emit_json, progress
 
 
 def add_port_arguments(p: argparse.ArgumentParser) -> None:
@@ -106,7 +106,7 @@ class Flash(Command):
         add_model(p)
         p.add_argument("--board", required=True, help="board (see `ebnn-gen board list`)")
         p.add_argument("--port", required=True, metavar="PORT", help="the board's serial port, e.g. /dev/ttyACM0")
-        p.add_argument("--kernels", default="fast", choices=("fast", "reference"))
+        add_kernels(p)
         p.add_argument("--baud", type=int, default=None, help="the agent's baud rate (default: the board's)")
         p.add_argument(
             "--upload-baud", type=int, default=None, help="the bootloader's baud rate (default: the board's)"
@@ -156,7 +156,7 @@ class BoardCommand(Command):
         s.add_argument("--board", default="uno", help="board (default uno)")
         s.add_argument("--flash-file", metavar="FILE", help="keep the flash in FILE across runs")
         s.add_argument("--model", metavar="MODEL", help="qemu boards (no flashing): the model the agent runs")
-        s.add_argument("--kernels", default="fast", choices=("fast", "reference"))
+        add_kernels(s)
 
     def run(self, args: argparse.Namespace) -> int:
         if args.board_command == "simulate":
