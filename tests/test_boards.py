@@ -361,8 +361,12 @@ def _agent_resynchronises(port: str, ckpt: str, name: str) -> None:
     """The agent itself (not the host's retries): garbage, a half-sent frame, a bad CRC and
     a wrong length, each answered or dropped, and the next request answered."""
     graph = E.compile(ckpt)
-    with bs.Link.open(port, 115200, boot_wait_s=2.0, retries=0) as link:
+    with bs.Link.open(port, 115200, boot_wait_s=2.0, retries=5) as link:
         ser = link.ser
+        # the board is up (opening the port reset it into the bootloader; an emulator behind the
+        # wall clock may still be there after boot_wait_s): from here on the agent gets no retries
+        assert link.info().name == name
+        link.retries = 0
 
         def reply(deadline_s: float = 1.0):
             return link.read_frame(time.monotonic() + deadline_s)
