@@ -345,5 +345,8 @@ def test_a_lost_job_is_published_again_and_answered_once(mvmc):
     assert len(cout.sent) == 2 and cout.sent[0] == cout.sent[1]
     gw.handle([(cout.sent[0][0], cout.sent[0][1], "a")], 3.4)
     assert not gw.pending and len(out.acked) == 13  # 6 scores, 6 features, the answer
+    assert out.kinds() == ["request", "job", "job", "answer"]  # the gateway publishes the final answer
+    assert out.sent[-1][0] == f"ddnn/{SYS}/gateway/0/answer" and out.sent[-1][1] == cout.sent[0][1]
     gw.handle([(cout.sent[1][0], cout.sent[1][1], "a")], 3.5)  # the second answer changes nothing
-    assert not gw.pending and out.kinds() == ["request", "job", "job"]
+    assert not gw.pending and out.kinds() == ["request", "job", "job", "answer"]
+    assert gw.outcomes["cloud_answers_dropped"] == 1

@@ -54,7 +54,7 @@ def _offline(path: str, dataset: str, n: int, failed=()):
 
 def _watch(url: str, system: str, **creds) -> MqttTransport:
     t = MqttTransport(parse_broker(url, **creds), f"{system}-watch", clean_start=True, manual_ack=False)
-    t.connect([f"ddnn/{system}/+/+/answer"])
+    t.connect([f"ddnn/{system}/gateway/+/answer"])  # the final answers
     return t
 
 
@@ -91,7 +91,10 @@ def test_system_same_answers_through_broker_and_gateway_restarts_two_clouds(brok
     assert all(p["returncode"] == 0 for p in rep["processes"].values()), rep["processes"]
     clouds = [t for t in rep["tiers"] if t["tier"] == "cloud"]
     assert len(clouds) == 2 and all(c["classified"] > 0 for c in clouds)
-    assert sum(c["classified"] for c in clouds) == int(np.sum(ref.exit_index == 1))  # each job classified once
+    # every cloud sample classified, some possibly twice: a job whose PUBACK the broker's stop cut off is
+    # published again by the gateway's client, and the copy may reach the other cloud (QoS 1); the final
+    # answer is still one per sample, the gateway's
+    assert sum(c["classified"] for c in clouds) >= int(np.sum(ref.exit_index == 1))
     gateways = [t for t in rep["tiers"] if t["tier"] == "gateway"]
     assert len(gateways) == 2  # the first session and the restarted one
     assert rep["bytes_per_sample"]["to_aggregator"] >= 6 * 13  # QoS 1 redeliveries after the restarts count too
@@ -105,7 +108,7 @@ def test_system_device_killed_gets_the_offline_failure_answers(broker, tmp_path)
     n, k = 1500, 1000
     out = tmp_path / "b.json"
     argv = ["ddnn", "system", MVMC, "--dataset", "mvmc-like", "--broker", broker.url, "--json", str(out)]
-    argv += ["--fail", f"2@{k}", "--deadline-ms", "5000"]
+    argv += ["--fail", f"2@{k}", "--deadline-ms", "5000", "--clouds", "2", "--job-retry-ms", "60000"]
     assert main(argv) == 0
     rep = json.loads(out.read_text())
     assert rep["samples"] == rep["answered"] == n and rep["answered_twice"] == 0
@@ -120,6 +123,9 @@ def test_system_device_killed_gets_the_offline_failure_answers(broker, tmp_path)
     for key in ("overall_accuracy", "local_exit_fraction", "exit_accuracy", "device_accuracy", "bytes_per_sample"):
         assert key in rep
     assert rep["overall_accuracy"] == pytest.approx(float(np.mean(pred == datasets.load("mvmc-like", "test").y)))
+    clouds = [t for t in rep["tiers"] if t["tier"] == "cloud"]  # scale-out: two clouds split the jobs
+    assert len(clouds) == 2 and all(c["classified"] > 0 for c in clouds)
+    assert sum(c["classified"] for c in clouds) == int(np.sum(ex == 1))  # each cloud sample classified once
 
 
 def _creds(tmp_path: Path, user: str) -> dict[str, str]:

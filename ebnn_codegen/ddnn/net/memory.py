@@ -64,7 +64,7 @@ def run_in_memory(
             build = (runtime.graph(d), runtime.host_lib(d)) if runtime is not None else None
             add(lambda t, d=d, build=build: DeviceTier(model, d, system, t.send, t.ack, build=build))
     sink = MemoryTransport(broker)
-    sink.connect([wire.topic(system, "gateway", "+", "answer"), wire.topic(system, "cloud", "+", "answer")])
+    sink.connect([wire.topic(system, "gateway", "+", "answer")])
     n = len(data)
     pred = np.full(n, -1, np.int64)
     exit_index = np.full(n, -1, np.int64)

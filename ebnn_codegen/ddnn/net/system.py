@@ -270,7 +270,7 @@ def run_system(model_path: str, dataset: str, opts: SystemOptions, log=None) -> 
         client = MqttTransport(opts.broker, f"{system}-source", clean_start=True, manual_ack=False)
 
         status_filter = f"{wire.PREFIX}/{system}/+/+/status"
-        answer_filters = [wire.topic(system, "gateway", "+", "answer"), wire.topic(system, "cloud", "+", "answer")]
+        answer_filters = [wire.topic(system, "gateway", "+", "answer")]
         try:
             client.connect([status_filter, *answer_filters])
 

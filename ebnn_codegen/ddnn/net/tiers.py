@@ -23,8 +23,10 @@ between gets the message again from a persistent session.
   expected device has reported or the deadline has passed (a device that
   has not reported is missing for that sample, exactly as offline
   ``--fail``), answer locally or request the devices' FEATURES and pass them
-  on as one JOB to a cloud.  A device whose ``status`` has said ``offline``
-  (clean stop, or the broker's last will after a crash) for at least the
+  on as one JOB to a cloud.  The gateway publishes every final answer (the
+  local exit's, and the first cloud answer to each job): whatever the
+  broker redelivers, the sink hears one sender per sample.  A device whose
+  ``status`` has said ``offline`` (clean stop, or the broker's last will after a crash) for at least the
   deadline is not waited for, so that only the samples of the first deadline
   after a crash wait for it.  (Not sooner: mosquitto publishes every
   client's will when it shuts down, and after a broker restart the devices
@@ -435,7 +437,14 @@ class GatewayTier(Tier):
         self.pending: dict[int, _Sample] = {}
         self.done: dict[int, tuple[int, int]] = {}  # u -> (scores mask, features mask) seen
         self.local_index = model.spec.exit_names.index("local")
-        self.outcomes = {"local": 0, "cloud": 0, "deadline": 0, "deferred": 0, "job_retries": 0}
+        self.outcomes = {
+            "local": 0,
+            "cloud": 0,
+            "deadline": 0,
+            "deferred": 0,
+            "job_retries": 0,
+            "cloud_answers_dropped": 0,
+        }
 
     def subscriptions(self) -> list[str]:
         return [
@@ -573,11 +582,16 @@ class GatewayTier(Tier):
         self.outcomes["cloud"] += 1
 
     def _cloud_answer(self, payload: bytes) -> None:
-        """A cloud answered one of our jobs: the sample is finished."""
-        seq, _, _, _ = wire.decode_answer(payload, self.classes, len(self.model.spec.exit_names), self.devices)
+        """A cloud answered one of our jobs: the first answer becomes the sample's final answer, published
+        by this gateway (the sink's one sender), and the sample is finished.  A later answer to the same job
+        (another cloud got a redelivered or re-published copy of it) changes nothing."""
+        seq, pred, ex, mask = wire.decode_answer(payload, self.classes, len(self.model.spec.exit_names), self.devices)
         s = self.pending.get(self.unwrap.peek(seq))
-        if s is not None and s.phase == "cloud":
-            self._finish(s)
+        if s is None or s.phase != "cloud":
+            self.outcomes["cloud_answers_dropped"] += 1
+            return
+        self._publish(wire.topic(self.system, "gateway", self.ident, "answer"), wire.encode_answer(s.u, pred, ex, mask))
+        self._finish(s)
 
     def _finish(self, s: _Sample) -> None:
         del self.pending[s.u]
