@@ -16,7 +16,7 @@ from .ir import Model
 
 def report(graph: Model) -> dict[str, Any]:
     """Per-block MACs and memory, before touching a board (numbers computed from the IR)."""
-    assert graph.buffers is not None
+    plan = graph.plan  # a clear error before the pass pipeline ran
     blocks: list[dict[str, Any]] = []
     for b in graph.blocks:
         weight_bytes = int(b.packed_weights.size) if b.packed_weights is not None else 0
@@ -48,9 +48,9 @@ def report(graph: Model) -> dict[str, Any]:
             "binary_macs": sum(e["binary_macs"] for e in blocks),
             "flash_bytes": flash,
             "model_constants_bytes": flash,
-            "static_ram_bytes": int(graph.buffers["workspace_bytes"]),
-            "workspace_bytes": int(graph.buffers["workspace_bytes"]),
-            "trace_bytes": int(graph.buffers["trace_bytes"]),
+            "static_ram_bytes": plan.workspace_bytes,
+            "workspace_bytes": plan.workspace_bytes,
+            "trace_bytes": plan.trace_bytes,
             "input_bytes": graph.input_bytes,
         },
         "notes": "flash_bytes counts model constants (weights, thresholds, exit affine) only; "

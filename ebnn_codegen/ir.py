@@ -59,6 +59,23 @@ def pool_ranges(n_conv: int, n_out: int, pool: tuple[int, int, int] | None) -> l
     return out
 
 
+@dataclass(frozen=True)
+class FoldedThreshold:
+    """A hidden block's sign(BN(acc)) per channel: acc >= t (GE), acc <= t (LE), or a constant."""
+
+    threshold: np.ndarray  # int32 (F,)
+    direction: np.ndarray  # int8 (F,): GE, LE or CONST
+    constant: np.ndarray  # int8 (F,): the output of CONST channels, else 0
+
+
+@dataclass(frozen=True)
+class FixedPointAffine:
+    """The exit's integer class scores: mul * acc + add (int32 per class)."""
+
+    mul: np.ndarray
+    add: np.ndarray
+
+
 @dataclass
 class Block:
     index: int
@@ -84,6 +101,30 @@ class Block:
     score_add: np.ndarray | None = None  # int32 (K,)
     # set by PackBinaryWeights
     packed_weights: np.ndarray | None = None  # uint8 (F, bytes per filter)
+
+    # The fields a pass sets are None before it ran; the accessors below give them typed, with
+    # a clear error where a stage that guarantees them (ir_check.validate) has not run.
+
+    @property
+    def folded(self) -> FoldedThreshold:
+        """(threshold, direction, constant) of a hidden block (set by FoldBatchNormIntoThreshold)."""
+        if self.threshold is None or self.direction is None or self.constant is None:
+            raise CodegenError(f"block {self.index}: its batch norm has not been folded into a threshold yet")
+        return FoldedThreshold(self.threshold, self.direction, self.constant)
+
+    @property
+    def affine(self) -> FixedPointAffine:
+        """The exit's score = mul * acc + add (set by FoldExitBatchNormIntoFixedPoint)."""
+        if self.score_mul is None or self.score_add is None:
+            raise CodegenError(f"block {self.index}: the exit's batch norm has not been folded yet")
+        return FixedPointAffine(self.score_mul, self.score_add)
+
+    @property
+    def packed(self) -> np.ndarray:
+        """The packed weight rows (set by PackBinaryWeights)."""
+        if self.packed_weights is None:
+            raise CodegenError(f"block {self.index}: its weights have not been packed yet")
+        return self.packed_weights
 
     @property
     def is_first(self) -> bool:
@@ -187,10 +228,15 @@ class Model:
         return c * h * w
 
     @property
-    def score_scale(self) -> float:
+    def scale_log2(self) -> int:
+        """log2 of the score scale (set with the exit's fixed-point fold)."""
         if self.score_scale_log2 is None:
             raise CodegenError("the exit block has not been folded yet (no score scale)")
-        return float(2.0**self.score_scale_log2)
+        return self.score_scale_log2
+
+    @property
+    def score_scale(self) -> float:
+        return float(2.0**self.scale_log2)
 
 
 _ARRAY_FIELDS = ("weights", "threshold", "direction", "constant", "score_mul", "score_add", "packed_weights")

@@ -67,11 +67,10 @@ def max_pool(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], pa
 
 def threshold(acc: np.ndarray, block: Block) -> np.ndarray:
     """Apply per-channel thresholds to (N, F, H, W) accumulators -> int8 ±1."""
-    if block.threshold is None or block.direction is None or block.constant is None:
-        raise CodegenError(f"block {block.index}: thresholds not folded yet")
-    t = block.threshold.astype(np.int64)[None, :, None, None]
-    d = block.direction[None, :, None, None]
-    k = block.constant[None, :, None, None]
+    f = block.folded
+    t = f.threshold.astype(np.int64)[None, :, None, None]
+    d = f.direction[None, :, None, None]
+    k = f.constant[None, :, None, None]
     plus = np.where(d == GE, acc >= t, acc <= t)
     plus = np.where(d == CONST, k > 0, plus)
     return np.where(plus, 1, -1).astype(np.int8)
@@ -114,10 +113,9 @@ def _run(model: Model, x: np.ndarray) -> Result:
         layers.append(out.reshape(len(x), *block.torch_shape))
         act = out.astype(np.int64)
     ex = model.exit
-    if ex.score_mul is None or ex.score_add is None:
-        raise CodegenError("exit block not folded yet")
+    affine = ex.affine
     acc = run_block(ex, act)[:, :, 0, 0]
-    scores = acc * ex.score_mul.astype(np.int64)[None] + ex.score_add.astype(np.int64)[None]
+    scores = acc * affine.mul.astype(np.int64)[None] + affine.add.astype(np.int64)[None]
     if np.abs(scores).max(initial=0) > 2**31 - 1:  # the scale choice rules this out
         raise AssertionError("exit score overflows int32")
     scores = scores.astype(np.int32)

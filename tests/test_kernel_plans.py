@@ -68,10 +68,16 @@ def _plans(cfg: dict, traits: TargetTraits = PORTABLE, seed: int = 0):
     return graph, [b.spec for b in ctx["blocks"]]
 
 
-def test_plans_are_typed_and_flag_the_shared_helpers() -> None:
-    _, (first, second) = _plans(_binary_net())
+def test_plans_are_typed_and_the_swar_helpers_exist_once() -> None:
+    graph, (first, second) = _plans(_binary_net())
     assert isinstance(first, U8KernelPlan) and isinstance(second, BinKernelPlan)
-    assert second.word_helpers and second.swar_helpers and second.uses_swar
+    assert second.uses_swar
+    files = render_model(graph, "fast")
+    # the SWAR popcount is defined once, in the runtime header, and used by the model's and the runtime's kernels
+    for name in ("ebnn_swar_nib", "ebnn_swar_fold"):
+        assert sum(f"uint32_t {name}(" in text for text in files.values()) == 1, name
+        assert f"uint32_t {name}(" in files["ebnn_runtime.h"]
+        assert f"{name}(" in files["kp.c"] and f"{name}(" in files["ebnn_runtime.c"]
     assert second.avr_asm and all(f.asm for f in second.filters)
     assert second.has_interior_class and second.border_bounds and second.interior_guard
     assert [r.lo for r in second.rows] == [lo for lo, _ in pool_ranges(8, 8, None)]

@@ -62,12 +62,11 @@ def timer_prescaler(board: Board) -> int:
 
 
 def info_for(graph: Model, board: Board, kernels: str, baud: int) -> Info:
-    assert graph.buffers is not None and graph.score_scale_log2 is not None
     return Info(
         model_hash=model_hash(graph),
         input_shape=tuple(graph.input_shape),  # type: ignore[arg-type]
         num_classes=graph.num_classes,
-        score_scale_log2=graph.score_scale_log2,
+        score_scale_log2=graph.scale_log2,
         kernels=kernels,
         block_bytes=tuple(b.out_bytes for b in graph.hidden),
         f_cpu=board.f_cpu,
@@ -80,7 +79,6 @@ def info_for(graph: Model, board: Board, kernels: str, baud: int) -> Info:
 
 def agent_files(graph: Model, board: Board, kernels: str, baud: int) -> dict[str, str]:
     """ebnn_agent.h for ``graph`` on ``board`` (plus the model's own files)."""
-    assert graph.buffers is not None
     prescaler = timer_prescaler(board)
     timer_hz = board.f_cpu // prescaler
     if agent_port(board) == "avr":
@@ -100,7 +98,7 @@ def agent_files(graph: Model, board: Board, kernels: str, baud: int) -> dict[str
         prescaler=prescaler,
         idle_ms=IDLE_MS,
         idle_ticks=idle_ticks,
-        trace_offsets=[str(v) for v in graph.buffers["trace_offsets"]],
+        trace_offsets=[str(v) for v in graph.plan.trace_offsets],
         block_bytes=[str(b.out_bytes) for b in graph.hidden],
         info=info,
         info_bytes=len(info),

@@ -89,9 +89,8 @@ def run(
 ) -> RunResult:
     """Every input through the board: prediction, scores and every hidden block's bits."""
     x = check_inputs(graph, x)
-    assert graph.buffers is not None
-    offsets = list(graph.buffers["trace_offsets"])
-    trace_bytes = int(graph.buffers["trace_bytes"])
+    offsets = list(graph.plan.trace_offsets)
+    trace_bytes = graph.plan.trace_bytes
     link, info = connect(opts)
     with link:
         check_model(info, graph, kernels, opts.port, model_path)

@@ -79,7 +79,7 @@ class Word:
 
 @dataclass(frozen=True)
 class WordXor:
-    """``swar_nib(w<word> ^ kw[kw], ...)``: one window word against one weight word."""
+    """``ebnn_swar_nib(w<word> ^ kw[kw], ...)``: one window word against one weight word."""
 
     word: int
     kw: int
@@ -156,8 +156,8 @@ class BinKernelPlan(KernelPlan):
     """Binary kernel. Flags: ``avr_asm`` (emit the asm variant), ``border_bounds`` (a bounds table
     per border class), ``has_interior_class`` (interior bounds as immediates), ``interior_guard``
     (the immediates only where the preprocessor says the chip shifts cheaply), ``uses_swar`` (some
-    filter counts with SWAR words, so the helpers are needed), ``word_helpers`` (this kernel emits
-    the shared 32-bit helpers: the model's first binary kernel)."""
+    filter counts with SWAR words: the weight-word table is emitted; the SWAR helpers themselves are
+    the runtime header's ``ebnn_swar_nib``/``ebnn_swar_fold``)."""
 
     filters: tuple[BinFilter, ...]
     interior_filters: tuple[BinFilter, ...]
@@ -177,5 +177,3 @@ class BinKernelPlan(KernelPlan):
     interior_guard: bool
     interior_immediates: bool
     uses_swar: bool
-    word_helpers: bool = False
-    swar_helpers: bool = False

@@ -8,14 +8,14 @@ other field is a number, a name or a flag, so the templates never compute.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .. import bits
 from ..ir import CONST, GE, LE, Block, Buffers, Model, Pool
-from .kernel_plan import BinKernelPlan, KernelPlan
+from .kernel_plan import KernelPlan
 from .kernels import conv_kernel
 from .traits import TargetTraits
 
@@ -96,16 +96,16 @@ def flip_and_threshold(block: Block) -> tuple[np.ndarray, np.ndarray]:
     GE t: t, flip 0.  LE t: acc <= t  <=>  !(acc >= t + 1): t + 1, flip 1.
     CONST +1: -(bound + 1) (always >=), flip 0.  CONST -1: bound + 1 (never >=), flip 0.
     """
-    assert block.threshold is not None and block.direction is not None and block.constant is not None
-    t = block.threshold.astype(np.int64).copy()
+    f = block.folded
+    t = f.threshold.astype(np.int64).copy()
     flip = np.zeros(len(t), bool)
-    le = block.direction == LE
+    le = f.direction == LE
     t[le] += 1
     flip[le] = True
-    const = block.direction == CONST
-    t[const & (block.constant > 0)] = -(block.acc_bound + 1)
-    t[const & (block.constant < 0)] = block.acc_bound + 1
-    assert np.all((block.direction == GE) | le | const)
+    const = f.direction == CONST
+    t[const & (f.constant > 0)] = -(block.acc_bound + 1)
+    t[const & (f.constant < 0)] = block.acc_bound + 1
+    assert np.all((f.direction == GE) | le | const)
     return t.astype(np.int32), flip
 
 
@@ -156,23 +156,22 @@ def _rows_layout(common: dict[str, Any], packed: np.ndarray, generated: bool) ->
 
 
 def exit_plan(b: Block, kernels: str, buf: Buffers) -> ExitPlan:
-    assert b.score_mul is not None and b.score_add is not None and b.packed_weights is not None
+    affine = b.affine
     common = _common(b, kernels)
-    common.update(_rows_layout(common, b.packed_weights, False))
+    common.update(_rows_layout(common, b.packed, False))
     return ExitPlan(
         **common,
-        mul=tuple(str(int(v)) for v in b.score_mul),
-        add=tuple(str(int(v)) for v in b.score_add),
+        mul=tuple(str(int(v)) for v in affine.mul),
+        add=tuple(str(int(v)) for v in affine.add),
         in_offset=buf.slot_offset[buf.slot[-1]],
     )
 
 
 def hidden_plan(b: Block, kernels: str, buf: Buffers, traits: TargetTraits) -> HiddenPlan:
-    assert b.packed_weights is not None
     t, flip = flip_and_threshold(b)
     spec = conv_kernel(b, t, flip, traits) if kernels == "fast" else None
     common = _common(b, kernels)
-    common.update(_rows_layout(common, b.packed_weights, spec is not None))
+    common.update(_rows_layout(common, b.packed, spec is not None))
     flips = bits.pack_flags(flip)
     out_offset = buf.slot_offset[buf.slot[b.index]]
     return HiddenPlan(
@@ -190,20 +189,7 @@ def hidden_plan(b: Block, kernels: str, buf: Buffers, traits: TargetTraits) -> H
     )
 
 
-def with_helpers(plans: list[HiddenPlan]) -> list[HiddenPlan]:
-    """The model's first binary kernel emits the shared 32-bit helpers (SWAR_KEEP, and
-    swar_nib/swar_fold when some kernel of the model counts with them)."""
-    bins = [p for p in plans if isinstance(p.spec, BinKernelPlan)]
-    if not bins:
-        return plans
-    first = bins[0]
-    assert isinstance(first.spec, BinKernelPlan)
-    swar = any(isinstance(p.spec, BinKernelPlan) and p.spec.uses_swar for p in plans)
-    spec = replace(first.spec, word_helpers=True, swar_helpers=swar)
-    return [replace(p, spec=spec) if p is first else p for p in plans]
-
-
 def block_plans(model: Model, kernels: str, traits: TargetTraits) -> tuple[list[HiddenPlan], ExitPlan]:
     buf = model.plan
-    hidden = with_helpers([hidden_plan(b, kernels, buf, traits) for b in model.hidden])
+    hidden = [hidden_plan(b, kernels, buf, traits) for b in model.hidden]
     return hidden, exit_plan(model.exit, kernels, buf)

@@ -85,11 +85,11 @@ def build_qonnx(graph: Model):
                 )
             )  # fmt: skip
             break
-        assert b.threshold is not None and b.direction is not None and b.constant is not None
-        gamma = np.where(b.direction == LE, -1.0, 1.0)
-        gamma[b.direction == CONST] = 0.0
-        beta = np.where(b.direction == CONST, b.constant.astype(np.float64), 0.0)
-        mean = np.where(b.direction == CONST, 0.0, b.threshold.astype(np.float64))
+        fold = b.folded
+        gamma = np.where(fold.direction == LE, -1.0, 1.0)
+        gamma[fold.direction == CONST] = 0.0
+        beta = np.where(fold.direction == CONST, fold.constant.astype(np.float64), 0.0)
+        mean = np.where(fold.direction == CONST, 0.0, fold.threshold.astype(np.float64))
         if np.any(np.abs(mean) >= 2**24):
             raise CodegenError(f"block {i}: a threshold is too large for float32")
         f = b.out_channels

@@ -44,15 +44,13 @@ class RunResult:
 
 
 def record_bytes(graph: Model) -> int:
-    assert graph.buffers is not None
-    return 4 + 4 * graph.num_classes + int(graph.buffers["trace_bytes"])
+    return 4 + 4 * graph.num_classes + graph.plan.trace_bytes
 
 
 def decode_traces(graph: Model, traces: np.ndarray) -> list[np.ndarray]:
     """(N, TRACE_BYTES) uint8 -> per hidden block, int8 ±1 (N, C, H, W)."""
-    assert graph.buffers is not None
     layers = []
-    for block, off in zip(graph.hidden, graph.buffers["trace_offsets"]):
+    for block, off in zip(graph.hidden, graph.plan.trace_offsets):
         chunk = traces[:, off : off + block.out_bytes]
         layers.append(bits.unpack_activations(chunk, block.out_shape).reshape(len(traces), *block.torch_shape))
     return layers

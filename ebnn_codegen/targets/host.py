@@ -74,8 +74,7 @@ def run(
     x = check_inputs(graph, x)
     ffi, clib = lib if lib is not None else build(graph, kernels)
     n = len(x)
-    assert graph.buffers is not None
-    k, tb = graph.num_classes, int(graph.buffers["trace_bytes"])
+    k, tb = graph.num_classes, graph.plan.trace_bytes
     scores = np.zeros((n, k), np.int32)
     preds = np.zeros(n, np.int32)
     traces = np.zeros((n, tb), np.uint8) if trace else None
