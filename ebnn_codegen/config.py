@@ -149,12 +149,11 @@ class LayerSpec:
         return c * h * w * self.fan_in
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    input_shape: tuple[int, int, int]
+class BlockStack:
+    """Hidden blocks then one exit (``layers``): a device section (:class:`ModelSpec`) or a DDNN
+    edge/cloud section (:class:`ebnn_codegen.ddnn.config.SectionSpec`)."""
+
     layers: tuple[LayerSpec, ...]
-    config: dict = field(compare=False, repr=False)
 
     @property
     def hidden(self) -> tuple[LayerSpec, ...]:
@@ -169,7 +168,17 @@ class ModelSpec:
         return self.layers[-1].out_channels
 
 
-def _int(value: Any, where: str, minimum: int = 1, maximum: int | None = None) -> int:
+@dataclass(frozen=True)
+class ModelSpec(BlockStack):
+    name: str
+    input_shape: tuple[int, int, int]
+    layers: tuple[LayerSpec, ...]
+    config: dict = field(compare=False, repr=False)
+
+
+def check_int(value: Any, where: str, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` as an integer in [minimum, maximum], or a :class:`ConfigError` naming ``where``
+    (the one integer check of the device and DDNN config parsers)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{where} must be an integer, got {value!r}")
     if value < minimum:
@@ -183,8 +192,11 @@ def _pair(value: Any, where: str, minimum: int, maximum: int | None = None) -> t
     if isinstance(value, (list, tuple)):
         if len(value) != 2:
             raise ConfigError(f"{where} must be an integer or a list of 2 integers, got {value!r}")
-        return (_int(value[0], f"{where}[0]", minimum, maximum), _int(value[1], f"{where}[1]", minimum, maximum))
-    v = _int(value, where, minimum, maximum)
+        return (
+            check_int(value[0], f"{where}[0]", minimum, maximum),
+            check_int(value[1], f"{where}[1]", minimum, maximum),
+        )
+    v = check_int(value, where, minimum, maximum)
     return (v, v)
 
 
@@ -234,9 +246,9 @@ def parse_config(config: Any) -> ModelSpec:
     shape = config["input"]
     if not isinstance(shape, (list, tuple)) or len(shape) != 3:
         raise ConfigError(f"config.input must be [C, H, W], got {shape!r}")
-    c = _int(shape[0], "config.input[0] (channels)", 1, MAX_INPUT_CHANNELS)
-    h = _int(shape[1], "config.input[1] (height)", 1, MAX_SPATIAL)
-    w = _int(shape[2], "config.input[2] (width)", 1, MAX_SPATIAL)
+    c = check_int(shape[0], "config.input[0] (channels)", 1, MAX_INPUT_CHANNELS)
+    h = check_int(shape[1], "config.input[1] (height)", 1, MAX_SPATIAL)
+    w = check_int(shape[2], "config.input[2] (width)", 1, MAX_SPATIAL)
     layers_in = config["layers"]
     if not isinstance(layers_in, list) or not layers_in:
         raise ConfigError("config.layers must be a non-empty list")
@@ -271,7 +283,7 @@ def parse_config(config: Any) -> ModelSpec:
             for key in ("out_channels", "kernel"):
                 if key not in entry:
                     raise ConfigError(f"{where}: missing field '{key}'")
-            f = _int(entry["out_channels"], f"{where}.out_channels", 1, MAX_CHANNELS)
+            f = check_int(entry["out_channels"], f"{where}.out_channels", 1, MAX_CHANNELS)
             k = _pair(entry["kernel"], f"{where}.kernel", 1, MAX_KERNEL)
             s = _pair(entry.get("stride", 1), f"{where}.stride", 1, MAX_KERNEL)
             p = _pair(entry.get("padding", 0), f"{where}.padding", 0, MAX_KERNEL)
@@ -300,7 +312,7 @@ def parse_config(config: Any) -> ModelSpec:
             _check_keys(entry, {"type", key} | ({"threshold"} if kind == "blinear" else set()), where)
             if key not in entry:
                 raise ConfigError(f"{where}: missing field '{key}'")
-            f = _int(
+            f = check_int(
                 entry[key],
                 f"{where}.{key}",
                 2 if kind == "exit" else 1,

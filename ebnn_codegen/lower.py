@@ -17,7 +17,7 @@ import torch
 from .checkpoint import content_hash
 from .errors import LoweringError
 from .ir import Block, Model, Pool
-from .nn.blocks import ConvBlock, ExitBlock, LinearBlock, binary_weight
+from .nn.blocks import ConvBlock, LinearBlock, binary_weight
 from .nn.model import DeviceSection
 from .version import __version__
 
@@ -153,7 +153,7 @@ def lower(model: DeviceSection) -> Model:
         where = f"block {ls.index} ({ls.type})"
         if isinstance(module, ConvBlock):
             w = binary_weight(module.conv)
-        elif isinstance(module, (LinearBlock, ExitBlock)):
+        elif isinstance(module, LinearBlock):  # and the exit, a LinearBlock without the sign
             w = binary_weight(module.linear).view(ls.out_channels, *ls.in_shape)
         else:  # pragma: no cover
             raise LoweringError(f"{where}: unsupported module {type(module).__name__}")

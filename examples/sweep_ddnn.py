@@ -62,7 +62,7 @@ def _one(job: tuple[str, str, str, str, int, int | None, str]) -> dict:
     seconds = time.perf_counter() - t0
     tr.calibrate_messages(model, fit)
     tr.choose_thresholds(model, val if val is not None else fit, devices="torch")
-    model.config["meta"] = {
+    model.meta = {
         "training": training_record(
             f"{command} (config {path})",
             data_hash(data.x, data.y, data.y_views),

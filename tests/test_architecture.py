@@ -32,6 +32,8 @@ PUBLIC_API = {
     "ebnn_codegen.ddnn.config",
     "ebnn_codegen.ddnn.model",
     "ebnn_codegen.ddnn.train",
+    "ebnn_codegen.ddnn.pipeline",
+    "ebnn_codegen.ddnn.calibration",
     "ebnn_codegen.ddnn.messages",
     "ebnn_codegen.ddnn.exits",
     "ebnn_codegen.ddnn.runtime",

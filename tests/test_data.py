@@ -268,7 +268,7 @@ def test_digits_tiles_registry() -> None:
 
 def test_mnist_tiles() -> None:
     _need("mnist")
-    x_views, y_views, y = multiview.mnist_tiles("test", n=16)
+    x_views, y_views, y = multiview.mnist_tiles("test", n=16).arrays()
     x, y_ref = mnist.load("mnist", "test", n=16, download=False)
     assert x_views.shape == (16, 6, 1, 10, 14)
     np.testing.assert_array_equal(multiview.untile_images(x_views, 28, 28), x)
@@ -287,8 +287,8 @@ def test_registry_names() -> None:
 # --------------------------------------------------------------------------- #
 
 
-def _check_mvmc_like(split: multiview.MultiViewSplit, size: int) -> None:
-    x, y_views, y = split
+def _check_mvmc_like(split: multiview.MultiView, size: int) -> None:
+    x, y_views, y = split.arrays()
     assert x.shape == (len(y), 6, 1, size, size) and x.dtype == np.uint8
     assert y_views.shape == (len(y), 6) and y_views.dtype == np.int64 and y.dtype == np.int64
     assert set(np.unique(y)) <= {0, 1, 2}
@@ -306,11 +306,11 @@ def _check_mvmc_like(split: multiview.MultiViewSplit, size: int) -> None:
 def test_mvmc_like_digits_deterministic() -> None:
     first = multiview.mvmc_like("train", base="digits")
     second = DATASETS["mvmc-like-digits"]("train")
-    for a, b in zip(first, second):
+    for a, b in zip(first.arrays(), second.arrays()):
         np.testing.assert_array_equal(a, b)
     _check_mvmc_like(first, 32)
     head = multiview.mvmc_like("train", base="digits", n=20)
-    for a, b in zip(first, head):
+    for a, b in zip(first.arrays(), head.arrays()):
         np.testing.assert_array_equal(a[:20], b)
     test = multiview.mvmc_like("test", base="digits")
     assert len(test.y) != len(first.y) or not np.array_equal(test.x, first.x)
@@ -331,7 +331,7 @@ def test_mvmc_like_mnist() -> None:
     assert np.bincount(split.y).tolist() == [750, 450, 300]
     _check_mvmc_like(split, 32)
     head = multiview.mvmc_like("test", n=64)
-    for a, b in zip(split, head):
+    for a, b in zip(split.arrays(), head.arrays()):
         np.testing.assert_array_equal(a[:64], b)
 
 

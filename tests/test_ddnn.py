@@ -742,3 +742,43 @@ def test_training_device_argument_is_recorded_and_model_ends_on_cpu(tmp_path):
     loaded = E.load(model)
     assert loaded.config["meta"]["training"]["torch_device"] == "cpu"
     assert all(p.device.type == "cpu" for p in loaded.parameters())
+
+
+# --------------------------------------------------------------------------- the training pipeline as an API
+
+
+def test_train_from_config_calibrates_records_and_saves(tmp_path, one_thread):
+    """``ddnn.train_from_config`` = what ``ddnn train`` does; the calibration is a value the model holds
+    (not a dict written into), and it is what the checkpoint keeps."""
+    from ebnn_codegen import ddnn
+
+    steps: list[str] = []
+    res = ddnn.train_from_config(
+        {**TINY, "training": {"epochs": 1, "batch_size": 32}},
+        "digits-tiles",
+        ddnn.Overrides(seed=3, without_devices=(4,)),
+        limit=200,
+        command="test",
+        log=steps.append,
+    )
+    model = res.model
+    assert [s[:5] for s in steps if s[:2] in ("[1", "[2", "[3", "[4")] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]"]
+    assert isinstance(model.calibration, ddnn.Calibration) and model.calibration.calibrated
+    assert model.config["messages"]["score_frac_bits"] == model.calibration.score_frac_bits
+    assert model.config["training"]["absent_devices"] == [4] and model.config["training"]["seed"] == 3
+    record = model.meta["training"]
+    assert record["command"] == "test" and record["dataset"] == "digits-tiles" and len(record["data_sha256"]) == 64
+    assert record["samples"] == res.samples > 0
+    before = model.calibration
+    model.config["thresholds"] = {"local": 0.05, "edge": 0.05}  # a copy: changes nothing
+    assert model.calibration == before and model.config["thresholds"] == before.threshold_map()
+    model.calibration = model.calibration.with_thresholds({"local": 0.3, "edge": 0.3})
+    E.save(model, tmp_path / "m.pt")
+    loaded = E.load(tmp_path / "m.pt")
+    assert loaded.calibration == model.calibration and loaded.meta == model.meta
+    assert loaded.config["thresholds"] == {"local": 0.3, "edge": 0.3}
+    with pytest.raises(E.CodegenError, match="no such file"):
+        ddnn.train_from_config(tmp_path / "missing.json", "digits-tiles")
+    uncalibrated = DDNN(TINY)
+    with pytest.raises(E.CodegenError, match="not calibrated"):
+        uncalibrated.calibration.frac_bits()

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import time
-from pathlib import Path
 
 from .. import progress as progress_bars
 from ..errors import CodegenError
@@ -39,12 +37,9 @@ def _data(name: str, split: str, limit: int | None):
 
 
 def _check_views(model, data) -> None:
-    want = (model.num_devices, *model.spec.device.input_shape)
-    if tuple(data.x.shape[1:]) != want:
-        raise CodegenError(
-            f"dataset {data.name} has views {'x'.join(map(str, data.x.shape[1:]))}, "
-            f"the model takes {'x'.join(map(str, want))} (devices x C x H x W)"
-        )
+    from ..ddnn.pipeline import check_views
+
+    check_views(model, data)
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
@@ -133,8 +128,7 @@ class Train(Action):
         import torch
 
         from .. import api
-        from ..ddnn import train as tr
-        from ..ddnn.model import DDNN
+        from ..ddnn.pipeline import Overrides, train_from_config
 
         log = progress(args)
         _threads(args.threads)
@@ -148,65 +142,23 @@ class Train(Action):
             raise UsageError("--torch-device: CUDA is not available in this PyTorch")
         if where.type not in ("cpu", "cuda"):
             raise UsageError(f"--torch-device must be cpu or cuda[:N], got {args.torch_device!r}")
-        cfg_path = Path(args.config)
-        if not cfg_path.is_file():
-            raise CodegenError(f"{cfg_path}: no such file")
-        try:
-            config = json.loads(cfg_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CodegenError(f"{cfg_path}: not valid JSON ({exc})") from None
-        if isinstance(config, dict):
-            config = dict(config)
-            config.setdefault("training", {})
-            if not isinstance(config["training"], dict):
-                raise CodegenError(f"{cfg_path}: training must be an object")
-            config["training"] = dict(config["training"])
-            if args.epochs is not None:
-                if args.epochs < 0:
-                    raise UsageError(f"--epochs must be >= 0, got {args.epochs}")
-                config["training"]["epochs"] = args.epochs
-            if args.seed is not None:
-                config["training"]["seed"] = args.seed
-            if args.without_device is not None:
-                config["training"]["absent_devices"] = sorted(set(args.without_device))
-        torch.manual_seed(int(config.get("training", {}).get("seed", 0)) if isinstance(config, dict) else 0)
-        model = DDNN(config)
-        steps = 5
-        say = log or (lambda _m: None)
-        say(f"[1/{steps}] load {args.dataset} (train split)")
-        data = _data(args.dataset, "train", args.limit)
-        _check_views(model, data)
-        fit, val = tr.split_validation(data, float(model.config["training"]["validation"]))
-        say(
-            f"[2/{steps}] train {model.config['training']['epochs']} epochs on {len(fit)} samples "
-            f"({0 if val is None else len(val)} held out), {sum(p.numel() for p in model.parameters())} parameters"
-        )
-        t0 = time.perf_counter()
-        hist = tr.train(model, fit, val=val, log=log, device=where)
-        seconds = time.perf_counter() - t0
-        say(f"[3/{steps}] calibrate the message scale")
-        m = tr.calibrate_messages(model, fit)
-        say(f"      scores sent as round(score * 2^{m}), {model.config['messages']['score_bits']}-bit")
-        say(f"[4/{steps}] choose the exit threshold on the held-out samples")
-        th = tr.choose_thresholds(model, val if val is not None else fit, devices="torch")
-        say(f"      local threshold T = {th['local']:g}")
-        meta = dict(model.config.get("meta") or {})
-        meta["training"] = api.training_record(
-            "ebnn-gen " + shlex.join(getattr(args, "_argv", [])),
-            api.data_hash(data.x, data.y, data.y_views),
-            dataset=args.dataset,
-            samples=len(fit),
-            epochs=int(model.config["training"]["epochs"]),
-            seconds=round(seconds, 1),
-            threads=args.threads,
+        without = tuple(args.without_device) if args.without_device is not None else None
+        result = train_from_config(
+            args.config,
+            args.dataset,
+            Overrides(epochs=args.epochs, seed=args.seed, without_devices=without),
+            limit=args.limit,
             torch_device=str(where),
+            command="ebnn-gen " + shlex.join(getattr(args, "_argv", [])),
+            threads=args.threads,
+            log=log,
         )
-        model.config["meta"] = meta
-        say(f"[5/{steps}] save {args.output}")
-        api.save(model, args.output)
+        if log:
+            log(f"[5/5] save {args.output}")
+        api.save(result.model, args.output)
         if args.history:
-            emit_json({"seconds": seconds, "epochs": hist.epochs}, args.history)
-        print(f"trained in {seconds:.0f} s -> {args.output}")
+            emit_json({"seconds": result.seconds, "epochs": result.history}, args.history)
+        print(f"trained in {result.seconds:.0f} s -> {args.output}")
         return 0
 
 

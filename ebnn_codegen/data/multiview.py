@@ -1,6 +1,7 @@
 """Multi-view benchmarks for distributed (DDNN-style) networks.
 
-Every loader returns a :class:`MultiViewSplit` ``(x, y_views, y)``:
+Every loader returns a :class:`MultiView` (the one container of multi-view data in
+the package: the DDNN trainer, runtime and networked tiers take it too):
 
 ``x``
     ``uint8`` views ``N x V x C x H x W`` (one view per end device).
@@ -38,8 +39,8 @@ from __future__ import annotations
 
 import os
 import zlib
-from dataclasses import dataclass
-from typing import NamedTuple, Protocol, Union
+from dataclasses import dataclass, replace
+from typing import Protocol, Union
 
 import numpy as np
 
@@ -55,21 +56,38 @@ NUM_DEVICES = 6
 TILE_GRID = (3, 2)
 
 
-class MultiViewSplit(NamedTuple):
-    """One split of a multi-view dataset (a tuple ``(x, y_views, y)``)."""
+@dataclass
+class MultiView:
+    """One split of a multi-view dataset: ``x`` ``uint8`` views ``N x V x C x H x W``,
+    ``y_views`` ``int64`` per-view labels ``N x V`` (:data:`ABSENT` where not seen), ``y``
+    ``int64`` object labels ``N``; ``name`` and ``split`` say where it came from."""
 
     x: np.ndarray
-    """``uint8`` views ``N x V x C x H x W``."""
     y_views: np.ndarray
-    """``int64`` per-view labels ``N x V`` (:data:`ABSENT` where not seen)."""
     y: np.ndarray
-    """``int64`` object labels ``N``."""
+    name: str = ""
+    split: str = ""
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(x, y_views, y)``."""
+        return self.x, self.y_views, self.y
+
+    def subset(self, index: np.ndarray | slice) -> MultiView:
+        return replace(self, x=self.x[index], y_views=self.y_views[index], y=self.y[index])
+
+    @property
+    def raw_bytes_per_sample(self) -> int:
+        """Bytes of uploading every view as uint8 pixels (the raw-upload baseline)."""
+        return int(np.prod(self.x.shape[1:]))
 
 
 class MultiViewLoader(Protocol):
     """Signature shared by the loaders in :data:`DATASETS`."""
 
-    def __call__(self, split: str, root: PathLike | None = None, *, n: int | None = None) -> MultiViewSplit: ...
+    def __call__(self, split: str, root: PathLike | None = None, *, n: int | None = None) -> MultiView: ...
 
 
 # --------------------------------------------------------------------------- #
@@ -131,7 +149,7 @@ def untile_images(tiles: np.ndarray, height: int, width: int, grid: tuple[int, i
     return np.ascontiguousarray(padded[:, :, top : top + height, left : left + width])
 
 
-def tiles(base: str, split: str, root: PathLike | None = None, *, n: int | None = None) -> MultiViewSplit:
+def tiles(base: str, split: str, root: PathLike | None = None, *, n: int | None = None) -> MultiView:
     """Cut the images of a single-view dataset into the 3x2 tile grid.
 
     Args:
@@ -142,21 +160,21 @@ def tiles(base: str, split: str, root: PathLike | None = None, *, n: int | None 
         n: keep only the first ``n`` samples.
 
     Returns:
-        :class:`MultiViewSplit`; every view's label is the object label.
+        :class:`MultiView`; every view's label is the object label.
     """
     x, y = mnist.load(base, split, root, n=n)
     views = tile_images(x)
     y_views = np.repeat(y[:, None], views.shape[1], axis=1)
-    return MultiViewSplit(views, np.ascontiguousarray(y_views), y)
+    return MultiView(views, np.ascontiguousarray(y_views), y, f"{base}-tiles", split)
 
 
-def mnist_tiles(split: str, root: PathLike | None = None, *, n: int | None = None) -> MultiViewSplit:
+def mnist_tiles(split: str, root: PathLike | None = None, *, n: int | None = None) -> MultiView:
     """MNIST cut into 6 tiles of 10x14 (3 rows x 2 columns, row-major).
 
     The 28x28 digit is padded with one zero row above and one below (30x28).
 
     Returns:
-        :class:`MultiViewSplit` with ``x`` of shape ``N x 6 x 1 x 10 x 14``.
+        :class:`MultiView` with ``x`` of shape ``N x 6 x 1 x 10 x 14``.
     """
     return tiles("mnist", split, root, n=n)
 
@@ -390,7 +408,7 @@ def _render_device(spec: MvmcLikeSpec, split: str, dev: int, images: np.ndarray)
 
 def generate_mvmc_like(
     spec: MvmcLikeSpec, split: str, root: PathLike | None = None, *, n: int | None = None
-) -> MultiViewSplit:
+) -> MultiView:
     """Build one split of an MVMC-like benchmark from ``spec``.
 
     For each selected source image and each device: crop the device's window
@@ -409,7 +427,7 @@ def generate_mvmc_like(
         n: keep only the first ``n`` samples (the same as slicing the full split).
 
     Returns:
-        :class:`MultiViewSplit` with ``x`` of shape ``N x 6 x C x S x S``.
+        :class:`MultiView` with ``x`` of shape ``N x 6 x C x S x S``.
     """
     if split not in _SPLIT_ID:
         raise ValueError(f"unknown split {split!r}; expected 'train' or 'test'")
@@ -430,7 +448,7 @@ def generate_mvmc_like(
         view[~seen[:, dev]] = 0
         x[:, dev] = view
     y_views = np.where(seen, cls[:, None], ABSENT).astype(np.int64)
-    return MultiViewSplit(x, y_views, cls)
+    return MultiView(x, y_views, cls, f"mvmc-like of {spec.base}", split)
 
 
 def mvmc_like(
@@ -439,7 +457,7 @@ def mvmc_like(
     base: str = "mnist",
     *,
     n: int | None = None,
-) -> MultiViewSplit:
+) -> MultiView:
     """MVMC-like 6-device benchmark over ``base`` (``"mnist"``, ``"fashion-mnist"`` or ``"digits"``).
 
     Three classes in a 50/30/20 mix; views are ``1 x 32 x 32``; see
@@ -447,7 +465,7 @@ def mvmc_like(
     for the construction.
 
     Returns:
-        :class:`MultiViewSplit` with ``x`` of shape ``N x 6 x 1 x 32 x 32``.
+        :class:`MultiView` with ``x`` of shape ``N x 6 x 1 x 32 x 32``.
     """
     specs = {"mnist": MVMC_LIKE_MNIST, "fashion-mnist": MVMC_LIKE_FASHION, "digits": MVMC_LIKE_DIGITS}
     if base not in specs:
@@ -456,7 +474,7 @@ def mvmc_like(
 
 
 def _tiles_loader(base: str) -> MultiViewLoader:
-    def load(split: str, root: PathLike | None = None, *, n: int | None = None) -> MultiViewSplit:
+    def load(split: str, root: PathLike | None = None, *, n: int | None = None) -> MultiView:
         return tiles(base, split, root, n=n)
 
     load.__doc__ = f"{base} cut into 3x2 tiles (see :func:`tiles`)."
@@ -464,7 +482,7 @@ def _tiles_loader(base: str) -> MultiViewLoader:
 
 
 def _mvmc_loader(base: str) -> MultiViewLoader:
-    def load(split: str, root: PathLike | None = None, *, n: int | None = None) -> MultiViewSplit:
+    def load(split: str, root: PathLike | None = None, *, n: int | None = None) -> MultiView:
         return mvmc_like(split, root, base, n=n)
 
     load.__doc__ = f"MVMC-like benchmark over {base} (see :func:`mvmc_like`)."
@@ -482,7 +500,7 @@ DATASETS: dict[str, MultiViewLoader] = {
 }
 
 
-def load_multiview(name: str, split: str, root: PathLike | None = None, *, n: int | None = None) -> MultiViewSplit:
+def load_multiview(name: str, split: str, root: PathLike | None = None, *, n: int | None = None) -> MultiView:
     """Load a dataset of :data:`DATASETS` by name."""
     try:
         loader = DATASETS[name]
@@ -499,7 +517,7 @@ __all__ = [
     "MVMC_LIKE_FASHION",
     "MVMC_LIKE_MNIST",
     "MultiViewLoader",
-    "MultiViewSplit",
+    "MultiView",
     "MvmcLikeSpec",
     "NUM_DEVICES",
     "TILE_GRID",

@@ -61,7 +61,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import MAX_CHANNELS, MAX_SPATIAL, LayerSpec, ModelSpec, check_identifier, parse_config
+from ..config import (
+    MAX_CHANNELS,
+    MAX_SPATIAL,
+    BlockStack,
+    LayerSpec,
+    ModelSpec,
+    check_identifier,
+    check_int,
+    parse_config,
+)
 from ..errors import ConfigError
 
 AGGREGATORS = ("max", "avg", "concat")
@@ -98,21 +107,13 @@ _TOP_KEYS = {"name", "devices", "classes", "device", "cloud", "meta", *DEFAULTS}
 
 
 @dataclass(frozen=True)
-class SectionSpec:
+class SectionSpec(BlockStack):
     """An edge or cloud section: aggregator over feature maps, then binary blocks."""
 
     aggregator: str
     in_shape: tuple[int, int, int]  # after aggregation
     layers: tuple[LayerSpec, ...]  # hidden blocks then the exit
     grid: tuple[int, int] | None = None  # rows, columns of the 'grid' aggregator
-
-    @property
-    def hidden(self) -> tuple[LayerSpec, ...]:
-        return self.layers[:-1]
-
-    @property
-    def exit(self) -> LayerSpec:
-        return self.layers[-1]
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
@@ -156,15 +157,6 @@ def _number(value: Any, where: str, minimum: float = 0.0, maximum: float | None 
         bound = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
         raise ConfigError(f"{where} must be {bound}, got {value!r}")
     return float(value)
-
-
-def _int(value: Any, where: str, minimum: int, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{where} must be an integer, got {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
-        raise ConfigError(f"{where} must be {bound}, got {value}")
-    return value
 
 
 def _object(value: Any, where: str, allowed: set[str]) -> dict:
@@ -230,8 +222,8 @@ def parse_ddnn_config(config: Any) -> DdnnSpec:
         if key not in config:
             raise ConfigError(f"config: missing field '{key}'")
     name = check_identifier(config["name"], "config.name")
-    n = _int(config["devices"], "config.devices", 1, MAX_DEVICES)
-    k = _int(config["classes"], "config.classes", 2, 127)
+    n = check_int(config["devices"], "config.devices", 1, MAX_DEVICES)
+    k = check_int(config["classes"], "config.classes", 2, 127)
     cfg: dict[str, Any] = {"name": name, "devices": n, "classes": k}
 
     dev = _object(config["device"], "config.device", {"input", "layers"})
@@ -249,7 +241,7 @@ def parse_ddnn_config(config: Any) -> DdnnSpec:
     if not isinstance(share, bool):
         raise ConfigError(f"config.share_weights must be true or false, got {share!r}")
     cfg["share_weights"] = share
-    fb = _int(config.get("feature_block", -1), "config.feature_block", -len(device.hidden), len(device.hidden) - 1)
+    fb = check_int(config.get("feature_block", -1), "config.feature_block", -len(device.hidden), len(device.hidden) - 1)
     fb = fb % len(device.hidden)
     cfg["feature_block"] = fb
     feat = device.hidden[fb].out_shape
@@ -277,7 +269,7 @@ def parse_ddnn_config(config: Any) -> DdnnSpec:
             if not isinstance(g, list) or not g:
                 raise ConfigError(f"config.edge.groups[{gi}] must be a non-empty list of device indices")
             for j, d in enumerate(g):
-                _int(d, f"config.edge.groups[{gi}][{j}]", 0, n - 1)
+                check_int(d, f"config.edge.groups[{gi}][{j}]", 0, n - 1)
                 if d in seen:
                     raise ConfigError(f"config.edge.groups[{gi}][{j}]: device {d} is in more than one group")
                 seen.add(d)
@@ -324,7 +316,10 @@ def parse_ddnn_config(config: Any) -> DdnnSpec:
         g = c.get("grid")
         if not isinstance(g, list) or len(g) != 2:
             raise ConfigError(f"config.cloud.grid must be [rows, columns] for the 'grid' aggregator, got {g!r}")
-        grid = (_int(g[0], "config.cloud.grid[0]", 1, MAX_DEVICES), _int(g[1], "config.cloud.grid[1]", 1, MAX_DEVICES))
+        grid = (
+            check_int(g[0], "config.cloud.grid[0]", 1, MAX_DEVICES),
+            check_int(g[1], "config.cloud.grid[1]", 1, MAX_DEVICES),
+        )
         if grid[0] * grid[1] != cloud_sources:
             raise ConfigError(
                 f"config.cloud.grid {list(grid)} has {grid[0] * grid[1]} cells for {cloud_sources} sources"
@@ -355,23 +350,23 @@ def parse_ddnn_config(config: Any) -> DdnnSpec:
     if msg["score_bits"] not in SCORE_BITS:
         raise ConfigError(f"config.messages.score_bits must be 8 or 16, got {msg['score_bits']!r}")
     if msg["score_frac_bits"] is not None:
-        _int(msg["score_frac_bits"], "config.messages.score_frac_bits", -16, 24)
+        check_int(msg["score_frac_bits"], "config.messages.score_frac_bits", -16, 24)
     cfg["messages"] = msg
     tr = _merge(DEFAULTS["training"], config.get("training"), "config.training")
-    _int(tr["epochs"], "config.training.epochs", 0, 10_000)
-    _int(tr["batch_size"], "config.training.batch_size", 2, 65536)
+    check_int(tr["epochs"], "config.training.epochs", 0, 10_000)
+    check_int(tr["batch_size"], "config.training.batch_size", 2, 65536)
     _number(tr["lr"], "config.training.lr", 0.0, 10.0)
     _number(tr["weight_decay"], "config.training.weight_decay", 0.0, 1.0)
     _number(tr["device_dropout"], "config.training.device_dropout", 0.0, 0.9)
     _number(tr["validation"], "config.training.validation", 0.0, 0.5)
     _number(tr["min_local_exit"], "config.training.min_local_exit", 0.0, 1.0)
-    _int(tr["seed"], "config.training.seed", 0)
-    _int(tr["shift"], "config.training.shift", 0, 16)
+    check_int(tr["seed"], "config.training.seed", 0)
+    check_int(tr["shift"], "config.training.shift", 0, 16)
     absent = tr["absent_devices"]
     if not isinstance(absent, list):
         raise ConfigError(f"config.training.absent_devices must be a list of device numbers, got {absent!r}")
     for i, d in enumerate(absent):
-        _int(d, f"config.training.absent_devices[{i}]", 0, n - 1)
+        check_int(d, f"config.training.absent_devices[{i}]", 0, n - 1)
     if len(set(absent)) != len(absent):
         raise ConfigError(f"config.training.absent_devices lists a device twice: {absent}")
     if len(absent) >= n:
@@ -383,8 +378,8 @@ def parse_ddnn_config(config: Any) -> DdnnSpec:
         t = tr["tiles"]
         if not isinstance(t, list) or len(t) != 2:
             raise ConfigError(f"config.training.tiles must be null or [rows, columns], got {t!r}")
-        _int(t[0], "config.training.tiles[0]", 1, MAX_DEVICES)
-        _int(t[1], "config.training.tiles[1]", 1, MAX_DEVICES)
+        check_int(t[0], "config.training.tiles[0]", 1, MAX_DEVICES)
+        check_int(t[1], "config.training.tiles[1]", 1, MAX_DEVICES)
         if t[0] * t[1] != n:
             raise ConfigError(f"config.training.tiles {t} has {t[0] * t[1]} tiles for {n} devices")
     cfg["training"] = tr

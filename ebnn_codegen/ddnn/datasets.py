@@ -1,4 +1,5 @@
-"""Multi-view datasets by name, with user errors as :class:`DatasetError`.
+"""Multi-view datasets by name (:class:`~ebnn_codegen.data.multiview.MultiView`), with user
+errors as :class:`~ebnn_codegen.data.DataError`.
 
 Names are those of :data:`ebnn_codegen.data.DATASETS` (``mnist-tiles``,
 ``mvmc-like``, ...), plus ``mvmc-npz:PATH`` for the original MVMC ``.npz``
@@ -12,39 +13,16 @@ a view whose object is absent: it is ignored in that device's loss.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
 import numpy as np
 
-from ..errors import CodegenError
+from ..data.errors import DataError
+from ..data.multiview import MultiView
 
 NPZ_PREFIX = "mvmc-npz:"
 NPZ_SPLIT_SEED = 2017
 NPZ_TRAIN_FRACTION = 0.8
-
-
-class DatasetError(CodegenError):
-    """A dataset name is unknown, or its data cannot be found or read."""
-
-
-@dataclass
-class MultiView:
-    name: str
-    split: str
-    x: np.ndarray  # uint8 (N, D, C, H, W)
-    y_views: np.ndarray  # int64 (N, D)
-    y: np.ndarray  # int64 (N,)
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def subset(self, index: np.ndarray | slice) -> MultiView:
-        return MultiView(self.name, self.split, self.x[index], self.y_views[index], self.y[index])
-
-    @property
-    def raw_bytes_per_sample(self) -> int:
-        """Bytes of uploading every view as uint8 pixels (the raw-upload baseline)."""
-        return int(np.prod(self.x.shape[1:]))
 
 
 def names() -> list[str]:
@@ -55,26 +33,32 @@ def names() -> list[str]:
 
 def load(name: str, split: str, n: int | None = None) -> MultiView:
     """Load split ``train`` or ``test`` of a multi-view dataset (the first ``n`` samples)."""
-    from ..data import DATASETS, DataError, load_mvmc_npz
+    from ..data import DATASETS
 
     if split not in ("train", "test"):
-        raise DatasetError(f"unknown split {split!r} (train or test)")
+        raise DataError(f"unknown split {split!r} (train or test)")
     if n is not None and n < 1:
-        raise DatasetError(f"the number of samples must be >= 1, got {n}")
+        raise DataError(f"the number of samples must be >= 1, got {n}")
+    if not name.startswith(NPZ_PREFIX) and name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}", hint=f"choose one of {', '.join(names())}")
     try:
-        if name.startswith(NPZ_PREFIX):
-            x, y_views, y = load_mvmc_npz(name[len(NPZ_PREFIX) :])
-            keep = np.flatnonzero(y < 3)
-            order = np.random.default_rng(NPZ_SPLIT_SEED).permutation(keep)
-            cut = int(round(NPZ_TRAIN_FRACTION * len(order)))
-            idx = np.sort(order[:cut] if split == "train" else order[cut:])
-            if n is not None:
-                idx = idx[:n]
-            return MultiView(name, split, x[idx], y_views[idx], y[idx])
-        if name not in DATASETS:
-            raise DatasetError(f"unknown dataset {name!r}", hint=f"choose one of {', '.join(names())}")
-        d = DATASETS[name](split, n=n)
+        d = _npz(name[len(NPZ_PREFIX) :], split, n) if name.startswith(NPZ_PREFIX) else DATASETS[name](split, n=n)
     except DataError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatasetError(f"dataset {name}: {first}") from None
-    return MultiView(name, split, np.ascontiguousarray(d.x), np.asarray(d.y_views, np.int64), np.asarray(d.y, np.int64))
+        raise DataError(f"dataset {name}: {first}") from None
+    x, y_views, y = np.ascontiguousarray(d.x), np.asarray(d.y_views, np.int64), np.asarray(d.y, np.int64)
+    return replace(d, x=x, y_views=y_views, y=y, name=name, split=split)
+
+
+def _npz(path: str, split: str, n: int | None) -> MultiView:
+    """The MVMC ``.npz``: a fixed permutation keeps 80 % for train, 20 % for test; samples no camera sees dropped."""
+    from ..data import load_mvmc_npz
+
+    x, y_views, y = load_mvmc_npz(path)
+    keep = np.flatnonzero(y < 3)
+    order = np.random.default_rng(NPZ_SPLIT_SEED).permutation(keep)
+    cut = int(round(NPZ_TRAIN_FRACTION * len(order)))
+    idx = np.sort(order[:cut] if split == "train" else order[cut:])
+    if n is not None:
+        idx = idx[:n]
+    return MultiView(x[idx], y_views[idx], y[idx])

@@ -58,16 +58,8 @@ class LocalGateway:
     """The local aggregator over message integers, as the gateway MCU runs it."""
 
     def __init__(self, model: DDNN) -> None:
-        m = model.config["messages"]["score_frac_bits"]
-        if m is None:
-            from ..errors import CodegenError
-
-            raise CodegenError(
-                "the model's message format is not calibrated (messages.score_frac_bits is null)",
-                hint="train it with `ebnn-gen ddnn train`, or call ebnn_codegen.ddnn.train.calibrate_messages",
-            )
         self.kind = model.spec.local_aggregator
-        self.frac_bits = int(m)
+        self.frac_bits = model.calibration.frac_bits()
         self.devices = model.num_devices
         self.classes = model.num_classes
         self.weights: np.ndarray | None = None

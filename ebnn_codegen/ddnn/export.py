@@ -50,7 +50,7 @@ def _float(v: float) -> str:
 
 
 def score_shifts(model: DDNN, graphs: dict[int, Any]) -> list[int]:
-    m = int(model.config["messages"]["score_frac_bits"])
+    m = model.calibration.frac_bits()
     shifts = []
     for d in range(model.num_devices):
         g = graphs[0 if model.spec.share_weights else d]
@@ -103,7 +103,7 @@ def context(model: DDNN, graphs: dict[int, Any], options: dict[str, Any] | None 
         "units_note": " (CC: batch-norm affine)" if agg == "concat" else "",
         "score_modulus": 2**layout.score_bits,
         "score_one_byte": layout.score_bits == 8,
-        "threshold": _float(model.config["thresholds"]["local"])[:-1],
+        "threshold": _float(model.calibration.threshold("local"))[:-1],
         "inv_log_k": _float(1.0 / math.log(model.num_classes))[:-1],
         "scale": _float(2.0**-gw.frac_bits)[:-1],
     }

@@ -250,14 +250,14 @@ def decode_message(data: bytes, layout: MessageLayout) -> Message:
 def message_layout(model: DDNN) -> MessageLayout:
     """The message format both ends derive from the model."""
     s = model.spec
-    m = model.config["messages"]["score_frac_bits"]
+    m = model.calibration.score_frac_bits
     shapes = [s.feature_shape] * s.num_devices
     if s.edge is not None and s.edge_groups is not None:
         shapes += [s.edge.out_shape] * len(s.edge_groups)
     return MessageLayout(
         num_classes=s.num_classes,
-        score_bits=int(model.config["messages"]["score_bits"]),
-        score_frac_bits=int(m) if m is not None else 0,
+        score_bits=int(s.config["messages"]["score_bits"]),
+        score_frac_bits=m if m is not None else 0,
         num_score_senders=s.num_devices,
         feature_shapes=tuple(tuple(x) for x in shapes),  # type: ignore[misc]
     )

@@ -127,7 +127,7 @@ def evaluate(
     rt = runtime or StagedRuntime(model, devices=devices)
     stage = stage or rt.device_stage(data)
     step()
-    th = dict(model.config["thresholds"])
+    th = model.calibration.threshold_map()
     if threshold is not None:
         th = {name: float(threshold) for name in th}
     k = model.num_classes

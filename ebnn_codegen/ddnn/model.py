@@ -18,11 +18,14 @@ the next binary block's dot product, exactly like zero padding.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
 from ..nn.blocks import QuantLinear, make_block
 from ..nn.model import DeviceSection
+from .calibration import Calibration
 from .config import DdnnSpec, SectionSpec, parse_ddnn_config
 
 
@@ -101,6 +104,12 @@ class DDNN(nn.Module):
     ``forward(x, present)`` takes views (N, D, C, H, W) as float pixels 0..255
     and returns a dict: ``device`` (N, D, K), ``local`` (N, K), ``edge`` (N, K)
     when there is an edge tier, and ``cloud`` (N, K).
+
+    ``calibration`` (:class:`~ebnn_codegen.ddnn.calibration.Calibration`) holds the
+    message scale and the exit thresholds; ``meta`` what the checkpoint records
+    about the model (``meta.training``).  :attr:`config` is the checkpoint's
+    config, built from the spec, the calibration and the meta: a fresh copy, so
+    change ``calibration`` or ``meta``, not that dict.
     """
 
     checkpoint_kind = "ddnn"
@@ -108,13 +117,24 @@ class DDNN(nn.Module):
     def __init__(self, config: dict) -> None:
         super().__init__()
         self.spec: DdnnSpec = parse_ddnn_config(config)
-        self.config = self.spec.config
+        self.calibration = Calibration.from_config(self.spec.config)
+        self.meta: dict = dict(self.spec.config.get("meta") or {})
         s = self.spec
         count = 1 if s.share_weights else s.num_devices
         self.device_sections = nn.ModuleList(DeviceSection(s.device_config(d)) for d in range(count))
         self.local = LocalAggregator(s.local_aggregator, s.num_devices, s.num_classes)
         self.edges = nn.ModuleList(Section(s.edge) for _ in s.edge_groups) if s.edge and s.edge_groups else None
         self.cloud = Section(s.cloud)
+
+    @property
+    def config(self) -> dict:
+        """The config a checkpoint stores: the spec's, with the calibration and the meta written in."""
+        out = self.calibration.written_into(self.spec.config)
+        if self.meta:
+            out["meta"] = copy.deepcopy(self.meta)
+        else:
+            out.pop("meta", None)
+        return out
 
     @property
     def name(self) -> str:

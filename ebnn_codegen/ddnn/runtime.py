@@ -279,7 +279,7 @@ class StagedRuntime:
     ) -> Outcome:
         """One pass of every sample through the tiers, with the given exit thresholds."""
         spec = self.model.spec
-        th = dict(self.model.config["thresholds"])
+        th = self.model.calibration.threshold_map()
         if thresholds:
             th.update(thresholds)
         failed_set = tuple(sorted(set(int(f) for f in failed)))

@@ -297,7 +297,7 @@ def calibrate_messages(model: DDNN, data: MultiView, quantile: float = 0.999) ->
     """Choose ``messages.score_frac_bits``: the finest scale at which the ``quantile``
     of |device score| (over every device) still fits the message integer range.
 
-    Sets it in ``model.config`` (kept by the checkpoint) and returns it.
+    Gives the model a new calibration (``model.calibration``, kept by the checkpoint) and returns m.
     """
     scores = predict(model, data)["device"]
     bits = int(model.config["messages"]["score_bits"])
@@ -306,7 +306,7 @@ def calibrate_messages(model: DDNN, data: MultiView, quantile: float = 0.999) ->
     a = max(a, 1e-6)
     m = int(math.floor(math.log2(qmax / a)))
     m = max(-16, min(24, m))
-    model.config["messages"]["score_frac_bits"] = m
+    model.calibration = model.calibration.with_frac_bits(m)
     return m
 
 
@@ -315,7 +315,7 @@ def choose_thresholds(model: DDNN, data: MultiView, devices: str = "torch") -> d
 
     Among T in :data:`THRESHOLD_GRID` whose local-exit fraction is at least
     ``training.min_local_exit``, take the most accurate (ties: the larger T,
-    which sends less).  Sets ``model.config["thresholds"]`` and returns it.
+    which sends less).  Gives the model a new calibration (``model.calibration``) and returns the thresholds.
     """
     from .runtime import StagedRuntime
 
@@ -323,7 +323,7 @@ def choose_thresholds(model: DDNN, data: MultiView, devices: str = "torch") -> d
     stage = rt.device_stage(data)
     want = float(model.config["training"]["min_local_exit"])
     best: tuple[float, float] | None = None
-    best_t = float(model.config["thresholds"]["local"])
+    best_t = model.calibration.threshold("local")
     absent = model.config["training"]["absent_devices"]
     for t in THRESHOLD_GRID:
         th = {"local": float(t), "edge": float(t)}
@@ -334,5 +334,5 @@ def choose_thresholds(model: DDNN, data: MultiView, devices: str = "torch") -> d
         key = (out.overall_accuracy, float(t))
         if best is None or key >= best:
             best, best_t = key, float(t)
-    model.config["thresholds"] = {"local": best_t, "edge": best_t}
-    return model.config["thresholds"]
+    model.calibration = model.calibration.with_thresholds({"local": best_t, "edge": best_t})
+    return model.calibration.threshold_map()

@@ -129,39 +129,42 @@ class ConvBlock(nn.Module):
 
 
 class LinearBlock(nn.Module):
-    """binary linear -> BatchNorm1d -> sign, on the flattened (C, H, W) input."""
+    """binary linear -> BatchNorm1d -> sign, on the flattened (C, H, W) input (an imported
+    block with ``spec.threshold``: binary linear -> integer threshold, no batch norm)."""
 
-    def __init__(self, spec: LayerSpec) -> None:
+    def __init__(self, spec: LayerSpec, threshold: bool | None = None) -> None:
         super().__init__()
         self.spec = spec
         self.linear = QuantLinear(spec.fan_in, spec.out_channels, bias=False)
-        if spec.threshold:
+        self.thresholded = spec.threshold if threshold is None else threshold
+        if self.thresholded:
             self.act = ThresholdSign(spec.out_channels)
         else:
             self.bn = nn.BatchNorm1d(spec.out_channels)
 
+    def accumulator(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.flatten(x, 1))
+
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
-        if self.spec.threshold:
+        if self.thresholded:
             raise TypeError("a threshold block has no batch norm (it is not trainable)")
-        return self.bn(self.linear(torch.flatten(x, 1)))
+        return self.bn(self.accumulator(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.spec.threshold:
-            return self.act(self.linear(torch.flatten(x, 1)))
+        if self.thresholded:
+            return self.act(self.accumulator(x))
         return ste_sign(self.pre_activation(x))
 
 
-class ExitBlock(nn.Module):
-    """binary linear -> BatchNorm1d -> float class scores."""
+class ExitBlock(LinearBlock):
+    """The exit: a :class:`LinearBlock` whose batch-normalised accumulators are the float class
+    scores (no sign)."""
 
     def __init__(self, spec: LayerSpec) -> None:
-        super().__init__()
-        self.spec = spec
-        self.linear = QuantLinear(spec.fan_in, spec.out_channels, bias=False)
-        self.bn = nn.BatchNorm1d(spec.out_channels)
+        super().__init__(spec, threshold=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.linear(torch.flatten(x, 1)))
+        return self.pre_activation(x)
 
 
 def make_block(spec: LayerSpec) -> nn.Module:

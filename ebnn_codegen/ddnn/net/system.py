@@ -434,7 +434,7 @@ def _report(model, data, opts, sink: Sink, t_sent, t_done, tier_stats, src_wire,
         "deadline_ms": opts.deadline * 1000.0,
         "seq_start": opts.seq_start,
         "fail": None if opts.fail is None else {"device": opts.fail[0], "after_sample": opts.fail[1]},
-        "thresholds": {k: v for k, v in model.config["thresholds"].items() if k in names},
+        "thresholds": {k: v for k, v in model.calibration.thresholds if k in names},
         "samples": n,
         "answered": int(sink.answered),
         "answered_twice": int(sink.answered_twice),
@@ -479,7 +479,7 @@ def _compare(model, data, opts, sink: Sink, report: dict[str, Any], unanswered_a
     rt = StagedRuntime(model, devices="c")
     stage = rt.device_stage(data)
     down = sorted(set(model.config["training"]["absent_devices"]))
-    th = dict(model.config["thresholds"])
+    th = model.calibration.threshold_map()
     base = rt.run(stage, th, failed=down)
     every = rt.run(stage, {name: 0.0 for name in th}, failed=down)
     dev_all, dev_present = device_accuracy(stage, model.num_classes)

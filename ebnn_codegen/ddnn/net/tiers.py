@@ -83,8 +83,7 @@ def check_model(model: DDNN) -> None:
     """The networked tiers support devices -> gateway (local exit) -> cloud (no edge tier)."""
     if model.spec.edge is not None:
         raise CodegenError("the networked DDNN runs devices, gateway and cloud; this model has an edge tier")
-    if model.config["messages"]["score_frac_bits"] is None:
-        raise CodegenError("the model's message format is not calibrated (messages.score_frac_bits is null)")
+    model.calibration.frac_bits()  # a clear error for a model never calibrated
 
 
 # --------------------------------------------------------------------------- devices
@@ -112,7 +111,7 @@ def device_outputs(
     n, k = len(x), model.num_classes
     fshape = model.spec.feature_shape
     bits = int(model.config["messages"]["score_bits"])
-    m = int(model.config["messages"]["score_frac_bits"] or 0)
+    m = model.calibration.score_frac_bits or 0
     fb = model.spec.feature_block
     x = np.ascontiguousarray(x)
     if mode == "c":
@@ -181,7 +180,7 @@ class CDecision:
 
 
 def make_decision(model: DDNN, kind: str, threshold: float | None = None):
-    th = float(model.config["thresholds"]["local"] if threshold is None else threshold)
+    th = model.calibration.threshold("local") if threshold is None else float(threshold)
     if kind == "c":
         return CDecision(model, th)
     if kind == "python":
