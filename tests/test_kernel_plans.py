@@ -124,3 +124,28 @@ def test_traits_keep_the_bits(traits: TargetTraits, tmp_path: Path) -> None:
     subprocess.run(["gcc", *STRICT_CFLAGS, "-O2", "-I", str(tmp_path), *srcs, "-o", str(exe)], check=True)
     got = [int(v) for v in subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split()]
     assert got == reference.run(graph, x).pred.tolist()
+
+
+@pytest.mark.parametrize("target", ["avr", "cortex-m0", "cortex-m4", "rv32imc", "xtensa-lx106"])
+def test_each_target_renders_with_its_traits_and_compiles_as_the_portable_c(target: str, tmp_path: Path) -> None:
+    """A target's builds and ``export --target`` use its traits: the C holds only that chip's code shapes
+    (no AVR assembly off AVR, no ARMv6-M guard), and compiles to the same object code as the portable C."""
+    from ebnn_codegen import targets
+
+    t = targets.get(target)
+    require_tools(*t.tools, package=t.packages)
+    graph = E.compile(random_model(_binary_net(), seed=0))
+    own = render_model(graph, "fast", traits=t.traits)["kp.c"]
+    assert ("EBNN_POPCOUNT8_PAGED" in own) == (target == "avr")
+    assert ("__ARM_ARCH_6M__" in own) == (target == "avr")  # AVR keeps the portable 32-bit paths (ARM Arduinos)
+    assert own != render_model(graph, "fast")["kp.c"] or target == "avr"
+    objs = []
+    for label, traits in (("portable", PORTABLE), ("own", t.traits)):
+        d = tmp_path / label
+        d.mkdir()
+        for name, text in render_model(graph, "fast", traits=traits).items():
+            (d / name).write_text(text)
+        t.toolchain.compile(d / "kp.c", d / "kp.o", [d], target)
+        dump = subprocess.run([t.toolchain.prefix + "objdump", "-d", str(d / "kp.o")], capture_output=True, text=True)
+        objs.append(dump.stdout.split("\n", 3)[-1])
+    assert objs[0] == objs[1] and len(objs[0]) > 1000

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import codegen
+from .. import codegen, targets
 from ..cflags import STRICT_CFLAGS
 from ..errors import ResourceError, ToolError
 from ..ir import Model, constants_sha256
@@ -152,7 +152,8 @@ def build_agent(graph: Model, board: Board, kernels: str = "fast", baud: int | N
     baud = baud or board.agent_baud
     cc, size, cflags, lflags, startup = _toolchain(board)
     fw = resource_dir("firmware")
-    files = codegen.render_model(graph, kernels, {"target": board.target})
+    traits = targets.get(board.target).traits  # the kernels the emulated target verifies
+    files = codegen.render_model(graph, kernels, {"target": board.target}, traits)
     files.update(agent_files(graph, board, kernels, baud))
     files["ebnn_agent.c"] = (fw / AGENT_SOURCE).read_text()
     flags = [*cflags, "-ffunction-sections", "-fdata-sections", *STRICT_CFLAGS]

@@ -1,10 +1,14 @@
 """Target traits: what the generated kernels may assume of the chip that compiles them.
 
 The kernel plans (:mod:`ebnn_codegen.codegen.kernels`) read only these traits, never a chip
-name, so a new chip brings its traits and never touches the compiler.  A trait left at ``None``
-is decided by the C preprocessor on the compiler's own macros, inside the generated file; that is
-today's behaviour (:data:`PORTABLE`, the default), which keeps one ``model.c`` valid for every
-target (the golden files are rendered with it):
+name, so a new chip brings its traits and never touches the compiler.  Every target declares
+its own (``Target.traits``: the AVR keeps its assembly, the 32-bit chips drop it and pin
+``barrel_shifter``); its builds and ``export --target`` render with them, so what a target
+verifies is what ships.  A trait left at ``None`` is decided by the C preprocessor on the
+compiler's own macros, inside the generated file: :data:`PORTABLE`, the default of ``export``
+without a target and of the host, keeps one ``model.c`` valid for every target (the golden files
+are rendered with it).  A target's traits only choose among code shapes that compile to the same
+object code as the portable C on that chip (tested per target):
 
 * ``asm_dialect``: ``"avr"`` emits, beside the portable C, AVR inline assembly for the binary
   kernels (``ldi/eor/lpm/add``: 6 cycles a byte), selected by ``EBNN_POPCOUNT8_PAGED`` (defined by

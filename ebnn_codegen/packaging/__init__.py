@@ -39,8 +39,9 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from .. import codegen, costs, reference
+from .. import codegen, costs, reference, targets
 from ..codegen.model_plan import hex_rows
+from ..codegen.traits import PORTABLE
 from ..errors import CodegenError
 from ..ir import Model
 from ..resources import resource_dir
@@ -178,8 +179,10 @@ def package_files(
     expected = int(reference.run(graph, x).pred[0])
     # the plain files keep the provenance of `ebnn_codegen.export` (byte-identical to it)
     options = {} if plain else {"format": fmt} | ({"target": target} if target else {})
-    model_files = codegen.render_model(graph, kernels, options)
-    ctx: dict[str, Any] = codegen.model_context(graph, kernels, options)
+    # with a target: the kernels its builds verify (its traits); without: the portable C
+    traits = targets.get(target).traits if target else PORTABLE
+    model_files = codegen.render_model(graph, kernels, options, traits)
+    ctx: dict[str, Any] = codegen.model_context(graph, kernels, options, traits)
     name = ctx["name"]
     sketch = f"{name}_classify"
     serial = f"{name}_serial"

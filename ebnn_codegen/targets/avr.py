@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..codegen.traits import TargetTraits
 from ..errors import FitError
 from ..ir import Model
 from .base import Emulation, RunResult, check_inputs, decode_records
@@ -133,6 +134,7 @@ def _avr(chip: str, description: str, verify_on: AvrTarget | None = None) -> Avr
         tools=TOOLS,
         packages=PACKAGES,
         metric="cycles",
+        traits=TargetTraits(asm_dialect="avr"),
         mcu=chip,
         verify_on=verify_on,
     )

@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from .. import bits
+from ..codegen.traits import TargetTraits
 from ..errors import CodegenError, ToolError
 from ..ir import Model
 from .chips import Chip
@@ -126,12 +127,15 @@ class Target(Protocol):
       or time) as a JSON-ready dict;
     * ``available()`` -- whether its tools are installed (without raising).
 
-    ``chip`` is None for the host.  ``serial`` is None for targets without a board behind
+    ``traits`` say what the generated kernels may assume of the chip (``export --target`` renders
+    with them, and so does every build of the target: what is verified is what ships); the host's
+    are the portable ones.  ``chip`` is None for the host.  ``serial`` is None for targets without a board behind
     them; a board target sets it to an object of the :class:`SerialOps` protocol.
     """
 
     name: str
     description: str
+    traits: TargetTraits  # what the generated kernels may assume of its chip (codegen.traits)
 
     @property
     def chip(self) -> Chip | None: ...

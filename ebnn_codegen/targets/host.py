@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import codegen, costs
+from ..codegen.traits import PORTABLE
 from ..errors import CodegenError, ToolError
 from ..ir import Model
 from .base import RunResult, SerialOps, check_inputs, decode_records, decode_traces, random_inputs
@@ -111,6 +112,7 @@ class HostTarget:
 
     name = "host"
     description = "native build, called through cffi"
+    traits = PORTABLE  # the host verifies the portable C that `export` writes without a target
 
     @property
     def chip(self) -> Chip | None:

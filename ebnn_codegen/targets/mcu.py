@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .. import codegen, costs
+from ..codegen.traits import PORTABLE, TargetTraits
 from ..errors import FitError, LinkOverflowError, ToolError
 from ..ir import Model
 from ..resources import resource_dir
@@ -72,6 +73,7 @@ class McuTarget:
     tools: tuple[str, ...]  # every program the target needs (toolchain, emulator, host cc)
     packages: str  # the Debian packages that install them
     metric: str = "cycles"  # what bench counts: "cycles" or "instructions"
+    traits: TargetTraits = PORTABLE  # what its generated kernels may assume (codegen.traits)
 
     @property
     def serial(self) -> SerialOps | None:
@@ -124,7 +126,7 @@ class McuTarget:
     def model_objects(self, graph: Model, kernels: str) -> tuple[Path, list[Path]]:
         """Compile the model's C (NAME.c, ebnn_runtime.c) once per model, kernels and flags."""
         require_tool(self.cc, self.packages)
-        files = codegen.render_model(graph, kernels)
+        files = codegen.render_model(graph, kernels, traits=self.traits)
         names = [f"{graph.name}.o", "ebnn_runtime.o"]
 
         def make(d: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..codegen.traits import TargetTraits
 from ..errors import ToolError
 from ..ir import Model
 from .base import Emulation, RunResult, check_inputs, decode_records, record_bytes
@@ -85,6 +86,12 @@ class QemuTarget(McuTarget):
         return result
 
 
+#: What the generated kernels may assume (codegen.traits): no AVR assembly; a compare with a
+#: shifted immediate is cheap, except on Cortex-M0 (ARMv6-M: 8 low registers, no shifted operands).
+SHIFTING = TargetTraits(asm_dialect=None, barrel_shifter=True)
+ARMV6M = TargetTraits(asm_dialect=None, barrel_shifter=False)
+
+
 def cortex_m(
     name: str, description: str, chip: str, cpu_flags: tuple[str, ...], machine: str, script: str
 ) -> QemuTarget:
@@ -102,6 +109,7 @@ def cortex_m(
         tools=ARM_TOOLS,
         packages=ARM_PACKAGES,
         metric="instructions",
+        traits=ARMV6M if "-mcpu=cortex-m0" in cpu_flags else SHIFTING,
         machine=QemuMachine("qemu-system-arm", machine),
     )
 
@@ -118,6 +126,7 @@ RV32IMC = QemuTarget(
     tools=(*RISCV_TOOLS, "cc"),
     packages=RISCV_PACKAGES,
     metric="instructions",
+    traits=SHIFTING,
     machine=QemuMachine("qemu-system-riscv32", "virt", ("-bios", "none")),
 )
 

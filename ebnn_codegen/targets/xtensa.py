@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..codegen.traits import TargetTraits
 from ..errors import ToolError
 from .chips import CHIPS
 from .mcu import LinkRecipe
@@ -108,6 +109,7 @@ XTENSA_LX106 = XtensaTarget(
     tools=TOOLS,
     packages=PACKAGES,
     metric="instructions",
+    traits=TargetTraits(asm_dialect=None, barrel_shifter=True),
     machine=MACHINE,
 )
 
