@@ -213,31 +213,12 @@ static uint32_t load32(const uint8_t *p)
     return v;
 }
 
-/* Masks kept in registers (Cortex-M3/M4: AND with a shifted register operand) rather than
- * folded into immediates at every use; not on Cortex-M0 (8 low registers). */
-#if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
-#define EBNN_KEEP(v) __asm__("" : "+r"(v))
-#else
-#define EBNN_KEEP(v) ((void)0)
-#endif
-
-#if defined(__GNUC__)
-#define EBNN_ALWAYS_INLINE __attribute__((always_inline))
-#else
-#define EBNN_ALWAYS_INLINE
-#endif
-
-/* Byte counts (each <= 24) of the bits set in x, y, z: 2-bit and 4-bit sums per word, the
- * three nibble counts (<= 12) added, folded to bytes; words3: of the XOR of 3 words at a and w.
- * m1, m2, m4 = 0x55555555, 0x33333333, 0x0f0f0f0f (in registers). */
+/* Byte counts (each <= 24) of the bits set in x, y, z: their nibble counts (<= 12) added,
+ * folded to bytes; words3: of the XOR of 3 words at a and w. */
 EBNN_ALWAYS_INLINE static inline uint32_t fold3(uint32_t x, uint32_t y, uint32_t z, uint32_t m1, uint32_t m2,
                                                 uint32_t m4)
 {
-    x = x - ((x >> 1) & m1);
-    y = y - ((y >> 1) & m1);
-    z = z - ((z >> 1) & m1);
-    x = (x & m2) + ((x >> 2) & m2) + (y & m2) + ((y >> 2) & m2) + (z & m2) + ((z >> 2) & m2);
-    return (x & m4) + ((x >> 4) & m4);
+    return ebnn_swar_fold(ebnn_swar_nib(x, m1, m2) + ebnn_swar_nib(y, m1, m2) + ebnn_swar_nib(z, m1, m2), m4);
 }
 
 EBNN_ALWAYS_INLINE static inline uint32_t words3(const uint8_t *a, const uint8_t *w, uint32_t m1, uint32_t m2,
@@ -250,10 +231,7 @@ EBNN_ALWAYS_INLINE static inline uint32_t words3(const uint8_t *a, const uint8_t
 EBNN_ALWAYS_INLINE static inline uint32_t words1(const uint8_t *a, const uint8_t *w, uint32_t m1, uint32_t m2,
                                                  uint32_t m4)
 {
-    uint32_t x = load32(a) ^ load32(w);
-    x = x - ((x >> 1) & m1);
-    x = (x & m2) + ((x >> 2) & m2);
-    return (x & m4) + ((x >> 4) & m4);
+    return ebnn_swar_fold(ebnn_swar_nib(load32(a) ^ load32(w), m1, m2), m4);
 }
 
 /* Sum of the 4 byte lanes of x (m8 = 0x00ff00ff). */

@@ -37,6 +37,37 @@
 #endif
 #endif
 
+#if !defined(__AVR__)
+/* 32-bit SWAR popcount, the one copy that the runtime's and the generated kernels share
+ * (docs/speed.md). m1, m2, m4 = 0x55555555, 0x33333333, 0x0f0f0f0f, passed in so that a
+ * kernel can keep them in registers (EBNN_KEEP): the shifted-operand forms of Cortex-M3/M4
+ * and a multiply on RISC-V beat immediates at every use; not on Cortex-M0 (8 low registers:
+ * the immediates do better there). */
+#if defined(__GNUC__)
+#define EBNN_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define EBNN_ALWAYS_INLINE
+#endif
+#if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
+#define EBNN_KEEP(v) __asm__("" : "+r"(v))
+#else
+#define EBNN_KEEP(v) ((void)0)
+#endif
+
+/* Bits set in x as nibble sums (each <= 4): 2-bit, then 4-bit sums. */
+EBNN_ALWAYS_INLINE static inline uint32_t ebnn_swar_nib(uint32_t x, uint32_t m1, uint32_t m2)
+{
+    x = x - ((x >> 1) & m1);
+    return (x & m2) + ((x >> 2) & m2);
+}
+
+/* Nibble sums (each <= 15) to byte sums. */
+EBNN_ALWAYS_INLINE static inline uint32_t ebnn_swar_fold(uint32_t x, uint32_t m4)
+{
+    return (x & m4) + ((x >> 4) & m4);
+}
+#endif
+
 /* Return codes of the generated API (negative = error). */
 #define EBNN_ERR_NULL (-1) /* a required pointer argument is NULL */
 #define EBNN_ERR_BLOCK (-2) /* no hidden block with that index */

@@ -169,30 +169,6 @@ static void base_block0(const uint8_t *in, uint8_t *out)
 
 /* block 1, generated kernel (docs/speed.md): each conv position once, its threshold
  * bits ORed into the outputs whose pool window holds it; window gathered once for all filters. */
-
-#if !defined(__AVR__)
-/* Bits set in x: 2-bit, then 4-bit sums (nibbles of at most 4); m1 = 0x55555555, m2 = 0x33333333. */
-static uint32_t swar_nib(uint32_t x, uint32_t m1, uint32_t m2)
-{
-    x = x - ((x >> 1) & m1);
-    return (x & m2) + ((x >> 2) & m2);
-}
-
-/* Nibble sums (at most 15) to byte sums; m4 = 0x0f0f0f0f. */
-static uint32_t swar_fold(uint32_t x, uint32_t m4)
-{
-    return (x & m4) + ((x >> 4) & m4);
-}
-
-/* The masks and the weight table pointer are kept in registers (the shifted-operand forms of
- * Cortex-M3/M4, a multiply on RISC-V) rather than folded into immediates at every use; not on
- * Cortex-M0 (8 low registers: the immediates do better there). */
-#if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
-#define SWAR_KEEP(v) __asm__("" : "+r"(v))
-#else
-#define SWAR_KEEP(v) ((void)0)
-#endif
-#endif
 static const uint8_t base_rows1[4][3] EBNN_FLASH = { { 0, 1, 0 }, { 1, 2, 1 }, { 2, 3, 1 }, { 3, 4, 2 }, };
 static const uint8_t base_cols1[4][3] EBNN_FLASH = { { 0, 1, 0 }, { 1, 2, 1 }, { 2, 3, 1 }, { 3, 4, 2 }, };
 #if defined(__AVR__)
@@ -235,11 +211,11 @@ static void base_block1(const uint8_t *in, uint8_t *out)
 #else
     uint32_t m1 = 0x55555555u, m2 = 0x33333333u, m4 = 0x0f0f0f0fu, k1 = 0x01010101u;
     const uint32_t *kw = base_wk1;
-    SWAR_KEEP(m1);
-    SWAR_KEEP(m2);
-    SWAR_KEEP(m4);
-    SWAR_KEEP(k1);
-    SWAR_KEEP(kw);
+    EBNN_KEEP(m1);
+    EBNN_KEEP(m2);
+    EBNN_KEEP(m4);
+    EBNN_KEEP(k1);
+    EBNN_KEEP(kw);
 #endif
     memset(out, 0, 16u);
     for (cy = 0; cy < 4; cy++) {
@@ -681,32 +657,32 @@ static void base_block1(const uint8_t *in, uint8_t *out)
 #if !defined(__ARM_ARCH_6M__) /* Cortex-M0: no compare with a shifted immediate */
             if (cls == 4) /* interior: the bounds as immediates */
             {
-                SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0bu))) * k1 < 0x14000000u) {
+                EBNN_KEEP(t); /* each filter's table lookup where it is used */
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[0], m1, m2) + ebnn_swar_nib(w1 ^ kw[1], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0bu))) * k1 < 0x14000000u) {
                     o0 = (uint8_t)(o0 | 0x01u);
                 }
-                SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[2], m1, m2) + swar_nib(w1 ^ kw[3], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u))) * k1 < 0x10000000u) {
+                EBNN_KEEP(t); /* each filter's table lookup where it is used */
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[2], m1, m2) + ebnn_swar_nib(w1 ^ kw[3], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u))) * k1 < 0x10000000u) {
                     o0 = (uint8_t)(o0 | 0x02u);
                 }
-                SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[4], m1, m2) + swar_nib(w1 ^ kw[5], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x03u))) * k1 < 0x13000000u) {
+                EBNN_KEEP(t); /* each filter's table lookup where it is used */
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[4], m1, m2) + ebnn_swar_nib(w1 ^ kw[5], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x03u))) * k1 < 0x13000000u) {
                     o0 = (uint8_t)(o0 | 0x04u);
                 }
-                SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[6], m1, m2) + swar_nib(w1 ^ kw[7], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x06u))) * k1 < 0x14000000u) {
+                EBNN_KEEP(t); /* each filter's table lookup where it is used */
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[6], m1, m2) + ebnn_swar_nib(w1 ^ kw[7], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x06u))) * k1 < 0x14000000u) {
                     o0 = (uint8_t)(o0 | 0x08u);
                 }
-                SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[8], m1, m2) + swar_nib(w1 ^ kw[9], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0fu))) * k1 < 0x14000000u) {
+                EBNN_KEEP(t); /* each filter's table lookup where it is used */
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[8], m1, m2) + ebnn_swar_nib(w1 ^ kw[9], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0fu))) * k1 < 0x14000000u) {
                     o0 = (uint8_t)(o0 | 0x10u);
                 }
-                SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x02u))) * k1 < 0x17000000u) {
+                EBNN_KEEP(t); /* each filter's table lookup where it is used */
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[10], m1, m2) + ebnn_swar_nib(w1 ^ kw[11], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x02u))) * k1 < 0x17000000u) {
                     o0 = (uint8_t)(o0 | 0x20u);
                 }
-                SWAR_KEEP(t); /* each filter's table lookup where it is used */
-                if ((swar_fold(swar_nib(w0 ^ kw[14], m1, m2) + swar_nib(w1 ^ kw[15], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x05u))) * k1 < 0x12000000u) {
+                EBNN_KEEP(t); /* each filter's table lookup where it is used */
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[14], m1, m2) + ebnn_swar_nib(w1 ^ kw[15], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x05u))) * k1 < 0x12000000u) {
                     o0 = (uint8_t)(o0 | 0x80u);
                 }
             }
@@ -714,36 +690,36 @@ static void base_block1(const uint8_t *in, uint8_t *out)
 #endif
             {
                 const uint32_t *bw = base_bound32_1[cls];
-                SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0bu))) * k1 < bw[0]) {
+                EBNN_KEEP(t);
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[0], m1, m2) + ebnn_swar_nib(w1 ^ kw[1], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0bu))) * k1 < bw[0]) {
                     o0 = (uint8_t)(o0 | 0x01u);
                 }
-                SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[2], m1, m2) + swar_nib(w1 ^ kw[3], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u))) * k1 < bw[1]) {
+                EBNN_KEEP(t);
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[2], m1, m2) + ebnn_swar_nib(w1 ^ kw[3], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x04u))) * k1 < bw[1]) {
                     o0 = (uint8_t)(o0 | 0x02u);
                 }
-                SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[4], m1, m2) + swar_nib(w1 ^ kw[5], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x03u))) * k1 < bw[2]) {
+                EBNN_KEEP(t);
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[4], m1, m2) + ebnn_swar_nib(w1 ^ kw[5], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x03u))) * k1 < bw[2]) {
                     o0 = (uint8_t)(o0 | 0x04u);
                 }
-                SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[6], m1, m2) + swar_nib(w1 ^ kw[7], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x06u))) * k1 < bw[3]) {
+                EBNN_KEEP(t);
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[6], m1, m2) + ebnn_swar_nib(w1 ^ kw[7], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x06u))) * k1 < bw[3]) {
                     o0 = (uint8_t)(o0 | 0x08u);
                 }
-                SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[8], m1, m2) + swar_nib(w1 ^ kw[9], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0fu))) * k1 < bw[4]) {
+                EBNN_KEEP(t);
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[8], m1, m2) + ebnn_swar_nib(w1 ^ kw[9], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0fu))) * k1 < bw[4]) {
                     o0 = (uint8_t)(o0 | 0x10u);
                 }
-                SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x02u))) * k1 < bw[5]) {
+                EBNN_KEEP(t);
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[10], m1, m2) + ebnn_swar_nib(w1 ^ kw[11], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x02u))) * k1 < bw[5]) {
                     o0 = (uint8_t)(o0 | 0x20u);
                 }
-                SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[12], m1, m2) + swar_nib(w1 ^ kw[13], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0au))) * k1 < bw[6]) {
+                EBNN_KEEP(t);
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[12], m1, m2) + ebnn_swar_nib(w1 ^ kw[13], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x0au))) * k1 < bw[6]) {
                     o0 = (uint8_t)(o0 | 0x40u);
                 }
-                SWAR_KEEP(t);
-                if ((swar_fold(swar_nib(w0 ^ kw[14], m1, m2) + swar_nib(w1 ^ kw[15], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x05u))) * k1 < bw[7]) {
+                EBNN_KEEP(t);
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[14], m1, m2) + ebnn_swar_nib(w1 ^ kw[15], m1, m2), m4) + (uint32_t)EBNN_READ_U8(ebnn_popcount8 + (t ^ 0x05u))) * k1 < bw[7]) {
                     o0 = (uint8_t)(o0 | 0x80u);
                 }
             }

@@ -329,30 +329,6 @@ static void mnist_small_block0(const uint8_t *in, uint8_t *out)
 
 /* block 1, generated kernel (docs/speed.md): each conv position once, its threshold
  * bits ORed into the outputs whose pool window holds it; window gathered once for all filters. */
-
-#if !defined(__AVR__)
-/* Bits set in x: 2-bit, then 4-bit sums (nibbles of at most 4); m1 = 0x55555555, m2 = 0x33333333. */
-static uint32_t swar_nib(uint32_t x, uint32_t m1, uint32_t m2)
-{
-    x = x - ((x >> 1) & m1);
-    return (x & m2) + ((x >> 2) & m2);
-}
-
-/* Nibble sums (at most 15) to byte sums; m4 = 0x0f0f0f0f. */
-static uint32_t swar_fold(uint32_t x, uint32_t m4)
-{
-    return (x & m4) + ((x >> 4) & m4);
-}
-
-/* The masks and the weight table pointer are kept in registers (the shifted-operand forms of
- * Cortex-M3/M4, a multiply on RISC-V) rather than folded into immediates at every use; not on
- * Cortex-M0 (8 low registers: the immediates do better there). */
-#if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
-#define SWAR_KEEP(v) __asm__("" : "+r"(v))
-#else
-#define SWAR_KEEP(v) ((void)0)
-#endif
-#endif
 static const uint8_t mnist_small_rows1[14][3] EBNN_FLASH = { { 0, 1, 0 }, { 0, 1, 1 }, { 1, 2, 1 }, { 1, 2, 1 }, { 2, 3, 1 }, { 2, 3, 1 }, { 3, 4, 1 }, { 3, 4, 1 }, { 4, 5, 1 }, { 4, 5, 1 }, { 5, 6, 1 }, { 5, 6, 1 }, { 6, 7, 1 }, { 6, 7, 2 }, };
 static const uint8_t mnist_small_cols1[14][3] EBNN_FLASH = { { 0, 1, 0 }, { 0, 1, 1 }, { 1, 2, 1 }, { 1, 2, 1 }, { 2, 3, 1 }, { 2, 3, 1 }, { 3, 4, 1 }, { 3, 4, 1 }, { 4, 5, 1 }, { 4, 5, 1 }, { 5, 6, 1 }, { 5, 6, 1 }, { 6, 7, 1 }, { 6, 7, 2 }, };
 #if defined(__AVR__)
@@ -419,11 +395,11 @@ static void mnist_small_block1(const uint8_t *in, uint8_t *out)
 #else
     uint32_t m1 = 0x55555555u, m2 = 0x33333333u, m4 = 0x0f0f0f0fu, k1 = 0x01010101u;
     const uint32_t *kw = mnist_small_wk1;
-    SWAR_KEEP(m1);
-    SWAR_KEEP(m2);
-    SWAR_KEEP(m4);
-    SWAR_KEEP(k1);
-    SWAR_KEEP(kw);
+    EBNN_KEEP(m1);
+    EBNN_KEEP(m2);
+    EBNN_KEEP(m4);
+    EBNN_KEEP(k1);
+    EBNN_KEEP(kw);
 #endif
     memset(out, 0, 196u);
     for (cy = 0; cy < 14; cy++) {
@@ -3172,100 +3148,100 @@ static void mnist_small_block1(const uint8_t *in, uint8_t *out)
 #if !defined(__ARM_ARCH_6M__) /* Cortex-M0: no compare with a shifted immediate */
             if (cls == 4) /* interior: the bounds as immediates */
             {
-                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2) + swar_nib(w2 ^ kw[2], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[3], m1, m2) + swar_nib(w4 ^ kw[4], m1, m2), m4)) * k1 < 0x44000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[0], m1, m2) + ebnn_swar_nib(w1 ^ kw[1], m1, m2) + ebnn_swar_nib(w2 ^ kw[2], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[3], m1, m2) + ebnn_swar_nib(w4 ^ kw[4], m1, m2), m4)) * k1 < 0x44000000u) {
                     o0 = (uint8_t)(o0 | 0x01u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[5], m1, m2) + swar_nib(w1 ^ kw[6], m1, m2) + swar_nib(w2 ^ kw[7], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[8], m1, m2) + swar_nib(w4 ^ kw[9], m1, m2), m4)) * k1 < 0x36000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[5], m1, m2) + ebnn_swar_nib(w1 ^ kw[6], m1, m2) + ebnn_swar_nib(w2 ^ kw[7], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[8], m1, m2) + ebnn_swar_nib(w4 ^ kw[9], m1, m2), m4)) * k1 < 0x36000000u) {
                     o0 = (uint8_t)(o0 | 0x02u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2) + swar_nib(w2 ^ kw[12], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[13], m1, m2) + swar_nib(w4 ^ kw[14], m1, m2), m4)) * k1 < 0x47000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[10], m1, m2) + ebnn_swar_nib(w1 ^ kw[11], m1, m2) + ebnn_swar_nib(w2 ^ kw[12], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[13], m1, m2) + ebnn_swar_nib(w4 ^ kw[14], m1, m2), m4)) * k1 < 0x47000000u) {
                     o0 = (uint8_t)(o0 | 0x04u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[15], m1, m2) + swar_nib(w1 ^ kw[16], m1, m2) + swar_nib(w2 ^ kw[17], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[18], m1, m2) + swar_nib(w4 ^ kw[19], m1, m2), m4)) * k1 < 0x3a000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[15], m1, m2) + ebnn_swar_nib(w1 ^ kw[16], m1, m2) + ebnn_swar_nib(w2 ^ kw[17], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[18], m1, m2) + ebnn_swar_nib(w4 ^ kw[19], m1, m2), m4)) * k1 < 0x3a000000u) {
                     o0 = (uint8_t)(o0 | 0x08u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[20], m1, m2) + swar_nib(w1 ^ kw[21], m1, m2) + swar_nib(w2 ^ kw[22], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[23], m1, m2) + swar_nib(w4 ^ kw[24], m1, m2), m4)) * k1 < 0x3b000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[20], m1, m2) + ebnn_swar_nib(w1 ^ kw[21], m1, m2) + ebnn_swar_nib(w2 ^ kw[22], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[23], m1, m2) + ebnn_swar_nib(w4 ^ kw[24], m1, m2), m4)) * k1 < 0x3b000000u) {
                     o0 = (uint8_t)(o0 | 0x10u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[25], m1, m2) + swar_nib(w1 ^ kw[26], m1, m2) + swar_nib(w2 ^ kw[27], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[28], m1, m2) + swar_nib(w4 ^ kw[29], m1, m2), m4)) * k1 < 0x3a000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[25], m1, m2) + ebnn_swar_nib(w1 ^ kw[26], m1, m2) + ebnn_swar_nib(w2 ^ kw[27], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[28], m1, m2) + ebnn_swar_nib(w4 ^ kw[29], m1, m2), m4)) * k1 < 0x3a000000u) {
                     o0 = (uint8_t)(o0 | 0x20u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[30], m1, m2) + swar_nib(w1 ^ kw[31], m1, m2) + swar_nib(w2 ^ kw[32], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[33], m1, m2) + swar_nib(w4 ^ kw[34], m1, m2), m4)) * k1 < 0x3d000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[30], m1, m2) + ebnn_swar_nib(w1 ^ kw[31], m1, m2) + ebnn_swar_nib(w2 ^ kw[32], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[33], m1, m2) + ebnn_swar_nib(w4 ^ kw[34], m1, m2), m4)) * k1 < 0x3d000000u) {
                     o0 = (uint8_t)(o0 | 0x40u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[35], m1, m2) + swar_nib(w1 ^ kw[36], m1, m2) + swar_nib(w2 ^ kw[37], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[38], m1, m2) + swar_nib(w4 ^ kw[39], m1, m2), m4)) * k1 < 0x3e000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[35], m1, m2) + ebnn_swar_nib(w1 ^ kw[36], m1, m2) + ebnn_swar_nib(w2 ^ kw[37], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[38], m1, m2) + ebnn_swar_nib(w4 ^ kw[39], m1, m2), m4)) * k1 < 0x3e000000u) {
                     o0 = (uint8_t)(o0 | 0x80u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[40], m1, m2) + swar_nib(w1 ^ kw[41], m1, m2) + swar_nib(w2 ^ kw[42], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[43], m1, m2) + swar_nib(w4 ^ kw[44], m1, m2), m4)) * k1 < 0x40000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[40], m1, m2) + ebnn_swar_nib(w1 ^ kw[41], m1, m2) + ebnn_swar_nib(w2 ^ kw[42], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[43], m1, m2) + ebnn_swar_nib(w4 ^ kw[44], m1, m2), m4)) * k1 < 0x40000000u) {
                     o1 = (uint8_t)(o1 | 0x01u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[45], m1, m2) + swar_nib(w1 ^ kw[46], m1, m2) + swar_nib(w2 ^ kw[47], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[48], m1, m2) + swar_nib(w4 ^ kw[49], m1, m2), m4)) * k1 < 0x4c000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[45], m1, m2) + ebnn_swar_nib(w1 ^ kw[46], m1, m2) + ebnn_swar_nib(w2 ^ kw[47], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[48], m1, m2) + ebnn_swar_nib(w4 ^ kw[49], m1, m2), m4)) * k1 < 0x4c000000u) {
                     o1 = (uint8_t)(o1 | 0x02u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[50], m1, m2) + swar_nib(w1 ^ kw[51], m1, m2) + swar_nib(w2 ^ kw[52], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[53], m1, m2) + swar_nib(w4 ^ kw[54], m1, m2), m4)) * k1 < 0x3c000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[50], m1, m2) + ebnn_swar_nib(w1 ^ kw[51], m1, m2) + ebnn_swar_nib(w2 ^ kw[52], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[53], m1, m2) + ebnn_swar_nib(w4 ^ kw[54], m1, m2), m4)) * k1 < 0x3c000000u) {
                     o1 = (uint8_t)(o1 | 0x04u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[55], m1, m2) + swar_nib(w1 ^ kw[56], m1, m2) + swar_nib(w2 ^ kw[57], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[58], m1, m2) + swar_nib(w4 ^ kw[59], m1, m2), m4)) * k1 < 0x43000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[55], m1, m2) + ebnn_swar_nib(w1 ^ kw[56], m1, m2) + ebnn_swar_nib(w2 ^ kw[57], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[58], m1, m2) + ebnn_swar_nib(w4 ^ kw[59], m1, m2), m4)) * k1 < 0x43000000u) {
                     o1 = (uint8_t)(o1 | 0x08u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[60], m1, m2) + swar_nib(w1 ^ kw[61], m1, m2) + swar_nib(w2 ^ kw[62], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[63], m1, m2) + swar_nib(w4 ^ kw[64], m1, m2), m4)) * k1 < 0x52000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[60], m1, m2) + ebnn_swar_nib(w1 ^ kw[61], m1, m2) + ebnn_swar_nib(w2 ^ kw[62], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[63], m1, m2) + ebnn_swar_nib(w4 ^ kw[64], m1, m2), m4)) * k1 < 0x52000000u) {
                     o1 = (uint8_t)(o1 | 0x10u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[65], m1, m2) + swar_nib(w1 ^ kw[66], m1, m2) + swar_nib(w2 ^ kw[67], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[68], m1, m2) + swar_nib(w4 ^ kw[69], m1, m2), m4)) * k1 < 0x3a000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[65], m1, m2) + ebnn_swar_nib(w1 ^ kw[66], m1, m2) + ebnn_swar_nib(w2 ^ kw[67], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[68], m1, m2) + ebnn_swar_nib(w4 ^ kw[69], m1, m2), m4)) * k1 < 0x3a000000u) {
                     o1 = (uint8_t)(o1 | 0x20u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[70], m1, m2) + swar_nib(w1 ^ kw[71], m1, m2) + swar_nib(w2 ^ kw[72], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[73], m1, m2) + swar_nib(w4 ^ kw[74], m1, m2), m4)) * k1 < 0x3f000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[70], m1, m2) + ebnn_swar_nib(w1 ^ kw[71], m1, m2) + ebnn_swar_nib(w2 ^ kw[72], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[73], m1, m2) + ebnn_swar_nib(w4 ^ kw[74], m1, m2), m4)) * k1 < 0x3f000000u) {
                     o1 = (uint8_t)(o1 | 0x40u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[75], m1, m2) + swar_nib(w1 ^ kw[76], m1, m2) + swar_nib(w2 ^ kw[77], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[78], m1, m2) + swar_nib(w4 ^ kw[79], m1, m2), m4)) * k1 < 0x3b000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[75], m1, m2) + ebnn_swar_nib(w1 ^ kw[76], m1, m2) + ebnn_swar_nib(w2 ^ kw[77], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[78], m1, m2) + ebnn_swar_nib(w4 ^ kw[79], m1, m2), m4)) * k1 < 0x3b000000u) {
                     o1 = (uint8_t)(o1 | 0x80u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[80], m1, m2) + swar_nib(w1 ^ kw[81], m1, m2) + swar_nib(w2 ^ kw[82], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[83], m1, m2) + swar_nib(w4 ^ kw[84], m1, m2), m4)) * k1 < 0x3e000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[80], m1, m2) + ebnn_swar_nib(w1 ^ kw[81], m1, m2) + ebnn_swar_nib(w2 ^ kw[82], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[83], m1, m2) + ebnn_swar_nib(w4 ^ kw[84], m1, m2), m4)) * k1 < 0x3e000000u) {
                     o2 = (uint8_t)(o2 | 0x01u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[85], m1, m2) + swar_nib(w1 ^ kw[86], m1, m2) + swar_nib(w2 ^ kw[87], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[88], m1, m2) + swar_nib(w4 ^ kw[89], m1, m2), m4)) * k1 < 0x38000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[85], m1, m2) + ebnn_swar_nib(w1 ^ kw[86], m1, m2) + ebnn_swar_nib(w2 ^ kw[87], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[88], m1, m2) + ebnn_swar_nib(w4 ^ kw[89], m1, m2), m4)) * k1 < 0x38000000u) {
                     o2 = (uint8_t)(o2 | 0x02u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[90], m1, m2) + swar_nib(w1 ^ kw[91], m1, m2) + swar_nib(w2 ^ kw[92], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[93], m1, m2) + swar_nib(w4 ^ kw[94], m1, m2), m4)) * k1 < 0x3d000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[90], m1, m2) + ebnn_swar_nib(w1 ^ kw[91], m1, m2) + ebnn_swar_nib(w2 ^ kw[92], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[93], m1, m2) + ebnn_swar_nib(w4 ^ kw[94], m1, m2), m4)) * k1 < 0x3d000000u) {
                     o2 = (uint8_t)(o2 | 0x04u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[95], m1, m2) + swar_nib(w1 ^ kw[96], m1, m2) + swar_nib(w2 ^ kw[97], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[98], m1, m2) + swar_nib(w4 ^ kw[99], m1, m2), m4)) * k1 < 0x3a000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[95], m1, m2) + ebnn_swar_nib(w1 ^ kw[96], m1, m2) + ebnn_swar_nib(w2 ^ kw[97], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[98], m1, m2) + ebnn_swar_nib(w4 ^ kw[99], m1, m2), m4)) * k1 < 0x3a000000u) {
                     o2 = (uint8_t)(o2 | 0x08u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[100], m1, m2) + swar_nib(w1 ^ kw[101], m1, m2) + swar_nib(w2 ^ kw[102], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[103], m1, m2) + swar_nib(w4 ^ kw[104], m1, m2), m4)) * k1 < 0x38000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[100], m1, m2) + ebnn_swar_nib(w1 ^ kw[101], m1, m2) + ebnn_swar_nib(w2 ^ kw[102], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[103], m1, m2) + ebnn_swar_nib(w4 ^ kw[104], m1, m2), m4)) * k1 < 0x38000000u) {
                     o2 = (uint8_t)(o2 | 0x10u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[105], m1, m2) + swar_nib(w1 ^ kw[106], m1, m2) + swar_nib(w2 ^ kw[107], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[108], m1, m2) + swar_nib(w4 ^ kw[109], m1, m2), m4)) * k1 < 0x46000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[105], m1, m2) + ebnn_swar_nib(w1 ^ kw[106], m1, m2) + ebnn_swar_nib(w2 ^ kw[107], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[108], m1, m2) + ebnn_swar_nib(w4 ^ kw[109], m1, m2), m4)) * k1 < 0x46000000u) {
                     o2 = (uint8_t)(o2 | 0x20u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[110], m1, m2) + swar_nib(w1 ^ kw[111], m1, m2) + swar_nib(w2 ^ kw[112], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[113], m1, m2) + swar_nib(w4 ^ kw[114], m1, m2), m4)) * k1 < 0x36000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[110], m1, m2) + ebnn_swar_nib(w1 ^ kw[111], m1, m2) + ebnn_swar_nib(w2 ^ kw[112], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[113], m1, m2) + ebnn_swar_nib(w4 ^ kw[114], m1, m2), m4)) * k1 < 0x36000000u) {
                     o2 = (uint8_t)(o2 | 0x40u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[115], m1, m2) + swar_nib(w1 ^ kw[116], m1, m2) + swar_nib(w2 ^ kw[117], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[118], m1, m2) + swar_nib(w4 ^ kw[119], m1, m2), m4)) * k1 < 0x41000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[115], m1, m2) + ebnn_swar_nib(w1 ^ kw[116], m1, m2) + ebnn_swar_nib(w2 ^ kw[117], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[118], m1, m2) + ebnn_swar_nib(w4 ^ kw[119], m1, m2), m4)) * k1 < 0x41000000u) {
                     o2 = (uint8_t)(o2 | 0x80u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[120], m1, m2) + swar_nib(w1 ^ kw[121], m1, m2) + swar_nib(w2 ^ kw[122], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[123], m1, m2) + swar_nib(w4 ^ kw[124], m1, m2), m4)) * k1 < 0x42000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[120], m1, m2) + ebnn_swar_nib(w1 ^ kw[121], m1, m2) + ebnn_swar_nib(w2 ^ kw[122], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[123], m1, m2) + ebnn_swar_nib(w4 ^ kw[124], m1, m2), m4)) * k1 < 0x42000000u) {
                     o3 = (uint8_t)(o3 | 0x01u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[125], m1, m2) + swar_nib(w1 ^ kw[126], m1, m2) + swar_nib(w2 ^ kw[127], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[128], m1, m2) + swar_nib(w4 ^ kw[129], m1, m2), m4)) * k1 < 0x38000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[125], m1, m2) + ebnn_swar_nib(w1 ^ kw[126], m1, m2) + ebnn_swar_nib(w2 ^ kw[127], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[128], m1, m2) + ebnn_swar_nib(w4 ^ kw[129], m1, m2), m4)) * k1 < 0x38000000u) {
                     o3 = (uint8_t)(o3 | 0x02u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[130], m1, m2) + swar_nib(w1 ^ kw[131], m1, m2) + swar_nib(w2 ^ kw[132], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[133], m1, m2) + swar_nib(w4 ^ kw[134], m1, m2), m4)) * k1 < 0x49000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[130], m1, m2) + ebnn_swar_nib(w1 ^ kw[131], m1, m2) + ebnn_swar_nib(w2 ^ kw[132], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[133], m1, m2) + ebnn_swar_nib(w4 ^ kw[134], m1, m2), m4)) * k1 < 0x49000000u) {
                     o3 = (uint8_t)(o3 | 0x04u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[135], m1, m2) + swar_nib(w1 ^ kw[136], m1, m2) + swar_nib(w2 ^ kw[137], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[138], m1, m2) + swar_nib(w4 ^ kw[139], m1, m2), m4)) * k1 < 0x37000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[135], m1, m2) + ebnn_swar_nib(w1 ^ kw[136], m1, m2) + ebnn_swar_nib(w2 ^ kw[137], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[138], m1, m2) + ebnn_swar_nib(w4 ^ kw[139], m1, m2), m4)) * k1 < 0x37000000u) {
                     o3 = (uint8_t)(o3 | 0x08u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[140], m1, m2) + swar_nib(w1 ^ kw[141], m1, m2) + swar_nib(w2 ^ kw[142], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[143], m1, m2) + swar_nib(w4 ^ kw[144], m1, m2), m4)) * k1 < 0x55000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[140], m1, m2) + ebnn_swar_nib(w1 ^ kw[141], m1, m2) + ebnn_swar_nib(w2 ^ kw[142], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[143], m1, m2) + ebnn_swar_nib(w4 ^ kw[144], m1, m2), m4)) * k1 < 0x55000000u) {
                     o3 = (uint8_t)(o3 | 0x10u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[145], m1, m2) + swar_nib(w1 ^ kw[146], m1, m2) + swar_nib(w2 ^ kw[147], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[148], m1, m2) + swar_nib(w4 ^ kw[149], m1, m2), m4)) * k1 < 0x39000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[145], m1, m2) + ebnn_swar_nib(w1 ^ kw[146], m1, m2) + ebnn_swar_nib(w2 ^ kw[147], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[148], m1, m2) + ebnn_swar_nib(w4 ^ kw[149], m1, m2), m4)) * k1 < 0x39000000u) {
                     o3 = (uint8_t)(o3 | 0x20u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[150], m1, m2) + swar_nib(w1 ^ kw[151], m1, m2) + swar_nib(w2 ^ kw[152], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[153], m1, m2) + swar_nib(w4 ^ kw[154], m1, m2), m4)) * k1 < 0x42000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[150], m1, m2) + ebnn_swar_nib(w1 ^ kw[151], m1, m2) + ebnn_swar_nib(w2 ^ kw[152], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[153], m1, m2) + ebnn_swar_nib(w4 ^ kw[154], m1, m2), m4)) * k1 < 0x42000000u) {
                     o3 = (uint8_t)(o3 | 0x40u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[155], m1, m2) + swar_nib(w1 ^ kw[156], m1, m2) + swar_nib(w2 ^ kw[157], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[158], m1, m2) + swar_nib(w4 ^ kw[159], m1, m2), m4)) * k1 < 0x37000000u) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[155], m1, m2) + ebnn_swar_nib(w1 ^ kw[156], m1, m2) + ebnn_swar_nib(w2 ^ kw[157], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[158], m1, m2) + ebnn_swar_nib(w4 ^ kw[159], m1, m2), m4)) * k1 < 0x37000000u) {
                     o3 = (uint8_t)(o3 | 0x80u);
                 }
             }
@@ -3273,100 +3249,100 @@ static void mnist_small_block1(const uint8_t *in, uint8_t *out)
 #endif
             {
                 const uint32_t *bw = mnist_small_bound32_1[cls];
-                if ((swar_fold(swar_nib(w0 ^ kw[0], m1, m2) + swar_nib(w1 ^ kw[1], m1, m2) + swar_nib(w2 ^ kw[2], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[3], m1, m2) + swar_nib(w4 ^ kw[4], m1, m2), m4)) * k1 < bw[0]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[0], m1, m2) + ebnn_swar_nib(w1 ^ kw[1], m1, m2) + ebnn_swar_nib(w2 ^ kw[2], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[3], m1, m2) + ebnn_swar_nib(w4 ^ kw[4], m1, m2), m4)) * k1 < bw[0]) {
                     o0 = (uint8_t)(o0 | 0x01u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[5], m1, m2) + swar_nib(w1 ^ kw[6], m1, m2) + swar_nib(w2 ^ kw[7], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[8], m1, m2) + swar_nib(w4 ^ kw[9], m1, m2), m4)) * k1 < bw[1]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[5], m1, m2) + ebnn_swar_nib(w1 ^ kw[6], m1, m2) + ebnn_swar_nib(w2 ^ kw[7], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[8], m1, m2) + ebnn_swar_nib(w4 ^ kw[9], m1, m2), m4)) * k1 < bw[1]) {
                     o0 = (uint8_t)(o0 | 0x02u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[10], m1, m2) + swar_nib(w1 ^ kw[11], m1, m2) + swar_nib(w2 ^ kw[12], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[13], m1, m2) + swar_nib(w4 ^ kw[14], m1, m2), m4)) * k1 < bw[2]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[10], m1, m2) + ebnn_swar_nib(w1 ^ kw[11], m1, m2) + ebnn_swar_nib(w2 ^ kw[12], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[13], m1, m2) + ebnn_swar_nib(w4 ^ kw[14], m1, m2), m4)) * k1 < bw[2]) {
                     o0 = (uint8_t)(o0 | 0x04u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[15], m1, m2) + swar_nib(w1 ^ kw[16], m1, m2) + swar_nib(w2 ^ kw[17], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[18], m1, m2) + swar_nib(w4 ^ kw[19], m1, m2), m4)) * k1 < bw[3]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[15], m1, m2) + ebnn_swar_nib(w1 ^ kw[16], m1, m2) + ebnn_swar_nib(w2 ^ kw[17], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[18], m1, m2) + ebnn_swar_nib(w4 ^ kw[19], m1, m2), m4)) * k1 < bw[3]) {
                     o0 = (uint8_t)(o0 | 0x08u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[20], m1, m2) + swar_nib(w1 ^ kw[21], m1, m2) + swar_nib(w2 ^ kw[22], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[23], m1, m2) + swar_nib(w4 ^ kw[24], m1, m2), m4)) * k1 < bw[4]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[20], m1, m2) + ebnn_swar_nib(w1 ^ kw[21], m1, m2) + ebnn_swar_nib(w2 ^ kw[22], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[23], m1, m2) + ebnn_swar_nib(w4 ^ kw[24], m1, m2), m4)) * k1 < bw[4]) {
                     o0 = (uint8_t)(o0 | 0x10u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[25], m1, m2) + swar_nib(w1 ^ kw[26], m1, m2) + swar_nib(w2 ^ kw[27], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[28], m1, m2) + swar_nib(w4 ^ kw[29], m1, m2), m4)) * k1 < bw[5]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[25], m1, m2) + ebnn_swar_nib(w1 ^ kw[26], m1, m2) + ebnn_swar_nib(w2 ^ kw[27], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[28], m1, m2) + ebnn_swar_nib(w4 ^ kw[29], m1, m2), m4)) * k1 < bw[5]) {
                     o0 = (uint8_t)(o0 | 0x20u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[30], m1, m2) + swar_nib(w1 ^ kw[31], m1, m2) + swar_nib(w2 ^ kw[32], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[33], m1, m2) + swar_nib(w4 ^ kw[34], m1, m2), m4)) * k1 < bw[6]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[30], m1, m2) + ebnn_swar_nib(w1 ^ kw[31], m1, m2) + ebnn_swar_nib(w2 ^ kw[32], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[33], m1, m2) + ebnn_swar_nib(w4 ^ kw[34], m1, m2), m4)) * k1 < bw[6]) {
                     o0 = (uint8_t)(o0 | 0x40u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[35], m1, m2) + swar_nib(w1 ^ kw[36], m1, m2) + swar_nib(w2 ^ kw[37], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[38], m1, m2) + swar_nib(w4 ^ kw[39], m1, m2), m4)) * k1 < bw[7]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[35], m1, m2) + ebnn_swar_nib(w1 ^ kw[36], m1, m2) + ebnn_swar_nib(w2 ^ kw[37], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[38], m1, m2) + ebnn_swar_nib(w4 ^ kw[39], m1, m2), m4)) * k1 < bw[7]) {
                     o0 = (uint8_t)(o0 | 0x80u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[40], m1, m2) + swar_nib(w1 ^ kw[41], m1, m2) + swar_nib(w2 ^ kw[42], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[43], m1, m2) + swar_nib(w4 ^ kw[44], m1, m2), m4)) * k1 < bw[8]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[40], m1, m2) + ebnn_swar_nib(w1 ^ kw[41], m1, m2) + ebnn_swar_nib(w2 ^ kw[42], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[43], m1, m2) + ebnn_swar_nib(w4 ^ kw[44], m1, m2), m4)) * k1 < bw[8]) {
                     o1 = (uint8_t)(o1 | 0x01u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[45], m1, m2) + swar_nib(w1 ^ kw[46], m1, m2) + swar_nib(w2 ^ kw[47], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[48], m1, m2) + swar_nib(w4 ^ kw[49], m1, m2), m4)) * k1 < bw[9]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[45], m1, m2) + ebnn_swar_nib(w1 ^ kw[46], m1, m2) + ebnn_swar_nib(w2 ^ kw[47], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[48], m1, m2) + ebnn_swar_nib(w4 ^ kw[49], m1, m2), m4)) * k1 < bw[9]) {
                     o1 = (uint8_t)(o1 | 0x02u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[50], m1, m2) + swar_nib(w1 ^ kw[51], m1, m2) + swar_nib(w2 ^ kw[52], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[53], m1, m2) + swar_nib(w4 ^ kw[54], m1, m2), m4)) * k1 < bw[10]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[50], m1, m2) + ebnn_swar_nib(w1 ^ kw[51], m1, m2) + ebnn_swar_nib(w2 ^ kw[52], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[53], m1, m2) + ebnn_swar_nib(w4 ^ kw[54], m1, m2), m4)) * k1 < bw[10]) {
                     o1 = (uint8_t)(o1 | 0x04u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[55], m1, m2) + swar_nib(w1 ^ kw[56], m1, m2) + swar_nib(w2 ^ kw[57], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[58], m1, m2) + swar_nib(w4 ^ kw[59], m1, m2), m4)) * k1 < bw[11]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[55], m1, m2) + ebnn_swar_nib(w1 ^ kw[56], m1, m2) + ebnn_swar_nib(w2 ^ kw[57], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[58], m1, m2) + ebnn_swar_nib(w4 ^ kw[59], m1, m2), m4)) * k1 < bw[11]) {
                     o1 = (uint8_t)(o1 | 0x08u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[60], m1, m2) + swar_nib(w1 ^ kw[61], m1, m2) + swar_nib(w2 ^ kw[62], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[63], m1, m2) + swar_nib(w4 ^ kw[64], m1, m2), m4)) * k1 < bw[12]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[60], m1, m2) + ebnn_swar_nib(w1 ^ kw[61], m1, m2) + ebnn_swar_nib(w2 ^ kw[62], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[63], m1, m2) + ebnn_swar_nib(w4 ^ kw[64], m1, m2), m4)) * k1 < bw[12]) {
                     o1 = (uint8_t)(o1 | 0x10u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[65], m1, m2) + swar_nib(w1 ^ kw[66], m1, m2) + swar_nib(w2 ^ kw[67], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[68], m1, m2) + swar_nib(w4 ^ kw[69], m1, m2), m4)) * k1 < bw[13]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[65], m1, m2) + ebnn_swar_nib(w1 ^ kw[66], m1, m2) + ebnn_swar_nib(w2 ^ kw[67], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[68], m1, m2) + ebnn_swar_nib(w4 ^ kw[69], m1, m2), m4)) * k1 < bw[13]) {
                     o1 = (uint8_t)(o1 | 0x20u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[70], m1, m2) + swar_nib(w1 ^ kw[71], m1, m2) + swar_nib(w2 ^ kw[72], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[73], m1, m2) + swar_nib(w4 ^ kw[74], m1, m2), m4)) * k1 < bw[14]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[70], m1, m2) + ebnn_swar_nib(w1 ^ kw[71], m1, m2) + ebnn_swar_nib(w2 ^ kw[72], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[73], m1, m2) + ebnn_swar_nib(w4 ^ kw[74], m1, m2), m4)) * k1 < bw[14]) {
                     o1 = (uint8_t)(o1 | 0x40u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[75], m1, m2) + swar_nib(w1 ^ kw[76], m1, m2) + swar_nib(w2 ^ kw[77], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[78], m1, m2) + swar_nib(w4 ^ kw[79], m1, m2), m4)) * k1 < bw[15]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[75], m1, m2) + ebnn_swar_nib(w1 ^ kw[76], m1, m2) + ebnn_swar_nib(w2 ^ kw[77], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[78], m1, m2) + ebnn_swar_nib(w4 ^ kw[79], m1, m2), m4)) * k1 < bw[15]) {
                     o1 = (uint8_t)(o1 | 0x80u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[80], m1, m2) + swar_nib(w1 ^ kw[81], m1, m2) + swar_nib(w2 ^ kw[82], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[83], m1, m2) + swar_nib(w4 ^ kw[84], m1, m2), m4)) * k1 < bw[16]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[80], m1, m2) + ebnn_swar_nib(w1 ^ kw[81], m1, m2) + ebnn_swar_nib(w2 ^ kw[82], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[83], m1, m2) + ebnn_swar_nib(w4 ^ kw[84], m1, m2), m4)) * k1 < bw[16]) {
                     o2 = (uint8_t)(o2 | 0x01u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[85], m1, m2) + swar_nib(w1 ^ kw[86], m1, m2) + swar_nib(w2 ^ kw[87], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[88], m1, m2) + swar_nib(w4 ^ kw[89], m1, m2), m4)) * k1 < bw[17]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[85], m1, m2) + ebnn_swar_nib(w1 ^ kw[86], m1, m2) + ebnn_swar_nib(w2 ^ kw[87], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[88], m1, m2) + ebnn_swar_nib(w4 ^ kw[89], m1, m2), m4)) * k1 < bw[17]) {
                     o2 = (uint8_t)(o2 | 0x02u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[90], m1, m2) + swar_nib(w1 ^ kw[91], m1, m2) + swar_nib(w2 ^ kw[92], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[93], m1, m2) + swar_nib(w4 ^ kw[94], m1, m2), m4)) * k1 < bw[18]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[90], m1, m2) + ebnn_swar_nib(w1 ^ kw[91], m1, m2) + ebnn_swar_nib(w2 ^ kw[92], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[93], m1, m2) + ebnn_swar_nib(w4 ^ kw[94], m1, m2), m4)) * k1 < bw[18]) {
                     o2 = (uint8_t)(o2 | 0x04u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[95], m1, m2) + swar_nib(w1 ^ kw[96], m1, m2) + swar_nib(w2 ^ kw[97], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[98], m1, m2) + swar_nib(w4 ^ kw[99], m1, m2), m4)) * k1 < bw[19]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[95], m1, m2) + ebnn_swar_nib(w1 ^ kw[96], m1, m2) + ebnn_swar_nib(w2 ^ kw[97], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[98], m1, m2) + ebnn_swar_nib(w4 ^ kw[99], m1, m2), m4)) * k1 < bw[19]) {
                     o2 = (uint8_t)(o2 | 0x08u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[100], m1, m2) + swar_nib(w1 ^ kw[101], m1, m2) + swar_nib(w2 ^ kw[102], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[103], m1, m2) + swar_nib(w4 ^ kw[104], m1, m2), m4)) * k1 < bw[20]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[100], m1, m2) + ebnn_swar_nib(w1 ^ kw[101], m1, m2) + ebnn_swar_nib(w2 ^ kw[102], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[103], m1, m2) + ebnn_swar_nib(w4 ^ kw[104], m1, m2), m4)) * k1 < bw[20]) {
                     o2 = (uint8_t)(o2 | 0x10u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[105], m1, m2) + swar_nib(w1 ^ kw[106], m1, m2) + swar_nib(w2 ^ kw[107], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[108], m1, m2) + swar_nib(w4 ^ kw[109], m1, m2), m4)) * k1 < bw[21]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[105], m1, m2) + ebnn_swar_nib(w1 ^ kw[106], m1, m2) + ebnn_swar_nib(w2 ^ kw[107], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[108], m1, m2) + ebnn_swar_nib(w4 ^ kw[109], m1, m2), m4)) * k1 < bw[21]) {
                     o2 = (uint8_t)(o2 | 0x20u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[110], m1, m2) + swar_nib(w1 ^ kw[111], m1, m2) + swar_nib(w2 ^ kw[112], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[113], m1, m2) + swar_nib(w4 ^ kw[114], m1, m2), m4)) * k1 < bw[22]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[110], m1, m2) + ebnn_swar_nib(w1 ^ kw[111], m1, m2) + ebnn_swar_nib(w2 ^ kw[112], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[113], m1, m2) + ebnn_swar_nib(w4 ^ kw[114], m1, m2), m4)) * k1 < bw[22]) {
                     o2 = (uint8_t)(o2 | 0x40u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[115], m1, m2) + swar_nib(w1 ^ kw[116], m1, m2) + swar_nib(w2 ^ kw[117], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[118], m1, m2) + swar_nib(w4 ^ kw[119], m1, m2), m4)) * k1 < bw[23]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[115], m1, m2) + ebnn_swar_nib(w1 ^ kw[116], m1, m2) + ebnn_swar_nib(w2 ^ kw[117], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[118], m1, m2) + ebnn_swar_nib(w4 ^ kw[119], m1, m2), m4)) * k1 < bw[23]) {
                     o2 = (uint8_t)(o2 | 0x80u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[120], m1, m2) + swar_nib(w1 ^ kw[121], m1, m2) + swar_nib(w2 ^ kw[122], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[123], m1, m2) + swar_nib(w4 ^ kw[124], m1, m2), m4)) * k1 < bw[24]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[120], m1, m2) + ebnn_swar_nib(w1 ^ kw[121], m1, m2) + ebnn_swar_nib(w2 ^ kw[122], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[123], m1, m2) + ebnn_swar_nib(w4 ^ kw[124], m1, m2), m4)) * k1 < bw[24]) {
                     o3 = (uint8_t)(o3 | 0x01u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[125], m1, m2) + swar_nib(w1 ^ kw[126], m1, m2) + swar_nib(w2 ^ kw[127], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[128], m1, m2) + swar_nib(w4 ^ kw[129], m1, m2), m4)) * k1 < bw[25]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[125], m1, m2) + ebnn_swar_nib(w1 ^ kw[126], m1, m2) + ebnn_swar_nib(w2 ^ kw[127], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[128], m1, m2) + ebnn_swar_nib(w4 ^ kw[129], m1, m2), m4)) * k1 < bw[25]) {
                     o3 = (uint8_t)(o3 | 0x02u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[130], m1, m2) + swar_nib(w1 ^ kw[131], m1, m2) + swar_nib(w2 ^ kw[132], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[133], m1, m2) + swar_nib(w4 ^ kw[134], m1, m2), m4)) * k1 < bw[26]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[130], m1, m2) + ebnn_swar_nib(w1 ^ kw[131], m1, m2) + ebnn_swar_nib(w2 ^ kw[132], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[133], m1, m2) + ebnn_swar_nib(w4 ^ kw[134], m1, m2), m4)) * k1 < bw[26]) {
                     o3 = (uint8_t)(o3 | 0x04u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[135], m1, m2) + swar_nib(w1 ^ kw[136], m1, m2) + swar_nib(w2 ^ kw[137], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[138], m1, m2) + swar_nib(w4 ^ kw[139], m1, m2), m4)) * k1 < bw[27]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[135], m1, m2) + ebnn_swar_nib(w1 ^ kw[136], m1, m2) + ebnn_swar_nib(w2 ^ kw[137], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[138], m1, m2) + ebnn_swar_nib(w4 ^ kw[139], m1, m2), m4)) * k1 < bw[27]) {
                     o3 = (uint8_t)(o3 | 0x08u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[140], m1, m2) + swar_nib(w1 ^ kw[141], m1, m2) + swar_nib(w2 ^ kw[142], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[143], m1, m2) + swar_nib(w4 ^ kw[144], m1, m2), m4)) * k1 < bw[28]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[140], m1, m2) + ebnn_swar_nib(w1 ^ kw[141], m1, m2) + ebnn_swar_nib(w2 ^ kw[142], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[143], m1, m2) + ebnn_swar_nib(w4 ^ kw[144], m1, m2), m4)) * k1 < bw[28]) {
                     o3 = (uint8_t)(o3 | 0x10u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[145], m1, m2) + swar_nib(w1 ^ kw[146], m1, m2) + swar_nib(w2 ^ kw[147], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[148], m1, m2) + swar_nib(w4 ^ kw[149], m1, m2), m4)) * k1 < bw[29]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[145], m1, m2) + ebnn_swar_nib(w1 ^ kw[146], m1, m2) + ebnn_swar_nib(w2 ^ kw[147], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[148], m1, m2) + ebnn_swar_nib(w4 ^ kw[149], m1, m2), m4)) * k1 < bw[29]) {
                     o3 = (uint8_t)(o3 | 0x20u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[150], m1, m2) + swar_nib(w1 ^ kw[151], m1, m2) + swar_nib(w2 ^ kw[152], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[153], m1, m2) + swar_nib(w4 ^ kw[154], m1, m2), m4)) * k1 < bw[30]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[150], m1, m2) + ebnn_swar_nib(w1 ^ kw[151], m1, m2) + ebnn_swar_nib(w2 ^ kw[152], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[153], m1, m2) + ebnn_swar_nib(w4 ^ kw[154], m1, m2), m4)) * k1 < bw[30]) {
                     o3 = (uint8_t)(o3 | 0x40u);
                 }
-                if ((swar_fold(swar_nib(w0 ^ kw[155], m1, m2) + swar_nib(w1 ^ kw[156], m1, m2) + swar_nib(w2 ^ kw[157], m1, m2), m4) + swar_fold(swar_nib(w3 ^ kw[158], m1, m2) + swar_nib(w4 ^ kw[159], m1, m2), m4)) * k1 < bw[31]) {
+                if ((ebnn_swar_fold(ebnn_swar_nib(w0 ^ kw[155], m1, m2) + ebnn_swar_nib(w1 ^ kw[156], m1, m2) + ebnn_swar_nib(w2 ^ kw[157], m1, m2), m4) + ebnn_swar_fold(ebnn_swar_nib(w3 ^ kw[158], m1, m2) + ebnn_swar_nib(w4 ^ kw[159], m1, m2), m4)) * k1 < bw[31]) {
                     o3 = (uint8_t)(o3 | 0x80u);
                 }
             }
