@@ -173,7 +173,7 @@ class ModelSpec(BlockStack):
     name: str
     input_shape: tuple[int, int, int]
     layers: tuple[LayerSpec, ...]
-    config: dict = field(compare=False, repr=False)
+    config: dict[str, Any] = field(compare=False, repr=False)
 
 
 def check_int(value: Any, where: str, minimum: int = 1, maximum: int | None = None) -> int:
@@ -200,7 +200,7 @@ def _pair(value: Any, where: str, minimum: int, maximum: int | None = None) -> t
     return (v, v)
 
 
-def _check_keys(entry: dict, allowed: set[str], where: str) -> None:
+def _check_keys(entry: dict[Any, Any], allowed: set[str], where: str) -> None:
     # keys from a checkpoint need not be strings: name those first
     unknown = sorted(set(entry) - allowed, key=lambda k: (isinstance(k, str), repr(k)))
     if unknown:

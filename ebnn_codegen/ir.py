@@ -186,7 +186,14 @@ class Buffers:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Buffers:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        return cls(
+            slot=tuple(data["slot"]),
+            slot_offset=tuple(data["slot_offset"]),
+            slot_bytes=tuple(data["slot_bytes"]),
+            workspace_bytes=data["workspace_bytes"],
+            trace_offsets=tuple(data["trace_offsets"]),
+            trace_bytes=data["trace_bytes"],
+        )
 
 
 _BUFFER_FIELDS = ("slot", "slot_offset", "slot_bytes", "workspace_bytes", "trace_offsets", "trace_bytes")
@@ -247,9 +254,9 @@ def save(model: Model, directory: str | Path) -> None:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
-    blocks = []
+    blocks: list[dict[str, Any]] = []
     for b in model.blocks:
-        entry = {}
+        entry: dict[str, Any] = {}
         for f in dataclasses.fields(b):
             v = getattr(b, f.name)
             if f.name in _ARRAY_FIELDS:
@@ -265,15 +272,55 @@ def save(model: Model, directory: str | Path) -> None:
             else:
                 entry[f.name] = v
         blocks.append(entry)
-    meta = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name != "blocks"}
+    meta: dict[str, Any] = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name != "blocks"}
     meta["buffers"] = None if model.buffers is None else model.buffers.to_json()
     meta["blocks"] = blocks
     (d / "ir.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
-    np.savez(d / "arrays.npz", **arrays)
+    # allow_pickle=False: numeric arrays only, as load reads them (naming the keyword also tells
+    # mypy that ``**arrays`` cannot bind it)
+    np.savez(d / "arrays.npz", allow_pickle=False, **arrays)
 
 
-def _tuple(v: Any) -> Any:
-    return tuple(v) if isinstance(v, list) else v
+def _pair(v: Any) -> tuple[int, int]:
+    a, b = v
+    return (a, b)
+
+
+def _triple(v: Any) -> tuple[int, int, int]:
+    a, b, c = v
+    return (a, b, c)
+
+
+def _block_from_json(entry: dict[str, Any], arrays: dict[str, np.ndarray]) -> Block:
+    """The block of an ``ir.json`` entry; its arrays from ``arrays.npz``.  A field missing from
+    the entry takes the dataclass default (an IR saved before the pass that sets it)."""
+
+    def array(key: str) -> np.ndarray | None:
+        name = entry.get(key)
+        return None if name is None else arrays[name]
+
+    pool = entry["pool"]
+    return Block(
+        index=entry["index"],
+        kind=entry["kind"],
+        in_shape=_triple(entry["in_shape"]),
+        conv_shape=_triple(entry["conv_shape"]),
+        out_shape=_triple(entry["out_shape"]),
+        kernel=_pair(entry["kernel"]),
+        stride=_pair(entry["stride"]),
+        padding=_pair(entry["padding"]),
+        pool=None if pool is None else Pool(_pair(pool["kernel"]), _pair(pool["stride"]), _pair(pool["padding"])),
+        weights=arrays[entry["weights"]],
+        acc_bound=entry["acc_bound"],
+        bn={k: arrays[f"b{entry['index']}.bn.{k}"] for k in entry.get("bn", [])},
+        sign_runs=entry.get("sign_runs"),
+        threshold=array("threshold"),
+        direction=array("direction"),
+        constant=array("constant"),
+        score_mul=array("score_mul"),
+        score_add=array("score_add"),
+        packed_weights=array("packed_weights"),
+    )
 
 
 def load(directory: str | Path) -> Model:
@@ -281,27 +328,17 @@ def load(directory: str | Path) -> Model:
     meta = json.loads((d / "ir.json").read_text())
     with np.load(d / "arrays.npz", allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
-    blocks = []
-    for entry in meta.pop("blocks"):
-        kw = {}
-        for key, value in entry.items():
-            if key in _ARRAY_FIELDS:
-                kw[key] = None if value is None else arrays[value]
-            elif key == "bn":
-                kw["bn"] = {k: arrays[f"b{entry['index']}.bn.{k}"] for k in value}
-            elif key == "pool":
-                kw["pool"] = (
-                    None if value is None else Pool(*(tuple(value[k]) for k in ("kernel", "stride", "padding")))
-                )
-            elif key == "sign_runs":
-                kw[key] = value
-            else:
-                kw[key] = _tuple(value)
-        blocks.append(Block(**kw))
-    meta["input_shape"] = tuple(meta["input_shape"])
-    if meta.get("buffers") is not None:
-        meta["buffers"] = Buffers.from_json(meta["buffers"])
-    return Model(blocks=blocks, **meta)
+    buffers = meta.get("buffers")
+    return Model(
+        name=meta["name"],
+        input_shape=_triple(meta["input_shape"]),
+        blocks=[_block_from_json(entry, arrays) for entry in meta["blocks"]],
+        source_hash=meta.get("source_hash", ""),
+        tool_version=meta.get("tool_version", ""),
+        score_scale_log2=meta.get("score_scale_log2"),
+        score_resolution=meta.get("score_resolution"),
+        buffers=None if buffers is None else Buffers.from_json(buffers),
+    )
 
 
 def constants_sha256(model: Model) -> str:

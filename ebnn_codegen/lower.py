@@ -17,19 +17,28 @@ import torch
 from .checkpoint import content_hash
 from .errors import LoweringError
 from .ir import Block, Model, Pool
-from .nn.blocks import ConvBlock, LinearBlock, binary_weight
+from .nn.blocks import ConvBlock, LinearBlock, ThresholdSign, binary_weight
 from .nn.model import DeviceSection
 from .version import __version__
 
 CHUNK = 1 << 20  # values per batch-norm evaluation
 
+BatchNorm = torch.nn.BatchNorm1d | torch.nn.BatchNorm2d
 
-def _bn_params(bn: torch.nn.Module, where: str) -> dict[str, np.ndarray]:
+
+def _float64(t: torch.Tensor | None) -> np.ndarray:
+    """A batch-norm tensor as a float64 copy (torch types running statistics ``Tensor | None``)."""
+    assert t is not None, "batch norm without running statistics"
+    a: np.ndarray = t.detach().double().numpy().copy()
+    return a
+
+
+def _bn_params(bn: BatchNorm, where: str) -> dict[str, np.ndarray]:
     params = {
-        "gamma": bn.weight.detach().double().numpy().copy(),
-        "beta": bn.bias.detach().double().numpy().copy(),
-        "mean": bn.running_mean.detach().double().numpy().copy(),
-        "var": bn.running_var.detach().double().numpy().copy(),
+        "gamma": _float64(bn.weight),
+        "beta": _float64(bn.bias),
+        "mean": _float64(bn.running_mean),
+        "var": _float64(bn.running_var),
         "eps": np.array(float(bn.eps)),
     }
     for key in ("gamma", "beta", "mean", "var"):
@@ -44,7 +53,7 @@ def _bn_params(bn: torch.nn.Module, where: str) -> dict[str, np.ndarray]:
 
 
 @torch.no_grad()
-def sign_runs(bn: torch.nn.Module, bound: int, where: str) -> list[list[list[int]]]:
+def sign_runs(bn: BatchNorm, bound: int, where: str) -> list[list[list[int]]]:
     """Runs of sign(bn(acc)) for acc in [-bound, bound], per channel: [[start, sign], ...]."""
     bn = bn.eval()
     f = bn.num_features
@@ -108,7 +117,7 @@ def threshold_runs(threshold: int, direction: int, bound: int) -> list[list[int]
     return [[-bound, 1], [threshold + 1, -1]]
 
 
-def _threshold_block_runs(act: torch.nn.Module, bound: int, where: str) -> list[list[list[int]]]:
+def _threshold_block_runs(act: ThresholdSign, bound: int, where: str) -> list[list[list[int]]]:
     t = act.threshold.detach().cpu().numpy().astype(np.int64)
     d = act.direction.detach().cpu().numpy().astype(np.int64)
     bad = np.flatnonzero((d != 1) & (d != -1))
@@ -143,8 +152,8 @@ def pool_after_sign(weights: np.ndarray, runs: list[list[list[int]]], bound: int
             runs[c] = mirror_runs(r, bound)
 
 
-def lower(model: DeviceSection) -> Model:
-    """Lower a device section (in eval mode semantics) to an IR Model."""
+def lower(model: torch.nn.Module) -> Model:
+    """Lower a device section (in eval mode semantics) to an IR Model; any other module is refused."""
     if not isinstance(model, DeviceSection):
         raise LoweringError(f"expected an ebnn_codegen device section, got {type(model).__name__}")
     spec = model.spec

@@ -51,7 +51,8 @@ def conv(x: np.ndarray, w: np.ndarray, stride: tuple[int, int], padding: tuple[i
     ow = (wd + 2 * pw - kw) // sw + 1
     win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :oh, :ow]
     # win: (N, C, OH, OW, kh, kw)
-    return np.einsum("nchwij,fcij->nfhw", win, w, optimize=True)
+    acc: np.ndarray = np.einsum("nchwij,fcij->nfhw", win, w, optimize=True)
+    return acc
 
 
 def max_pool(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]) -> np.ndarray:
@@ -62,7 +63,8 @@ def max_pool(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], pa
     oh = (h + 2 * ph - kh) // sh + 1
     ow = (w + 2 * pw - kw) // sw + 1
     win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw][:, :, :oh, :ow]
-    return win.max(axis=(-2, -1))
+    pooled: np.ndarray = win.max(axis=(-2, -1))
+    return pooled
 
 
 def threshold(acc: np.ndarray, block: Block) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 import numpy as np
 
@@ -96,7 +97,7 @@ class Run(Command):
             result = api.run(graph, x, target=args.target, kernels=args.kernels)
         tmp = out.with_name(out.name + ".tmp.npz")
         try:
-            np.savez(tmp, **result.to_npz_dict())
+            np.savez(tmp, allow_pickle=False, **result.to_npz_dict())  # see ir.save
             tmp.replace(out)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -191,7 +192,7 @@ class Report(Command):
         return 0
 
 
-def format_report(rep: dict) -> str:
+def format_report(rep: dict[str, Any]) -> str:
     lines = [
         f"model {rep['name']}: input {'x'.join(map(str, rep['input_shape']))}, {rep['num_classes']} classes, "
         f"score scale 2^{rep['score_scale_log2']}",

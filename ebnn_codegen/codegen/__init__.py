@@ -150,7 +150,7 @@ def render_template(template: str, ctx: dict[str, Any]) -> str:
     return environment().get_template(template).render(ctx)
 
 
-def write_files(files: dict[str, str], outdir: str | os.PathLike, overwrite: bool = True) -> list[Path]:
+def write_files(files: dict[str, str], outdir: str | os.PathLike[str], overwrite: bool = True) -> list[Path]:
     """Write ``files`` into ``outdir`` atomically: all appear, or none (no partial output).
 
     The files are first written into a temporary directory beside ``outdir``,

@@ -37,6 +37,8 @@ Limits (else the generic runtime kernel is used): window of at most 64 bytes (fi
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .. import bits
@@ -142,7 +144,7 @@ def _taps(block: Block) -> tuple[Tap, ...]:
     return tuple(Tap(k, i, j, c, n, (i * w + j) * cb + n) for k, (c, i, j, n) in enumerate(order))
 
 
-def _geometry(block: Block, flips: np.ndarray, row_cls: list[int], col_cls: list[int]) -> dict:
+def _geometry(block: Block, flips: np.ndarray, row_cls: list[int], col_cls: list[int]) -> dict[str, Any]:
     """The fields of :class:`KernelPlan` (shared by both kinds)."""
     c_in, h, w = block.in_shape
     f_out, conv_h, conv_w = block.conv_shape
@@ -223,7 +225,9 @@ def u8_kernel(block: Block, threshold: np.ndarray, flips: np.ndarray) -> U8Kerne
     return U8KernelPlan(**geo, pairs=tuple(pairs), filters=filters)
 
 
-def _bounds(block: Block, threshold: np.ndarray, row_kinds: list, col_kinds: list) -> np.ndarray:
+def _bounds(
+    block: Block, threshold: np.ndarray, row_kinds: list[tuple[bool, ...]], col_kinds: list[tuple[bool, ...]]
+) -> np.ndarray:
     """``bound + 1`` per (border class, filter): (classes, F) uint8 (see the module docstring)."""
     kh, kw = block.kernel
     packed = block.packed_weights

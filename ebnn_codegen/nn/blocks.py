@@ -24,15 +24,23 @@ No code generation lives here: the compiler reads these modules.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from ..config import LayerSpec
-from .quant import get_quantizer, sign, ste_sign
+from .quant import Quantizer, get_quantizer, sign, ste_sign
 
 
 class QuantConv2d(nn.Conv2d):
-    def __init__(self, *args, input_quantizer=None, kernel_quantizer="ste_sign", **kwargs) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        input_quantizer: str | Quantizer | None = None,
+        kernel_quantizer: str | Quantizer | None = "ste_sign",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.input_quantizer = get_quantizer(input_quantizer)
         self.kernel_quantizer = get_quantizer(kernel_quantizer)
@@ -41,11 +49,18 @@ class QuantConv2d(nn.Conv2d):
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
         w = self.weight if self.kernel_quantizer is None else self.kernel_quantizer(self.weight)
-        return self._conv_forward(x, w, self.bias)
+        y: torch.Tensor = self._conv_forward(x, w, self.bias)  # torch leaves its return type out
+        return y
 
 
 class QuantLinear(nn.Linear):
-    def __init__(self, *args, input_quantizer=None, kernel_quantizer="ste_sign", **kwargs) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        input_quantizer: str | Quantizer | None = None,
+        kernel_quantizer: str | Quantizer | None = "ste_sign",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.input_quantizer = get_quantizer(input_quantizer)
         self.kernel_quantizer = get_quantizer(kernel_quantizer)
@@ -57,7 +72,7 @@ class QuantLinear(nn.Linear):
         return nn.functional.linear(x, w, self.bias)
 
 
-def binary_weight(module: nn.Module) -> torch.Tensor:
+def binary_weight(module: QuantConv2d | QuantLinear) -> torch.Tensor:
     """The ±1 weights a block uses in its forward pass (sign(0) = +1)."""
     return sign(module.weight.detach())
 
@@ -69,6 +84,9 @@ class ThresholdSign(nn.Module):
     config's fan-in limits guarantee).  Buffers: ``threshold`` int32 and ``direction``
     int8 (+1/-1), one per channel.
     """
+
+    threshold: torch.Tensor
+    direction: torch.Tensor
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -90,6 +108,9 @@ class ConvBlock(nn.Module):
     a ``bconv`` block takes ±1 activations, and a zero-padded tap contributes 0.
     """
 
+    act: ThresholdSign  # only with ``spec.threshold``
+    bn: nn.BatchNorm2d  # only without ``spec.threshold``
+
     def __init__(self, spec: LayerSpec) -> None:
         super().__init__()
         self.spec = spec
@@ -110,7 +131,7 @@ class ConvBlock(nn.Module):
 
     def accumulator(self, x: torch.Tensor) -> torch.Tensor:
         """The integer accumulator (pooled unless the pool comes after the sign), as float."""
-        y = self.conv(x)
+        y: torch.Tensor = self.conv(x)
         if self.pool is not None and not self.pool_after_sign:
             y = self.pool(y)
         return y
@@ -119,11 +140,12 @@ class ConvBlock(nn.Module):
         """The batch-norm output before sign (what the straight-through gradient sees)."""
         if self.spec.threshold:
             raise TypeError("a threshold block has no batch norm (it is not trainable)")
-        return self.bn(self.accumulator(x))
+        y: torch.Tensor = self.bn(self.accumulator(x))
+        return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.act(self.accumulator(x)) if self.spec.threshold else ste_sign(self.pre_activation(x))
-        if self.pool_after_sign:
+        y: torch.Tensor = self.act(self.accumulator(x)) if self.spec.threshold else ste_sign(self.pre_activation(x))
+        if self.pool is not None and self.pool_after_sign:
             y = self.pool(y)  # on ±1 values: an OR
         return y
 
@@ -131,6 +153,9 @@ class ConvBlock(nn.Module):
 class LinearBlock(nn.Module):
     """binary linear -> BatchNorm1d -> sign, on the flattened (C, H, W) input (an imported
     block with ``spec.threshold``: binary linear -> integer threshold, no batch norm)."""
+
+    act: ThresholdSign  # only when thresholded
+    bn: nn.BatchNorm1d  # only when not thresholded
 
     def __init__(self, spec: LayerSpec, threshold: bool | None = None) -> None:
         super().__init__()
@@ -143,16 +168,19 @@ class LinearBlock(nn.Module):
             self.bn = nn.BatchNorm1d(spec.out_channels)
 
     def accumulator(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(torch.flatten(x, 1))
+        y: torch.Tensor = self.linear(torch.flatten(x, 1))
+        return y
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         if self.thresholded:
             raise TypeError("a threshold block has no batch norm (it is not trainable)")
-        return self.bn(self.accumulator(x))
+        y: torch.Tensor = self.bn(self.accumulator(x))
+        return y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.thresholded:
-            return self.act(self.accumulator(x))
+            y: torch.Tensor = self.act(self.accumulator(x))
+            return y
         return ste_sign(self.pre_activation(x))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -17,7 +19,7 @@ class DeviceSection(nn.Module):
     outputs a ±1 float tensor.
     """
 
-    def __init__(self, config: dict) -> None:
+    def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
         self.spec: ModelSpec = parse_config(config)
         self.config = dict(config)
@@ -41,7 +43,8 @@ class DeviceSection(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
             x = block(x)
-        return self.exit(x)
+        scores: torch.Tensor = self.exit(x)
+        return scores
 
     def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Scores and the output of every hidden block, in one pass."""

@@ -14,7 +14,13 @@ the gradient passes unchanged where ``|x| <= 1`` and is zero elsewhere.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
+
+Quantizer = Callable[[torch.Tensor], torch.Tensor]
+"""A quantizer: a callable from tensor to tensor (a module such as :class:`SteSign`, or a function)."""
 
 
 def sign(x: torch.Tensor) -> torch.Tensor:
@@ -23,20 +29,23 @@ def sign(x: torch.Tensor) -> torch.Tensor:
 
 
 class _SteSign(torch.autograd.Function):
+    # ``ctx`` is torch's dynamic context object (``saved_tensors`` is not in its stubs): Any.
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
         return sign(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        saved: tuple[torch.Tensor, ...] = ctx.saved_tensors
+        (x,) = saved
         return grad * (x.abs() <= 1).to(grad.dtype)
 
 
 def ste_sign(x: torch.Tensor) -> torch.Tensor:
     """Sign forward (sign(0) = +1), straight-through gradient where ``|x| <= 1``."""
-    return _SteSign.apply(x)
+    y: torch.Tensor = _SteSign.apply(x)  # type: ignore[no-untyped-call]  # torch's Function.apply is unannotated
+    return y
 
 
 class SteSign(torch.nn.Module):
@@ -46,7 +55,7 @@ class SteSign(torch.nn.Module):
         return ste_sign(x)
 
 
-def get_quantizer(spec: str | None | torch.nn.Module):
+def get_quantizer(spec: str | Quantizer | None) -> Quantizer | None:
     """Resolve a quantizer given as ``None`` (identity), ``"ste_sign"`` or a callable."""
     if spec is None:
         return None
