@@ -91,6 +91,14 @@ def measured(graph: Model, code: int, constants: int, data: int, static: int, st
     return Needs(code + constants + data, sum(n for _, n in ram), flash_parts, ram, True, how)
 
 
+def at_least(needs: Needs, stack: int) -> Needs:
+    """``needs`` (measured without the stack) with a lower bound of the peak stack: the stack
+    overflowed the RAM the emulated chip had left, so the model needs at least this much."""
+    ram = [*(p for p in needs.sram_parts if p[0] != "peak stack"), ("peak stack (at least)", stack)]
+    how = needs.how.replace("+ peak stack", "+ peak stack (more than the emulated chip had left)")
+    return Needs(needs.flash_bytes, sum(n for _, n in ram), needs.flash_parts, ram, True, how)
+
+
 def _largest(parts: list[tuple[str, int]]) -> str:
     if not parts:
         return ""
@@ -107,8 +115,9 @@ def flash_problem(chip: Chip, needed: int, parts: list[tuple[str, int]]) -> str:
 
 
 def ram_problem(chip: Chip, needed: int, parts: list[tuple[str, int]]) -> str:
+    bound = "at least " if any(label.endswith("(at least)") for label, _ in parts) else ""
     return (
-        f"needs {needed:,} B RAM, {chip.name} has {chip.sram_bytes:,} B ({chip.sram_budget:,} B for the model)"
+        f"needs {bound}{needed:,} B RAM, {chip.name} has {chip.sram_bytes:,} B ({chip.sram_budget:,} B for the model)"
         f"{_largest(parts)}"
     )
 
