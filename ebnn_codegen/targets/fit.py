@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import costs
-from ..errors import FitError
+from ..errors import FitError, StackWindowError
 from ..ir import Model
 from .chips import Chip
 
@@ -91,10 +91,10 @@ def measured(graph: Model, code: int, constants: int, data: int, static: int, st
     return Needs(code + constants + data, sum(n for _, n in ram), flash_parts, ram, True, how)
 
 
-def at_least(needs: Needs, stack: int) -> Needs:
-    """``needs`` (measured without the stack) with a lower bound of the peak stack: the stack
-    overflowed the RAM the emulated chip had left, so the model needs at least this much."""
-    ram = [*(p for p in needs.sram_parts if p[0] != "peak stack"), ("peak stack (at least)", stack)]
+def at_least(needs: Needs, short: StackWindowError) -> Needs:
+    """``needs`` (measured without the stack) with the stack's lower bound: it overflowed the
+    ``short.window`` bytes of RAM the emulated chip had left, so it needs at least one more."""
+    ram = [*(p for p in needs.sram_parts if p[0] != "peak stack"), ("peak stack (at least)", short.window + 1)]
     how = needs.how.replace("+ peak stack", "+ peak stack (more than the emulated chip had left)")
     return Needs(needs.flash_bytes, sum(n for _, n in ram), needs.flash_parts, ram, True, how)
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .. import codegen, costs
-from ..errors import FitError, LinkOverflowError, StackWindowError, ToolError
+from ..errors import FitError, LinkOverflowError, ToolError
 from ..ir import Model
 from ..resources import resource_dir
 from . import elfsize, fit
@@ -218,9 +218,9 @@ class McuTarget:
         emu = self.measure(elf)
         try:
             stack = self.stack_of(emu)
-        except StackWindowError as short:  # refuse when even the stack's lower bound is over the budget
+        except fit.StackWindowError as short:  # refuse when even the stack's lower bound is over the budget
             low = fit.measured(graph, sizes.code_bytes, sizes.constant_bytes, sizes.data_bytes, sizes.sram_bytes, 0)
-            low = fit.at_least(low, short.window + 1)
+            low = fit.at_least(low, short)
             fit.judge(self.name, self.chip, graph, kernels, low)
             raise
         totals = costs.report(graph)["totals"]

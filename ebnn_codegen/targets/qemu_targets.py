@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import StackWindowError, ToolError
+from ..errors import ToolError
 from ..ir import Model
 from .base import Emulation, RunResult, check_inputs, decode_records, record_bytes
 from .chips import CHIPS
 from .elfsize import addresses_of
+from .fit import StackWindowError
 from .mcu import DEFAULT_TIMEOUT_S, MODE_RUN, LinkRecipe, McuTarget
 from .qemu import QemuMachine, stack_used, stack_window
 from .toolchain import CrossCompiler
