@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import costs
-from ..errors import FitError, StackWindowError
+from ..errors import FitError
+from ..errors import StackWindowError as StackWindowError  # re-exported for the targets
 from ..ir import Model
 from .chips import Chip
 
