@@ -17,11 +17,11 @@ from ebnn_codegen.checkpoint import read_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted((ROOT / "examples" / "models").glob("*.pt"))
 
-# Not the output of the command documented beside them (retrained on one thread, the weights differ
+# Not the output of the command documented beside them (rerun here, the weights differ
 # in 15 of 18 tensors): a record naming that command would not be true, so they have none until they
 # are retrained or their recipe is corrected.
 UNRECORDED = {
-    "mnist_small.pt": "trained at bc210c4 with a wrap-around shift augmentation the recipe no longer uses",
+    "mnist_small.pt": "its documented command gives other weights, and so does the bc210c4 tree that shipped it",
     "rgb32_device.pt": "its documented command (one thread) gives weights that differ from the shipped ones",
 }
 
