@@ -47,6 +47,15 @@ class FitError(ResourceError):
     (needed, the chip's size, the budget after its reserves, the largest part)."""
 
 
+class StackWindowError(ToolError):
+    """The stack of one inference overflowed the RAM the size harness could paint (``window``
+    bytes): the model needs more than that on the chip (raised by a target's ``stack_of``)."""
+
+    def __init__(self, message: str, window: int) -> None:
+        super().__init__(message)
+        self.window = window
+
+
 class LinkOverflowError(ToolError):
     """The linker placed more than a memory region holds.
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import costs
 from ..errors import FitError
+from ..errors import StackWindowError as StackWindowError  # re-exported for the targets
 from ..ir import Model
 from .chips import Chip
 
@@ -91,6 +92,14 @@ def measured(graph: Model, code: int, constants: int, data: int, static: int, st
     return Needs(code + constants + data, sum(n for _, n in ram), flash_parts, ram, True, how)
 
 
+def at_least(needs: Needs, short: StackWindowError) -> Needs:
+    """``needs`` (measured without the stack) with the stack's lower bound: it overflowed the
+    ``short.window`` bytes of RAM the emulated chip had left, so it needs at least one more."""
+    ram = [*(p for p in needs.sram_parts if p[0] != "peak stack"), ("peak stack (at least)", short.window + 1)]
+    how = needs.how.replace("+ peak stack", "+ peak stack (more than the emulated chip had left)")
+    return Needs(needs.flash_bytes, sum(n for _, n in ram), needs.flash_parts, ram, True, how)
+
+
 def _largest(parts: list[tuple[str, int]]) -> str:
     if not parts:
         return ""
@@ -107,8 +116,9 @@ def flash_problem(chip: Chip, needed: int, parts: list[tuple[str, int]]) -> str:
 
 
 def ram_problem(chip: Chip, needed: int, parts: list[tuple[str, int]]) -> str:
+    bound = "at least " if any(label.endswith("(at least)") for label, _ in parts) else ""
     return (
-        f"needs {needed:,} B RAM, {chip.name} has {chip.sram_bytes:,} B ({chip.sram_budget:,} B for the model)"
+        f"needs {bound}{needed:,} B RAM, {chip.name} has {chip.sram_bytes:,} B ({chip.sram_budget:,} B for the model)"
         f"{_largest(parts)}"
     )
 

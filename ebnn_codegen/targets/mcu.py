@@ -218,7 +218,13 @@ class McuTarget:
         if overflow is not None:
             self._refuse_overflow(graph, kernels, sizes, overflow)
         emu = self.measure(elf)
-        stack = self.stack_of(emu)
+        try:
+            stack = self.stack_of(emu)
+        except fit.StackWindowError as short:  # refuse when even the stack's lower bound is over the budget
+            low = fit.measured(graph, sizes.code_bytes, sizes.constant_bytes, sizes.data_bytes, sizes.sram_bytes, 0)
+            low = fit.at_least(low, short)
+            fit.judge(self.name, self.chip, graph, kernels, low)
+            raise
         totals = costs.report(graph)["totals"]
         needs = fit.measured(graph, sizes.code_bytes, sizes.constant_bytes, sizes.data_bytes, sizes.sram_bytes, stack)
         out = {

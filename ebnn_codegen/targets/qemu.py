@@ -25,6 +25,7 @@ from .toolchain import host_tool, require_tool
 
 REGION = re.compile(r"^EBNN-REGION (\d+) (\d+)$", re.M)
 STACK = re.compile(r"^EBNN-STACK (-?\d+)$", re.M)
+WINDOW = re.compile(r"^EBNN-STACK-WINDOW (\d+)$", re.M)
 PLUGIN_SOURCE = "qemu/icount_plugin.c"
 
 
@@ -98,4 +99,10 @@ class QemuMachine:
 def stack_used(text: str) -> int | None:
     """The stack of one inference the SIZE harness printed (``EBNN-STACK n``; -1: overflowed the window)."""
     m = STACK.search(text)
+    return None if m is None else int(m.group(1))
+
+
+def stack_window(text: str) -> int | None:
+    """The bytes the SIZE harness had painted when the stack overflowed them (``EBNN-STACK-WINDOW n``)."""
+    m = WINDOW.search(text)
     return None if m is None else int(m.group(1))

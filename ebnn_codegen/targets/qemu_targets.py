@@ -20,8 +20,9 @@ from ..ir import Model
 from .base import Emulation, RunResult, check_inputs, decode_records, record_bytes
 from .chips import CHIPS
 from .elfsize import addresses_of
+from .fit import StackWindowError
 from .mcu import DEFAULT_TIMEOUT_S, MODE_RUN, LinkRecipe, McuTarget
-from .qemu import QemuMachine, stack_used
+from .qemu import QemuMachine, stack_used, stack_window
 from .toolchain import CrossCompiler
 
 ARM_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
@@ -66,7 +67,11 @@ class QemuTarget(McuTarget):
         if used is None:
             raise ToolError(f"{self.name}: the size harness printed no stack measurement")
         if used < 0:
-            raise ToolError(f"{self.name}: the inference used more stack than the painted window")
+            window = stack_window(emu.text)
+            msg = f"{self.name}: the inference used more stack than the painted window"
+            if window is None:
+                raise ToolError(msg)
+            raise StackWindowError(f"{msg} ({window:,} B: the RAM the chip had left)", window)
         return used
 
     def bench_notes(self) -> dict[str, str]:
