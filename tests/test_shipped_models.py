@@ -17,15 +17,6 @@ from ebnn_codegen.checkpoint import read_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted((ROOT / "examples" / "models").glob("*.pt"))
 
-# Not the output of the command documented beside them (rerun here, the weights differ
-# in 15 of 18 tensors): a record naming that command would not be true, so they have none until they
-# are retrained or their recipe is corrected.
-UNRECORDED = {
-    "mnist_small.pt": "its documented command gives other weights, and so does the bc210c4 tree that shipped it",
-    "rgb32_device.pt": "its documented command (one thread) gives weights that differ from the shipped ones",
-}
-
-
 def record_of(path: Path) -> dict:
     return (read_checkpoint(path)["config"].get("meta") or {}).get("training") or {}
 
@@ -38,14 +29,7 @@ def test_the_shipped_models_are_found():
 
 
 @pytest.mark.quick
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=UNRECORDED[p.name])) if p.name in UNRECORDED else p
-        for p in MODELS
-    ],
-    ids=[p.stem for p in MODELS],
-)
+@pytest.mark.parametrize("path", MODELS, ids=[p.stem for p in MODELS])
 def test_every_shipped_model_carries_its_training_record(path):
     rec = record_of(path)
     assert rec, f"{path.name}: no meta.training"
