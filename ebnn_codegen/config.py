@@ -40,6 +40,7 @@ MAX_INPUT_CHANNELS = 64
 MAX_SPATIAL = 1024
 MAX_CHANNELS = 4096
 MAX_KERNEL = 64
+MAX_LINEAR_INPUT_SIDE = 255  # a linear block's kernel is its input's H x W: a uint8_t in ebnn_block_t
 MAX_FAN_IN = 1 << 16  # binary fan-in C*kh*kw of one output (int32 accumulators, int16 where it fits)
 MAX_FIRST_RANGE = 1 << 23  # 255*C*kh*kw: integers evaluated through batch norm, exact in float32
 MAX_MACS = 10**10
@@ -319,6 +320,12 @@ def parse_config(config: Any) -> ModelSpec:
                 MAX_CLASSES if kind == "exit" else MAX_CHANNELS,
             )
             # A linear block is a convolution whose kernel covers its whole input.
+            if max(cur[1], cur[2]) > MAX_LINEAR_INPUT_SIDE:
+                raise ConfigError(
+                    f"{where}: its input is {cur[1]}x{cur[2]}; a linear block takes at most "
+                    f"{MAX_LINEAR_INPUT_SIDE} rows and columns (the C block table holds kernel sizes in a byte)",
+                    hint="pool or stride the blocks before it",
+                )
             k, s, p, pool = (cur[1], cur[2]), (1, 1), (0, 0), None
             conv_shape = out_shape = (f, 1, 1)
         threshold = entry.get("threshold", False)

@@ -71,3 +71,18 @@ def test_errors_name_the_field(mutate, message) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(cfg)
     assert message in str(info.value)
+
+
+def test_a_linear_block_on_an_input_wider_than_255_is_refused() -> None:
+    """The C block table holds a linear block's kernel (its input's H x W) in bytes: 256 columns would wrap to 0."""
+    base = {
+        "name": "w",
+        "input": [1, 43, 1024],
+        "layers": [{"type": "conv", "out_channels": 2, "kernel": 4, "stride": 4}],
+    }
+    wide = {**base, "layers": [*base["layers"], {"type": "blinear", "out_features": 4}, {"type": "exit", "classes": 2}]}
+    with pytest.raises(ConfigError, match=r"input is 10x256; a linear block takes at most 255"):
+        parse_config(wide)
+    narrow = copy.deepcopy(wide)
+    narrow["input"] = [1, 43, 1020]  # 255 columns after the stride: the largest that fits a byte
+    assert parse_config(narrow).layers[1].kernel == (10, 255)

@@ -17,6 +17,7 @@ from ebnn_codegen.checkpoint import read_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted((ROOT / "examples" / "models").glob("*.pt"))
 
+
 def record_of(path: Path) -> dict:
     return (read_checkpoint(path)["config"].get("meta") or {}).get("training") or {}
 
