@@ -31,6 +31,24 @@ class Tap:
     c: int
     n: int
     offset: int
+    buf: int = 0  # first block on AVR: offset in the zero-padded row buffer
+
+
+@dataclass(frozen=True)
+class BufRow:
+    """Row ``r`` of the first block's AVR buffer: kernel row ``i`` of input channel ``c``."""
+
+    r: int
+    c: int
+    i: int
+
+
+@dataclass(frozen=True)
+class HPool:
+    """First block on AVR: pooled byte ``dst`` of a conv row is the OR of its conv bytes ``srcs``."""
+
+    dst: int
+    srcs: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -147,8 +165,22 @@ class KernelPlan:
 
 @dataclass(frozen=True)
 class U8KernelPlan(KernelPlan):
+    """First block. With ``avr_u8`` the AVR function is emitted: per conv row, ``avr_asm`` (one
+    statement over the row, clobbering ``avr_clobbers``) reads a zero-padded buffer of
+    ``avr_nrows`` rows of ``avr_wp`` bytes and writes ``avr_crow`` conv output bytes; they are
+    pooled into ``avr_hrow`` bytes along x (``avr_hpool``), then ORed into the output rows."""
+
     pairs: tuple[SharedSum, ...]
     filters: tuple[U8Filter, ...]
+    avr_asm: tuple[str, ...] = ()
+    avr_clobbers: tuple[str, ...] = ()
+    avr_u8: bool = False
+    avr_nrows: int = 0
+    avr_wp: int = 0
+    avr_crow: int = 0
+    avr_hrow: int = 0
+    avr_buf_rows: tuple[BufRow, ...] = ()
+    avr_hpool: tuple[HPool, ...] = ()
 
 
 @dataclass(frozen=True)

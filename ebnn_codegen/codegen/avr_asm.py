@@ -1,0 +1,152 @@
+"""AVR assembly of the generated kernels (docs/speed.md), as lines for ``__asm__`` statements.
+
+The plans (:mod:`ebnn_codegen.codegen.kernels`) call these builders only when the target's
+traits name the ``avr`` dialect (:mod:`ebnn_codegen.codegen.traits`); the template pastes the
+lines and the register lists, it never computes them.
+
+First block, one conv row (:func:`u8_row`): one statement loops over the row's positions.
+``Z`` walks a zero-padded row buffer (the window's bytes are ``ldd`` at constant offsets into
+fixed registers ``a0 .. a(K-1)``), ``X`` the row of conv output bytes (``st X+``).  Per position
+the window sum ``S`` (16 bits) and the shared pair sums ``p<n>`` are computed once; per filter
+``x = 2 * sum(terms) - S`` is compared with an immediate (``cpi``/``sbci``: ``x`` is r24:r25) and
+the bit is set with ``bld`` from the T flag.  A ``plus`` filter's bit is ``x >= t``; a ``minus``
+filter's (``S - 2 * sum >= t``) is ``x < 1 - t``.
+
+Limits (else no asm: the portable C is used): every value fits int16 (the u8 kernel's window is
+at most 64 bytes: ``2 * 255 * 64``); the window's offsets in the buffer are at most 63 (``ldd``);
+``K + cbo + 2`` registers plus 2 a pair sum fit r2..r22 (pairs that do not fit are expanded into
+their taps); the row buffer and the pooled row fit :data:`U8_STACK` bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from .kernel_plan import BufRow, HPool, SharedSum, U8Filter
+
+LOW, HIGH = 2, 22  # r2 .. r22 for the window, the output bytes, S and the pair sums
+X_REG, N_REG = 24, 23  # x in r24:r25 (cpi/sbci), the position counter in r23 (ldi)
+U8_STACK = 192  # bytes of stack for the row buffer, the conv row and the pooled row
+MAX_HPOOL = 256  # conv bytes read by the unrolled pooling of one row
+MAX_LDD = 63
+
+
+def _reg(names: dict[str, int], term: str, byte: int = 0) -> str:
+    return f"r{names[term] + byte}"
+
+
+def _load(names: dict[str, int], dst: int, term: str) -> list[str]:
+    if term.startswith("p"):
+        return [f"movw r{dst}, {_reg(names, term)}"]
+    return [f"mov r{dst}, {_reg(names, term)}", f"clr r{dst + 1}"]
+
+
+def _add(names: dict[str, int], dst: int, term: str) -> list[str]:
+    if term.startswith("p"):
+        return [f"add r{dst}, {_reg(names, term)}", f"adc r{dst + 1}, {_reg(names, term, 1)}"]
+    return [f"add r{dst}, {_reg(names, term)}", f"adc r{dst + 1}, __zero_reg__"]
+
+
+def _expand(term: str, pairs: dict[str, SharedSum]) -> list[str]:
+    if term not in pairs:
+        return [term]
+    return _expand(pairs[term].a, pairs) + _expand(pairs[term].b, pairs)
+
+
+def _filter(names: dict[str, int], f: U8Filter, terms: list[str]) -> list[str]:
+    x, s = X_REG, names["s"]
+    lines: list[str] = []
+    if terms:
+        lines += _load(names, x, terms[0])
+        for t in terms[1:]:
+            lines += _add(names, x, t)
+        lines += [f"lsl r{x}", f"rol r{x + 1}"]
+    else:
+        lines += [f"clr r{x}", f"clr r{x + 1}"]
+    lines += [f"sub r{x}, r{s}", f"sbc r{x + 1}, r{s + 1}"]
+    c = (f.t if f.plus else 1 - f.t) & 0xFFFF
+    lines += [f"cpi r{x}, {c & 0xFF}", f"sbci r{x + 1}, {c >> 8}"]
+    lines += ["brlt 2f" if f.plus else "brge 2f", f"bld {_reg(names, f'o{f.byte}')}, {f.f % 8}", "2:"]
+    return lines
+
+
+def _registers(window: int, cbo: int, pairs: tuple[SharedSum, ...]) -> tuple[dict[str, int], bool] | None:
+    """Fixed registers of the window bytes, output bytes, S and (when they fit) the pair sums."""
+    names = {f"a{k}": LOW + k for k in range(window)}
+    names.update({f"o{n}": LOW + window + n for n in range(cbo)})
+    nxt = LOW + window + cbo
+    nxt += nxt % 2  # movw: pairs start at even registers
+    names["s"] = nxt
+    if nxt + 2 > HIGH + 1:
+        return None
+    keep = nxt + 2 + 2 * len(pairs) <= HIGH + 1
+    for n, p in enumerate(pairs if keep else ()):
+        names[p.name] = nxt + 2 + 2 * n
+    return names, keep
+
+
+def u8_row(
+    geo: dict[str, Any], pairs: tuple[SharedSum, ...], filters: tuple[U8Filter, ...], offsets: list[int]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The lines of one conv row's statement and the registers it clobbers (empty: no asm)."""
+    regs = _registers(geo["window"], geo["cbo"], pairs)
+    if regs is None or max(offsets) > MAX_LDD or geo["s_w"] > MAX_LDD:
+        return (), ()
+    names, keep = regs
+    by_name = {p.name: p for p in pairs}
+    lines = [f"ldi r{N_REG}, {geo['conv_w']}", "1:"]
+    lines += [f"ldd r{names[f'a{k}']}, Z+{off}" for k, off in enumerate(offsets)]
+    lines += ["set", *[f"clr {_reg(names, f'o{n}')}" for n in range(geo["cbo"])]]
+    s = names["s"]
+    lines += [f"mov r{s}, r{names['a0']}", f"clr r{s + 1}"]
+    for k in range(1, geo["window"]):
+        lines += _add(names, s, f"a{k}")
+    for p in pairs if keep else ():
+        lines += _load(names, names[p.name], p.a) + _add(names, names[p.name], p.b)
+    for f in filters:
+        terms = list(f.terms) if keep else [t for term in f.terms for t in _expand(term, by_name)]
+        lines += _filter(names, f, terms)
+    lines += [f"st X+, {_reg(names, f'o{n}')}" for n in range(geo["cbo"])]
+    lines += [f"adiw r30, {geo['s_w']}", f"dec r{N_REG}", "breq 3f", "rjmp 1b", "3:"]
+    used = sorted({v + b for k, v in names.items() for b in ((0, 1) if k == "s" or k.startswith("p") else (0,))})
+    clobbers = tuple(f"r{r}" for r in [*used, N_REG, X_REG, X_REG + 1])
+    return tuple(lines), clobbers
+
+
+def u8_fields(geo: dict[str, Any], pairs: tuple[SharedSum, ...], filters: tuple[U8Filter, ...]) -> dict[str, Any]:
+    """The AVR fields of a :class:`~.kernel_plan.U8KernelPlan` (``geo``: its geometry): the row
+    statement over a buffer of ``C * kh`` rows of ``in_w + 2 * p_w`` bytes (zero-padded), or
+    none when the statement or the buffers (:data:`U8_STACK`) do not fit."""
+    k_h, k_w, wp = geo["k_h"], geo["k_w"], geo["in_w"] + 2 * geo["p_w"]
+    channels = geo["window"] // (k_h * k_w)
+    nrows, crow, hrow = channels * k_h, geo["conv_w"] * geo["cbo"], geo["out_w"] * geo["cbo"]
+    if nrows * wp + crow + hrow > U8_STACK:
+        return {}
+    gather = tuple(replace(g, buf=(g.c * k_h + g.i) * wp + g.j) for g in geo["gather"])
+    asm, clobbers = u8_row(geo, pairs, filters, [g.buf for g in gather])
+    hpool = _hpool(geo)
+    if not asm or sum(len(h.srcs) for h in hpool) > MAX_HPOOL:
+        return {}
+    return dict(
+        avr_asm=asm,
+        avr_clobbers=clobbers,
+        avr_u8=True,
+        avr_nrows=nrows,
+        avr_wp=wp,
+        avr_crow=crow,
+        avr_hrow=hrow,
+        avr_buf_rows=tuple(BufRow(c * k_h + i, c, i) for c in range(channels) for i in range(k_h)),
+        avr_hpool=hpool,
+        gather=gather,
+    )
+
+
+def _hpool(geo: dict[str, Any]) -> tuple[HPool, ...]:
+    """Each pooled byte of a row as the OR of the conv bytes whose range (``geo["cols"]``) holds it."""
+    cbo = geo["cbo"]
+    return tuple(
+        HPool(ox * cbo + n, tuple(cx * cbo + n for cx, r in enumerate(geo["cols"]) if r.lo <= ox < r.hi))
+        for ox in range(geo["out_w"])
+        for n in range(cbo)
+    )
