@@ -211,3 +211,17 @@ class BinKernelPlan(KernelPlan):
     uses_swar: bool
     word_helpers: bool = False
     swar_helpers: bool = False
+
+
+@dataclass(frozen=True)
+class LinearAvrPlan:
+    """A binary linear block on AVR: the rows interleaved byte by byte in groups of four
+    (``groups`` groups of ``4 * n`` bytes, ``w_rows`` their C rows; missing rows of the last
+    group are zero), counted four at a time by ``ebnn_mismatch4_avr``; the bit of row ``f`` is
+    ``m < bound[f]`` (``bounds_rows``: uint16, 0 for the padding rows), then the flips."""
+
+    groups: int
+    n: int
+    w_rows: tuple[tuple[str, ...], ...]
+    bounds_rows: tuple[str, ...]
+    flips: tuple[FlipByte, ...]

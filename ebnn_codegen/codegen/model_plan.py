@@ -15,7 +15,8 @@ import numpy as np
 
 from .. import bits
 from ..ir import CONST, GE, LE, Block, Buffers, Model, Pool
-from .kernel_plan import BinKernelPlan, KernelPlan
+from . import avr_asm
+from .kernel_plan import BinKernelPlan, KernelPlan, LinearAvrPlan
 from .kernels import conv_kernel
 from .traits import TargetTraits
 
@@ -71,6 +72,7 @@ class ExitPlan(BlockPlan):
     mul: tuple[str, ...]
     add: tuple[str, ...]
     in_offset: int
+    avr_linear: LinearAvrPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class HiddenPlan(BlockPlan):
     trace_offset: int
     from_input: bool
     in_offset: int
+    avr_linear: LinearAvrPlan | None = None
 
 
 def flip_and_threshold(block: Block) -> tuple[np.ndarray, np.ndarray]:
@@ -175,6 +178,8 @@ def hidden_plan(b: Block, kernels: str, buf: Buffers, traits: TargetTraits) -> H
     common.update(_rows_layout(common, b.packed_weights, spec is not None))
     flips = bits.pack_flags(flip)
     out_offset = buf.slot_offset[buf.slot[b.index]]
+    linear = kernels == "fast" and traits.asm_dialect == "avr" and b.kind == "blinear" and not b.is_first
+    total = int(np.prod(b.in_shape))
     return HiddenPlan(
         **common,
         fn="u8" if b.is_first else "bin",
@@ -187,6 +192,7 @@ def hidden_plan(b: Block, kernels: str, buf: Buffers, traits: TargetTraits) -> H
         trace_offset=buf.trace_offsets[b.index],
         from_input=b.index == 0,
         in_offset=0 if b.index == 0 else buf.slot_offset[buf.slot[b.index - 1]],
+        avr_linear=avr_asm.linear_plan(b.packed_weights, t, flip, total) if linear else None,
     )
 
 
