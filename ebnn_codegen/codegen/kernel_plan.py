@@ -52,6 +52,17 @@ class HPool:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """Binary block on AVR: ``count`` consecutive conv columns from ``cx0`` of column class
+    ``cls``, starting at byte ``offset`` of the row buffer."""
+
+    cx0: int
+    count: int
+    cls: int
+    offset: int
+
+
+@dataclass(frozen=True)
 class SharedSum:
     """``int name = a + b;``: a pair of taps common to several first-block filters, summed once."""
 
@@ -189,7 +200,9 @@ class BinKernelPlan(KernelPlan):
     per border class), ``has_interior_class`` (interior bounds as immediates), ``interior_guard``
     (the immediates only where the preprocessor says the chip shifts cheaply), ``uses_swar`` (some
     filter counts with SWAR words, so the helpers are needed), ``word_helpers`` (this kernel emits
-    the shared 32-bit helpers: the model's first binary kernel)."""
+    the shared 32-bit helpers: the model's first binary kernel). ``avr_row``: the AVR function by
+    rows is emitted (:mod:`~ebnn_codegen.codegen.avr_bin`: a statement ``avr_asm_row`` a column
+    segment over a buffer of ``k_h`` rows of ``avr_wp`` bytes, bounds in the statement's order)."""
 
     filters: tuple[BinFilter, ...]
     interior_filters: tuple[BinFilter, ...]
@@ -211,6 +224,16 @@ class BinKernelPlan(KernelPlan):
     uses_swar: bool
     word_helpers: bool = False
     swar_helpers: bool = False
+    avr_row: bool = False
+    avr_asm_row: tuple[str, ...] = ()
+    avr_clobbers: tuple[str, ...] = ()
+    avr_wp: int = 0
+    avr_pad: int = 0
+    avr_segments: tuple[Segment, ...] = ()
+    avr_nseg: int = 0
+    avr_hpool: tuple[HPool, ...] = ()
+    avr_hrow: int = 0
+    avr_bounds_rows: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

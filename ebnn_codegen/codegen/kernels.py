@@ -41,7 +41,7 @@ import numpy as np
 
 from .. import bits
 from ..ir import Block, pool_ranges
-from . import avr_asm
+from . import avr_asm, avr_bin
 from .kernel_plan import (
     BinFilter,
     BinKernelPlan,
@@ -298,6 +298,8 @@ def bin_kernel(block: Block, threshold: np.ndarray, flips: np.ndarray, traits: T
         for f in range(block.out_channels)
     )
     interior = tuple(f for f in filters if f.interior_bound) if immediates else ()
+    if filters[0].asm:
+        geo.update(avr_bin.bin_fields(geo, packed, table))
     return BinKernelPlan(
         **geo,
         filters=filters,
