@@ -158,26 +158,32 @@ def _hpool(geo: dict[str, Any]) -> tuple[HPool, ...]:
 MAX_LINEAR_TOTAL = 65534  # the counts and bounds are uint16
 
 
-def linear_plan(packed: np.ndarray, threshold: np.ndarray, flips: np.ndarray, total: int) -> LinearAvrPlan | None:
-    """The interleaved rows and the bounds of a binary linear block (C form thresholds: the bit
-    is ``(total - 2 m >= t) XOR flip``, so ``m < floor((total - t) / 2) + 1``, clamped to
-    ``[0, total + 1]``); None when the counts could overflow uint16."""
+def linear_plan(
+    packed: np.ndarray, total: int, threshold: np.ndarray | None = None, flips: np.ndarray | None = None
+) -> LinearAvrPlan | None:
+    """The interleaved rows of a binary linear block and, for a hidden block, its bounds (C form
+    thresholds: the bit is ``(total - 2 m >= t) XOR flip``, so ``m < floor((total - t) / 2) + 1``,
+    clamped to ``[0, total + 1]``); None when the counts could overflow uint16."""
     if total > MAX_LINEAR_TOTAL:
         return None
     f_out, n = packed.shape
-    groups = -(-f_out // 4)
-    rows = np.zeros((groups * 4, n), np.uint8)
+    groups = -(-f_out // 8)
+    rows = np.zeros((groups * 8, n), np.uint8)
     rows[:f_out] = packed
-    inter = rows.reshape(groups, 4, n).transpose(0, 2, 1).reshape(groups, 4 * n)
-    bound = np.zeros(groups * 4, np.int64)
-    bound[:f_out] = np.clip((total - threshold.astype(np.int64)) // 2 + 1, 0, total + 1)
-    hex_row = [", ".join(f"0x{int(v):02x}" for v in g[i : i + 16]) + "," for g in inter for i in range(0, 4 * n, 16)]
-    per = -(-4 * n // 16)
-    flip_bytes = [int(v) for v in bits.pack_flags(flips)]
+    inter = rows.reshape(groups, 8, n).transpose(0, 2, 1).reshape(groups, 8 * n)
+    bound = np.zeros(groups * 8, np.int64)
+    if threshold is not None:
+        bound[:f_out] = np.clip((total - threshold.astype(np.int64)) // 2 + 1, 0, total + 1)
+    hex_row = [", ".join(f"0x{int(v):02x}" for v in g[i : i + 16]) + "," for g in inter for i in range(0, 8 * n, 16)]
+    per = -(-8 * n // 16)
+    flip_bytes = [] if flips is None else [int(v) for v in bits.pack_flags(flips)]
     return LinearAvrPlan(
         groups=groups,
         n=n,
         w_rows=tuple(tuple(hex_row[g * per : (g + 1) * per]) for g in range(groups)),
-        bounds_rows=tuple(", ".join(str(int(v)) for v in bound[i : i + 16]) + "," for i in range(0, len(bound), 16)),
+        bounds_rows=()
+        if threshold is None
+        else tuple(", ".join(str(int(v)) for v in bound[i : i + 16]) + "," for i in range(0, len(bound), 16)),
+        total=total,
         flips=tuple(FlipByte(k, f"0x{v:02x}u") for k, v in enumerate(flip_bytes) if v),
     )

@@ -238,13 +238,15 @@ class BinKernelPlan(KernelPlan):
 
 @dataclass(frozen=True)
 class LinearAvrPlan:
-    """A binary linear block on AVR: the rows interleaved byte by byte in groups of four
-    (``groups`` groups of ``4 * n`` bytes, ``w_rows`` their C rows; missing rows of the last
-    group are zero), counted four at a time by ``ebnn_mismatch4_avr``; the bit of row ``f`` is
-    ``m < bound[f]`` (``bounds_rows``: uint16, 0 for the padding rows), then the flips."""
+    """A binary linear block on AVR: the rows interleaved byte by byte in groups of eight
+    (``groups`` groups of ``8 * n`` bytes, ``w_rows`` their C rows; missing rows of the last
+    group are zero), counted eight at a time by ``ebnn_mismatch8_avr``; the bit of row ``f`` is
+    ``m < bound[f]`` (``bounds_rows``: uint16, 0 for the padding rows; none for the exit), then
+    the flips; the exit's count is ``total - 2 m``."""
 
     groups: int
     n: int
+    total: int
     w_rows: tuple[tuple[str, ...], ...]
     bounds_rows: tuple[str, ...]
     flips: tuple[FlipByte, ...]

@@ -158,15 +158,17 @@ def _rows_layout(common: dict[str, Any], packed: np.ndarray, generated: bool) ->
     )
 
 
-def exit_plan(b: Block, kernels: str, buf: Buffers) -> ExitPlan:
+def exit_plan(b: Block, kernels: str, buf: Buffers, traits: TargetTraits) -> ExitPlan:
     assert b.score_mul is not None and b.score_add is not None and b.packed_weights is not None
     common = _common(b, kernels)
     common.update(_rows_layout(common, b.packed_weights, False))
+    avr = kernels == "fast" and traits.asm_dialect == "avr"
     return ExitPlan(
         **common,
         mul=tuple(str(int(v)) for v in b.score_mul),
         add=tuple(str(int(v)) for v in b.score_add),
         in_offset=buf.slot_offset[buf.slot[-1]],
+        avr_linear=avr_asm.linear_plan(b.packed_weights, int(np.prod(b.in_shape))) if avr else None,
     )
 
 
@@ -192,7 +194,7 @@ def hidden_plan(b: Block, kernels: str, buf: Buffers, traits: TargetTraits) -> H
         trace_offset=buf.trace_offsets[b.index],
         from_input=b.index == 0,
         in_offset=0 if b.index == 0 else buf.slot_offset[buf.slot[b.index - 1]],
-        avr_linear=avr_asm.linear_plan(b.packed_weights, t, flip, total) if linear else None,
+        avr_linear=avr_asm.linear_plan(b.packed_weights, total, t, flip) if linear else None,
     )
 
 
@@ -212,4 +214,4 @@ def with_helpers(plans: list[HiddenPlan]) -> list[HiddenPlan]:
 def block_plans(model: Model, kernels: str, traits: TargetTraits) -> tuple[list[HiddenPlan], ExitPlan]:
     buf = model.plan
     hidden = with_helpers([hidden_plan(b, kernels, buf, traits) for b in model.hidden])
-    return hidden, exit_plan(model.exit, kernels, buf)
+    return hidden, exit_plan(model.exit, kernels, buf, traits)
