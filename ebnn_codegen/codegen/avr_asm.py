@@ -89,6 +89,40 @@ def _registers(window: int, cbo: int, pairs: tuple[SharedSum, ...]) -> tuple[dic
     return names, keep
 
 
+def _window_sum(names: dict[str, int], window: int, pairs: list[SharedSum]) -> list[str]:
+    """``S`` from the pair sum covering the most taps (computed before it) and the other taps."""
+    by_name = {p.name: p for p in pairs}
+    best = max(pairs, key=lambda p: len(_expand(p.name, by_name)), default=None)
+    covered = set(_expand(best.name, by_name)) if best else set()
+    rest = [f"a{k}" for k in range(window) if f"a{k}" not in covered]
+    s = names["s"]
+    lines = _load(names, s, best.name if best else rest.pop(0))
+    for t in rest:
+        lines += _add(names, s, t)
+    return lines
+
+
+def _gather(names: dict[str, int], geo: dict[str, Any], offsets: list[int]) -> tuple[list[str], list[str]]:
+    """The loads before the loop and in it.  With stride 1 the window's columns but the last are
+    moved one column left at the end of a position (``mov``: 1 cycle instead of 2 for ``ldd``),
+    so a position loads only its last column."""
+    taps = geo["gather"]
+    load = [f"ldd r{names[f'a{g.k}']}, Z+{off}" for g, off in zip(taps, offsets, strict=True)]
+    if geo["s_w"] != 1 or geo["k_w"] < 2:
+        return [], load
+    last = geo["k_w"] - 1
+    pre = [line for g, line in zip(taps, load, strict=True) if g.j < last]
+    body = [line for g, line in zip(taps, load, strict=True) if g.j == last]
+    return pre, body
+
+
+def _shift(names: dict[str, int], geo: dict[str, Any]) -> list[str]:
+    if geo["s_w"] != 1 or geo["k_w"] < 2:
+        return []
+    where = {(g.c, g.i, g.j): names[f"a{g.k}"] for g in geo["gather"]}
+    return [f"mov r{where[(c, i, j)]}, r{where[(c, i, j + 1)]}" for (c, i, j) in sorted(where) if j + 1 < geo["k_w"]]
+
+
 def u8_row(
     geo: dict[str, Any], pairs: tuple[SharedSum, ...], filters: tuple[U8Filter, ...], offsets: list[int]
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -98,19 +132,17 @@ def u8_row(
         return (), ()
     names, keep = regs
     by_name = {p.name: p for p in pairs}
-    lines = [f"ldi r{N_REG}, {geo['conv_w']}", "1:"]
-    lines += [f"ldd r{names[f'a{k}']}, Z+{off}" for k, off in enumerate(offsets)]
+    pre, body = _gather(names, geo, offsets)
+    lines = [f"ldi r{N_REG}, {geo['conv_w']}", *pre, "1:", *body]
     lines += ["set", *[f"clr {_reg(names, f'o{n}')}" for n in range(geo["cbo"])]]
-    s = names["s"]
-    lines += [f"mov r{s}, r{names['a0']}", f"clr r{s + 1}"]
-    for k in range(1, geo["window"]):
-        lines += _add(names, s, f"a{k}")
     for p in pairs if keep else ():
         lines += _load(names, names[p.name], p.a) + _add(names, names[p.name], p.b)
+    lines += _window_sum(names, geo["window"], list(pairs) if keep else [])
     for f in filters:
         terms = list(f.terms) if keep else [t for term in f.terms for t in _expand(term, by_name)]
         lines += _filter(names, f, terms)
     lines += [f"st X+, {_reg(names, f'o{n}')}" for n in range(geo["cbo"])]
+    lines += _shift(names, geo)
     lines += [f"adiw r30, {geo['s_w']}", f"dec r{N_REG}", "breq 3f", "rjmp 1b", "3:"]
     used = sorted({v + b for k, v in names.items() for b in ((0, 1) if k == "s" or k.startswith("p") else (0,))})
     clobbers = tuple(f"r{r}" for r in [*used, N_REG, X_REG, X_REG + 1])
