@@ -11,7 +11,7 @@ and the bounds are stored in that order.  The output bytes are stored (``std``) 
 bytes that no later position of the row reads (columns below the stride), pooled along x from
 there, and the left padding is zeroed again for the next row.
 
-Limits (else the C kernel is used): ``K + 1 + cbo`` registers in r2..r21 (r22..r25 stay free
+Limits (else the C kernel is used): ``K + cbo`` registers from r2 and the count in r16..r21 (r22..r25 stay free
 for the compiler's operands), every buffer offset at most 63 (``ldd``/``std``), at least ``cbo``
 free buffer bytes below the stride, the buffers within :data:`BIN_STACK` bytes.
 """
@@ -28,6 +28,7 @@ LOW, HIGH = 2, 21
 BIN_STACK = 192
 MAX_LDD = 63
 MAX_HPOOL = 256
+MAX_INNER = 256  # filters x window bytes: the interior class's own statement (flash)
 
 
 def _filter_lines(reg_a: list[int], m: int, weights: list[int]) -> list[str]:
@@ -44,24 +45,27 @@ def order(f_out: int) -> list[int]:
 
 
 def bin_row(
-    packed: np.ndarray, offsets: list[int], slots: list[int], step: int
+    packed: np.ndarray, offsets: list[int], slots: list[int], step: int, bounds: list[int] | None = None
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The statement's lines (``%[n]``: the segment's position count) and its clobbers."""
+    """The statement's lines (``%[n]``: the segment's position count) and its clobbers; with
+    ``bounds`` (one border class's, by filter) they are immediates (``cpi``) instead of SRAM."""
     f_out, window = packed.shape
     cbo = -(-f_out // 8)
     reg_a = [LOW + k for k in range(window)]
-    m = LOW + window
-    reg_o = [m + 1 + n for n in range(cbo)]
+    reg_o = [LOW + window + n for n in range(cbo)]
+    m = max(LOW + window + cbo, 16)  # cpi: an upper register
     lines = ["push r28", "push r29", "movw r28, r26", "movw r26, r30", "ldi r31, hi8(ebnn_popcount8)", "1:"]
     lines += [f"ldd r{reg_a[k]}, Y+{off}" for k, off in enumerate(offsets)]
     lines += [f"clr r{r}" for r in reg_o]
     for f in order(f_out):
         lines += _filter_lines(reg_a, m, [int(v) for v in packed[f]])
-        lines += ["ld r0, X+", f"cp r{m}, r0", f"rol r{reg_o[f // 8]}"]
+        lines += [f"cpi r{m}, {bounds[f]}"] if bounds is not None else ["ld r0, X+", f"cp r{m}, r0"]
+        lines.append(f"rol r{reg_o[f // 8]}")
     lines += [f"std Y+{slots[n]}, r{reg_o[n]}" for n in range(cbo)]
-    lines += [f"subi r26, {f_out}", "sbci r27, 0", f"subi r28, {(-step) & 0xFF}", f"sbci r29, {((-step) >> 8) & 0xFF}"]
+    lines += [f"subi r26, {f_out}", "sbci r27, 0"] if bounds is None else []
+    lines += [f"subi r28, {(-step) & 0xFF}", f"sbci r29, {((-step) >> 8) & 0xFF}"]
     lines += ["dec %[n]", "breq 3f", "rjmp 1b", "3:", "pop r29", "pop r28"]
-    clobbers = tuple(f"r{r}" for r in [*reg_a, m, *reg_o])
+    clobbers = tuple(f"r{r}" for r in [*reg_a, *reg_o, m])
     return tuple(lines), clobbers
 
 
@@ -76,9 +80,11 @@ def _segments(cols: tuple, step: int) -> tuple[Segment, ...]:
     return tuple(segs)
 
 
-def bin_fields(geo: dict[str, Any], packed: np.ndarray, table: np.ndarray) -> dict[str, Any]:
-    """The AVR row fields of a binary kernel plan (``table``: the bounds, classes x filters),
-    or none when the limits of the module docstring are not met."""
+def bin_fields(geo: dict[str, Any], packed: np.ndarray, table: np.ndarray, inner: int) -> dict[str, Any]:
+    """The AVR row fields of a binary kernel plan (``table``: the bounds, classes x filters;
+    ``inner``: the interior class, -1 if none), or none when the limits of the module docstring
+    are not met.  The interior class gets a second statement with its bounds as immediates when
+    the filters' code is small (at most :data:`MAX_INNER` taps)."""
     f_out, window = packed.shape
     cbo, cb, kh, kw, s_w = geo["cbo"], geo["pixel_bytes"], geo["k_h"], geo["k_w"], geo["s_w"]
     wp = (geo["in_w"] + 2 * geo["p_w"]) * cb
@@ -86,7 +92,7 @@ def bin_fields(geo: dict[str, Any], packed: np.ndarray, table: np.ndarray) -> di
     slots = [(i * wp // cb + j) * cb + n for i in range(kh) for j in range(min(s_w, kw)) for n in range(cb)][:cbo]
     step = s_w * cb
     hrow = geo["out_w"] * cbo
-    fits = LOW + window + cbo <= HIGH and len(slots) == cbo and max(offsets + slots) <= MAX_LDD
+    fits = max(LOW + window + cbo, 16) <= HIGH and len(slots) == cbo and max(offsets + slots) <= MAX_LDD
     if not fits or kh * wp + f_out + hrow > BIN_STACK:
         return {}
     hpool = tuple(
@@ -97,11 +103,15 @@ def bin_fields(geo: dict[str, Any], packed: np.ndarray, table: np.ndarray) -> di
     if sum(len(h.srcs) for h in hpool) > MAX_HPOOL:
         return {}
     lines, clobbers = bin_row(packed, offsets, slots, step)
+    inner_ok = inner >= 0 and f_out * window <= MAX_INNER
+    inner_lines = bin_row(packed, offsets, slots, step, [int(v) for v in table[inner]])[0] if inner_ok else ()
     segments = _segments(geo["cols"], step)
     perm = order(f_out)
     return dict(
         avr_row=True,
         avr_asm_row=lines,
+        avr_asm_inner=inner_lines,
+        avr_inner_cls=inner,
         avr_clobbers=clobbers,
         avr_wp=wp,
         avr_pad=geo["p_w"] * cb,

@@ -226,6 +226,8 @@ class BinKernelPlan(KernelPlan):
     swar_helpers: bool = False
     avr_row: bool = False
     avr_asm_row: tuple[str, ...] = ()
+    avr_asm_inner: tuple[str, ...] = ()
+    avr_inner_cls: int = -1
     avr_clobbers: tuple[str, ...] = ()
     avr_wp: int = 0
     avr_pad: int = 0

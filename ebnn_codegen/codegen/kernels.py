@@ -299,7 +299,7 @@ def bin_kernel(block: Block, threshold: np.ndarray, flips: np.ndarray, traits: T
     )
     interior = tuple(f for f in filters if f.interior_bound) if immediates else ()
     if filters[0].asm:
-        geo.update(avr_bin.bin_fields(geo, packed, table))
+        geo.update(avr_bin.bin_fields(geo, packed, table, ic))
     return BinKernelPlan(
         **geo,
         filters=filters,
