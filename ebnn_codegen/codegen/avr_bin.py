@@ -44,24 +44,39 @@ def order(f_out: int) -> list[int]:
     return [f for n in range(-(-f_out // 8)) for f in reversed(range(8 * n, min(8 * n + 8, f_out)))]
 
 
+def _columns(taps: tuple, offsets: list[int], reg_a: list[int], k_w: int, slide: bool) -> tuple[list, list, list]:
+    """Loads before the loop, in it, and the moves at the end of a position: sliding by one
+    pixel, the window's columns but the last move one column left (``mov``, 1 cycle) and a
+    position loads only its last column (``ldd``, 2 cycles)."""
+    loads = [(g.j, f"ldd r{reg_a[g.k]}, Y+{off}") for g, off in zip(taps, offsets, strict=True)]
+    if not slide or k_w < 2:
+        return [], [line for _, line in loads], []
+    where = {(g.i, g.j, g.n): reg_a[g.k] for g in taps}
+    moves = [f"mov r{where[(i, j, n)]}, r{where[(i, j + 1, n)]}" for (i, j, n) in sorted(where) if j + 1 < k_w]
+    return [line for j, line in loads if j < k_w - 1], [line for j, line in loads if j == k_w - 1], moves
+
+
 def bin_row(
-    packed: np.ndarray, offsets: list[int], slots: list[int], step: int, bounds: list[int] | None = None
+    packed: np.ndarray, geo: dict[str, Any], offsets: list[int], slots: list[int], bounds: list[int] | None = None
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The statement's lines (``%[n]``: the segment's position count) and its clobbers; with
     ``bounds`` (one border class's, by filter) they are immediates (``cpi``) instead of SRAM."""
     f_out, window = packed.shape
     cbo = -(-f_out // 8)
+    step = geo["s_w"] * geo["pixel_bytes"]
     reg_a = [LOW + k for k in range(window)]
     reg_o = [LOW + window + n for n in range(cbo)]
     m = max(LOW + window + cbo, 16)  # cpi: an upper register
-    lines = ["push r28", "push r29", "movw r28, r26", "movw r26, r30", "ldi r31, hi8(ebnn_popcount8)", "1:"]
-    lines += [f"ldd r{reg_a[k]}, Y+{off}" for k, off in enumerate(offsets)]
+    pre, body, moves = _columns(geo["gather"], offsets, reg_a, geo["k_w"], geo["s_w"] == 1)
+    lines = ["push r28", "push r29", "movw r28, r26", "movw r26, r30", "ldi r31, hi8(ebnn_popcount8)", *pre, "1:"]
+    lines += body
     lines += [f"clr r{r}" for r in reg_o]
     for f in order(f_out):
         lines += _filter_lines(reg_a, m, [int(v) for v in packed[f]])
         lines += [f"cpi r{m}, {bounds[f]}"] if bounds is not None else ["ld r0, X+", f"cp r{m}, r0"]
         lines.append(f"rol r{reg_o[f // 8]}")
     lines += [f"std Y+{slots[n]}, r{reg_o[n]}" for n in range(cbo)]
+    lines += moves
     lines += [f"subi r26, {f_out}", "sbci r27, 0"] if bounds is None else []
     lines += [f"subi r28, {(-step) & 0xFF}", f"sbci r29, {((-step) >> 8) & 0xFF}"]
     lines += ["dec %[n]", "breq 3f", "rjmp 1b", "3:", "pop r29", "pop r28"]
@@ -102,9 +117,9 @@ def bin_fields(geo: dict[str, Any], packed: np.ndarray, table: np.ndarray, inner
     )
     if sum(len(h.srcs) for h in hpool) > MAX_HPOOL:
         return {}
-    lines, clobbers = bin_row(packed, offsets, slots, step)
+    lines, clobbers = bin_row(packed, geo, offsets, slots)
     inner_ok = inner >= 0 and f_out * window <= MAX_INNER
-    inner_lines = bin_row(packed, offsets, slots, step, [int(v) for v in table[inner]])[0] if inner_ok else ()
+    inner_lines = bin_row(packed, geo, offsets, slots, [int(v) for v in table[inner]])[0] if inner_ok else ()
     segments = _segments(geo["cols"], step)
     perm = order(f_out)
     return dict(
