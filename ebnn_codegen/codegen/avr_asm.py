@@ -14,7 +14,7 @@ filter's (``S - 2 * sum >= t``) is ``x < 1 - t``.
 
 Limits (else no asm: the portable C is used): every value fits int16 (the u8 kernel's window is
 at most 64 bytes: ``2 * 255 * 64``); the window's offsets in the buffer are at most 63 (``ldd``);
-``K + cbo + 2`` registers plus 2 a pair sum fit r2..r22 (pairs that do not fit are expanded into
+``K + cbo + 2`` registers plus 2 a pair sum fit r2..r21 (pairs that do not fit are expanded into
 their taps); the row buffer and the pooled row fit :data:`U8_STACK` bytes.
 """
 
@@ -28,7 +28,8 @@ import numpy as np
 from .. import bits
 from .kernel_plan import BufRow, FlipByte, HPool, LinearAvrPlan, SharedSum, U8Filter
 
-LOW, HIGH = 2, 22  # r2 .. r22 for the window, the output bytes, S and the pair sums
+LOW, HIGH = 2, 21  # r2 .. r21 for the window, the output bytes, S and the pair sums
+HI_REG = 22  # the high byte of a compare that keeps x
 X_REG, N_REG = 24, 23  # x in r24:r25 (cpi/sbci), the position counter in r23 (ldi)
 U8_STACK = 192  # bytes of stack for the row buffer, the conv row and the pooled row
 MAX_HPOOL = 256  # conv bytes read by the unrolled pooling of one row
@@ -57,7 +58,9 @@ def _expand(term: str, pairs: dict[str, SharedSum]) -> list[str]:
     return _expand(pairs[term].a, pairs) + _expand(pairs[term].b, pairs)
 
 
-def _filter(names: dict[str, int], f: U8Filter, terms: list[str]) -> list[str]:
+def _filters(names: dict[str, int], group: list[U8Filter], terms: list[str]) -> list[str]:
+    """Filters with the same term list: ``x`` computed once, compared with each one's immediate
+    (``cpi``/``sbci`` for the last one; ``cpi``/``ldi``/``cpc`` keeps ``x`` for the others)."""
     x, s = X_REG, names["s"]
     lines: list[str] = []
     if terms:
@@ -68,9 +71,12 @@ def _filter(names: dict[str, int], f: U8Filter, terms: list[str]) -> list[str]:
     else:
         lines += [f"clr r{x}", f"clr r{x + 1}"]
     lines += [f"sub r{x}, r{s}", f"sbc r{x + 1}, r{s + 1}"]
-    c = (f.t if f.plus else 1 - f.t) & 0xFFFF
-    lines += [f"cpi r{x}, {c & 0xFF}", f"sbci r{x + 1}, {c >> 8}"]
-    lines += ["brlt 2f" if f.plus else "brge 2f", f"bld {_reg(names, f'o{f.byte}')}, {f.f % 8}", "2:"]
+    for n, f in enumerate(group):
+        c = (f.t if f.plus else 1 - f.t) & 0xFFFF
+        lines.append(f"cpi r{x}, {c & 0xFF}")
+        last = n == len(group) - 1
+        lines += [f"sbci r{x + 1}, {c >> 8}"] if last else [f"ldi r{HI_REG}, {c >> 8}", f"cpc r{x + 1}, r{HI_REG}"]
+        lines += ["brlt 2f" if f.plus else "brge 2f", f"bld {_reg(names, f'o{f.byte}')}, {f.f % 8}", "2:"]
     return lines
 
 
@@ -138,14 +144,17 @@ def u8_row(
     for p in pairs if keep else ():
         lines += _load(names, names[p.name], p.a) + _add(names, names[p.name], p.b)
     lines += _window_sum(names, geo["window"], list(pairs) if keep else [])
+    groups: dict[tuple[str, ...], list[U8Filter]] = {}
     for f in filters:
-        terms = list(f.terms) if keep else [t for term in f.terms for t in _expand(term, by_name)]
-        lines += _filter(names, f, terms)
+        terms = tuple(f.terms) if keep else tuple(t for term in f.terms for t in _expand(term, by_name))
+        groups.setdefault(terms, []).append(f)
+    for terms, group in groups.items():
+        lines += _filters(names, group, list(terms))
     lines += [f"st X+, {_reg(names, f'o{n}')}" for n in range(geo["cbo"])]
     lines += _shift(names, geo)
     lines += [f"adiw r30, {geo['s_w']}", f"dec r{N_REG}", "breq 3f", "rjmp 1b", "3:"]
     used = sorted({v + b for k, v in names.items() for b in ((0, 1) if k == "s" or k.startswith("p") else (0,))})
-    clobbers = tuple(f"r{r}" for r in [*used, N_REG, X_REG, X_REG + 1])
+    clobbers = tuple(f"r{r}" for r in [*used, HI_REG, N_REG, X_REG, X_REG + 1])
     return tuple(lines), clobbers
 
 
