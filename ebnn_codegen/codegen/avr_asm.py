@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .. import bits
-from .kernel_plan import BufRow, FlipByte, HPool, LinearAvrPlan, SharedSum, U8Filter
+from .kernel_plan import BufRow, FlipByte, HPool, LinearAvrPlan, RingPhase, SharedSum, U8Filter
 
 LOW, HIGH = 2, 21  # r2 .. r21 for the window, the output bytes, S and the pair sums
 HI_REG = 22  # the high byte of a compare that keeps x
@@ -172,9 +172,15 @@ def u8_fields(geo: dict[str, Any], pairs: tuple[SharedSum, ...], filters: tuple[
     hpool = _hpool(geo)
     if not asm or sum(len(h.srcs) for h in hpool) > MAX_HPOOL:
         return {}
+    ring = ()
+    if geo["s_h"] == 1 and k_h > 1:  # a ring of rows: one copy a conv row, a statement a phase
+        rows = [[(g.c * k_h + (ph + g.i) % k_h) * wp + g.j for g in gather] for ph in range(k_h)]
+        ring = tuple(RingPhase(ph, u8_row(geo, pairs, filters, offs)[0]) for ph, offs in enumerate(rows))
     return dict(
         avr_asm=asm,
         avr_clobbers=clobbers,
+        avr_ring=ring,
+        avr_channels=tuple(range(channels)),
         avr_u8=True,
         avr_nrows=nrows,
         avr_wp=wp,

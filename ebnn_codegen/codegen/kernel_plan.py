@@ -63,6 +63,15 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class RingPhase:
+    """First block on AVR, stride 1: the statement for conv rows ``cy`` with ``cy % kh == phase``
+    (window row ``i`` of channel ``c`` in buffer row ``c * kh + (phase + i) % kh``)."""
+
+    phase: int
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class SharedSum:
     """``int name = a + b;``: a pair of taps common to several first-block filters, summed once."""
 
@@ -179,7 +188,9 @@ class U8KernelPlan(KernelPlan):
     """First block. With ``avr_u8`` the AVR function is emitted: per conv row, ``avr_asm`` (one
     statement over the row, clobbering ``avr_clobbers``) reads a zero-padded buffer of
     ``avr_nrows`` rows of ``avr_wp`` bytes and writes ``avr_crow`` conv output bytes; they are
-    pooled into ``avr_hrow`` bytes along x (``avr_hpool``), then ORed into the output rows."""
+    pooled into ``avr_hrow`` bytes along x (``avr_hpool``), then ORed into the output rows.
+    ``avr_ring`` (vertical stride 1): the buffer is a ring of ``kh`` rows per channel
+    (``avr_channels``), one new input row copied per conv row, one statement per phase."""
 
     pairs: tuple[SharedSum, ...]
     filters: tuple[U8Filter, ...]
@@ -192,6 +203,8 @@ class U8KernelPlan(KernelPlan):
     avr_hrow: int = 0
     avr_buf_rows: tuple[BufRow, ...] = ()
     avr_hpool: tuple[HPool, ...] = ()
+    avr_ring: tuple[RingPhase, ...] = ()
+    avr_channels: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
