@@ -12,6 +12,13 @@ the window sum ``S`` (16 bits) and the shared pair sums ``p<n>`` are computed on
 the bit is set with ``bld`` from the T flag.  A ``plus`` filter's bit is ``x >= t``; a ``minus``
 filter's (``S - 2 * sum >= t``) is ``x < 1 - t``.
 
+With vertical stride 1 the buffer is a ring of ``kh`` rows per channel: each conv row copies one
+new input row, and the statement of the row's phase (``cy % kh``) has the offsets of that phase
+(at most :data:`MAX_RING_LINES` lines for all phases, else every conv row copies its ``kh`` rows).
+
+Linear blocks and the exit (:func:`linear_plan`): the rows interleaved in groups of eight for
+``ebnn_mismatch8_avr`` (the runtime), with uint16 bounds.
+
 Limits (else no asm: the portable C is used): every value fits int16 (the u8 kernel's window is
 at most 64 bytes: ``2 * 255 * 64``); the window's offsets in the buffer are at most 63 (``ldd``);
 ``K + cbo + 2`` registers plus 2 a pair sum fit r2..r21 (pairs that do not fit are expanded into
@@ -33,6 +40,7 @@ HI_REG = 22  # the high byte of a compare that keeps x
 X_REG, N_REG = 24, 23  # x in r24:r25 (cpi/sbci), the position counter in r23 (ldi)
 U8_STACK = 192  # bytes of stack for the row buffer, the conv row and the pooled row
 MAX_HPOOL = 256  # conv bytes read by the unrolled pooling of one row
+MAX_RING_LINES = 1024  # the ring's kh statements together (flash: about 2 bytes a line)
 MAX_LDD = 63
 
 
@@ -173,7 +181,7 @@ def u8_fields(geo: dict[str, Any], pairs: tuple[SharedSum, ...], filters: tuple[
     if not asm or sum(len(h.srcs) for h in hpool) > MAX_HPOOL:
         return {}
     ring = ()
-    if geo["s_h"] == 1 and k_h > 1:  # a ring of rows: one copy a conv row, a statement a phase
+    if geo["s_h"] == 1 and 1 < k_h and k_h * len(asm) <= MAX_RING_LINES:  # a ring: one copy a row
         rows = [[(g.c * k_h + (ph + g.i) % k_h) * wp + g.j for g in gather] for ph in range(k_h)]
         ring = tuple(RingPhase(ph, u8_row(geo, pairs, filters, offs)[0]) for ph, offs in enumerate(rows))
     return dict(
