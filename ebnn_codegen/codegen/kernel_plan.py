@@ -31,6 +31,44 @@ class Tap:
     c: int
     n: int
     offset: int
+    buf: int = 0  # first block on AVR: offset in the zero-padded row buffer
+
+
+@dataclass(frozen=True)
+class BufRow:
+    """Row ``r`` of the first block's AVR buffer: kernel row ``i`` of input channel ``c``."""
+
+    r: int
+    c: int
+    i: int
+
+
+@dataclass(frozen=True)
+class HPool:
+    """First block on AVR: pooled byte ``dst`` of a conv row is the OR of its conv bytes ``srcs``."""
+
+    dst: int
+    srcs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Binary block on AVR: ``count`` consecutive conv columns from ``cx0`` of column class
+    ``cls``, starting at byte ``offset`` of the row buffer."""
+
+    cx0: int
+    count: int
+    cls: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class RingPhase:
+    """First block on AVR, stride 1: the statement for conv rows ``cy`` with ``cy % kh == phase``
+    (window row ``i`` of channel ``c`` in buffer row ``c * kh + (phase + i) % kh``)."""
+
+    phase: int
+    lines: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -147,8 +185,26 @@ class KernelPlan:
 
 @dataclass(frozen=True)
 class U8KernelPlan(KernelPlan):
+    """First block. With ``avr_u8`` the AVR function is emitted: per conv row, ``avr_asm`` (one
+    statement over the row, clobbering ``avr_clobbers``) reads a zero-padded buffer of
+    ``avr_nrows`` rows of ``avr_wp`` bytes and writes ``avr_crow`` conv output bytes; they are
+    pooled into ``avr_hrow`` bytes along x (``avr_hpool``), then ORed into the output rows.
+    ``avr_ring`` (vertical stride 1): the buffer is a ring of ``kh`` rows per channel
+    (``avr_channels``), one new input row copied per conv row, one statement per phase."""
+
     pairs: tuple[SharedSum, ...]
     filters: tuple[U8Filter, ...]
+    avr_asm: tuple[str, ...] = ()
+    avr_clobbers: tuple[str, ...] = ()
+    avr_u8: bool = False
+    avr_nrows: int = 0
+    avr_wp: int = 0
+    avr_crow: int = 0
+    avr_hrow: int = 0
+    avr_buf_rows: tuple[BufRow, ...] = ()
+    avr_hpool: tuple[HPool, ...] = ()
+    avr_ring: tuple[RingPhase, ...] = ()
+    avr_channels: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -157,7 +213,9 @@ class BinKernelPlan(KernelPlan):
     per border class), ``has_interior_class`` (interior bounds as immediates), ``interior_guard``
     (the immediates only where the preprocessor says the chip shifts cheaply), ``uses_swar`` (some
     filter counts with SWAR words: the weight-word table is emitted; the SWAR helpers themselves are
-    the runtime header's ``ebnn_swar_nib``/``ebnn_swar_fold``)."""
+    the runtime header's ``ebnn_swar_nib``/``ebnn_swar_fold``). ``avr_row``: the AVR function by
+    rows is emitted (:mod:`~ebnn_codegen.codegen.avr_bin`: a statement ``avr_asm_row`` a column
+    segment over a buffer of ``k_h`` rows of ``avr_wp`` bytes, bounds in the statement's order)."""
 
     filters: tuple[BinFilter, ...]
     interior_filters: tuple[BinFilter, ...]
@@ -177,3 +235,31 @@ class BinKernelPlan(KernelPlan):
     interior_guard: bool
     interior_immediates: bool
     uses_swar: bool
+    avr_row: bool = False
+    avr_asm_row: tuple[str, ...] = ()
+    avr_asm_inner: tuple[str, ...] = ()
+    avr_inner_cls: int = -1
+    avr_clobbers: tuple[str, ...] = ()
+    avr_wp: int = 0
+    avr_pad: int = 0
+    avr_segments: tuple[Segment, ...] = ()
+    avr_nseg: int = 0
+    avr_hpool: tuple[HPool, ...] = ()
+    avr_hrow: int = 0
+    avr_bounds_rows: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LinearAvrPlan:
+    """A binary linear block on AVR: the rows interleaved byte by byte in groups of eight
+    (``groups`` groups of ``8 * n`` bytes, ``w_rows`` their C rows; missing rows of the last
+    group are zero), counted eight at a time by ``ebnn_mismatch8_avr``; the bit of row ``f`` is
+    ``m < bound[f]`` (``bounds_rows``: uint16, 0 for the padding rows; none for the exit), then
+    the flips; the exit's count is ``total - 2 m``."""
+
+    groups: int
+    n: int
+    total: int
+    w_rows: tuple[tuple[str, ...], ...]
+    bounds_rows: tuple[str, ...]
+    flips: tuple[FlipByte, ...]

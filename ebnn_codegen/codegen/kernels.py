@@ -43,6 +43,7 @@ import numpy as np
 
 from .. import bits
 from ..ir import Block, pool_ranges
+from . import avr_asm, avr_bin
 from .kernel_plan import (
     BinFilter,
     BinKernelPlan,
@@ -197,8 +198,9 @@ def _border_classes(block: Block) -> tuple[list[int], list[tuple[bool, ...]], li
     return row_cls, row_kinds, col_cls, col_kinds
 
 
-def u8_kernel(block: Block, threshold: np.ndarray, flips: np.ndarray) -> U8KernelPlan:
-    """The first block's kernel: tap lists per filter, shared pair sums, immediate thresholds."""
+def u8_kernel(block: Block, threshold: np.ndarray, flips: np.ndarray, traits: TargetTraits = PORTABLE) -> U8KernelPlan:
+    """The first block's kernel: tap lists per filter, shared pair sums, immediate thresholds;
+    with the AVR dialect, one asm statement a position (:mod:`~ebnn_codegen.codegen.avr_asm`)."""
     row_cls, _, col_cls, _ = _border_classes(block)
     geo = _geometry(block, flips, row_cls, col_cls)
     window = geo["window"]
@@ -222,6 +224,8 @@ def u8_kernel(block: Block, threshold: np.ndarray, flips: np.ndarray) -> U8Kerne
         )
         for f in range(block.out_channels)
     )
+    if traits.asm_dialect:
+        geo.update(avr_asm.u8_fields(geo, tuple(pairs), filters))
     return U8KernelPlan(**geo, pairs=tuple(pairs), filters=filters)
 
 
@@ -298,6 +302,8 @@ def bin_kernel(block: Block, threshold: np.ndarray, flips: np.ndarray, traits: T
         for f in range(block.out_channels)
     )
     interior = tuple(f for f in filters if f.interior_bound) if immediates else ()
+    if filters[0].asm:
+        geo.update(avr_bin.bin_fields(geo, packed, table, ic))
     return BinKernelPlan(
         **geo,
         filters=filters,
@@ -331,5 +337,5 @@ def conv_kernel(
     if not _fits(block):
         return None
     if block.is_first:
-        return u8_kernel(block, threshold, flips)
+        return u8_kernel(block, threshold, flips, traits)
     return bin_kernel(block, threshold, flips, traits)

@@ -15,7 +15,8 @@ import numpy as np
 
 from .. import bits
 from ..ir import CONST, GE, LE, Block, Buffers, Model, Pool
-from .kernel_plan import KernelPlan
+from . import avr_asm
+from .kernel_plan import KernelPlan, LinearAvrPlan
 from .kernels import conv_kernel
 from .traits import TargetTraits
 
@@ -71,6 +72,7 @@ class ExitPlan(BlockPlan):
     mul: tuple[str, ...]
     add: tuple[str, ...]
     in_offset: int
+    avr_linear: LinearAvrPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class HiddenPlan(BlockPlan):
     trace_offset: int
     from_input: bool
     in_offset: int
+    avr_linear: LinearAvrPlan | None = None
 
 
 def flip_and_threshold(block: Block) -> tuple[np.ndarray, np.ndarray]:
@@ -112,8 +115,7 @@ def flip_and_threshold(block: Block) -> tuple[np.ndarray, np.ndarray]:
 def _common(b: Block, kernels: str) -> dict[str, Any]:
     c, h, w = b.in_shape
     pool = b.pool
-    packed = b.packed_weights
-    assert packed is not None
+    packed = b.packed
     pool_fields = (0, 0, 1, 1, 0, 0) if pool is None else (*pool.kernel, *pool.stride, *pool.padding)
     word_rows = (not b.is_first) and kernels == "fast"
     return dict(
@@ -155,15 +157,17 @@ def _rows_layout(common: dict[str, Any], packed: np.ndarray, generated: bool) ->
     )
 
 
-def exit_plan(b: Block, kernels: str, buf: Buffers) -> ExitPlan:
+def exit_plan(b: Block, kernels: str, buf: Buffers, traits: TargetTraits) -> ExitPlan:
     affine = b.affine
     common = _common(b, kernels)
     common.update(_rows_layout(common, b.packed, False))
+    avr = kernels == "fast" and traits.asm_dialect == "avr"
     return ExitPlan(
         **common,
         mul=tuple(str(int(v)) for v in affine.mul),
         add=tuple(str(int(v)) for v in affine.add),
         in_offset=buf.slot_offset[buf.slot[-1]],
+        avr_linear=avr_asm.linear_plan(b.packed, int(np.prod(b.in_shape))) if avr else None,
     )
 
 
@@ -174,6 +178,8 @@ def hidden_plan(b: Block, kernels: str, buf: Buffers, traits: TargetTraits) -> H
     common.update(_rows_layout(common, b.packed, spec is not None))
     flips = bits.pack_flags(flip)
     out_offset = buf.slot_offset[buf.slot[b.index]]
+    linear = kernels == "fast" and traits.asm_dialect == "avr" and b.kind == "blinear" and not b.is_first
+    total = int(np.prod(b.in_shape))
     return HiddenPlan(
         **common,
         fn="u8" if b.is_first else "bin",
@@ -186,10 +192,11 @@ def hidden_plan(b: Block, kernels: str, buf: Buffers, traits: TargetTraits) -> H
         trace_offset=buf.trace_offsets[b.index],
         from_input=b.index == 0,
         in_offset=0 if b.index == 0 else buf.slot_offset[buf.slot[b.index - 1]],
+        avr_linear=avr_asm.linear_plan(b.packed, total, t, flip) if linear else None,
     )
 
 
 def block_plans(model: Model, kernels: str, traits: TargetTraits) -> tuple[list[HiddenPlan], ExitPlan]:
     buf = model.plan
     hidden = [hidden_plan(b, kernels, buf, traits) for b in model.hidden]
-    return hidden, exit_plan(model.exit, kernels, buf)
+    return hidden, exit_plan(model.exit, kernels, buf, traits)
