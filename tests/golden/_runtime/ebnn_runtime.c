@@ -361,6 +361,154 @@ static uint16_t mismatches_avr(const uint8_t *a, const uint8_t *w, uint16_t n)
 }
 #endif
 
+#if defined(__AVR__)
+/* Mismatches m[0..7] of eight rows interleaved byte by byte at w (flash, 8 * n bytes) against
+ * n activation bytes at a (the generated linear kernels of AVR).  Each activation byte is loaded
+ * once (ld X+), the eight weights with lpm Z+, Z saved; for each row Z = (table page, a ^ w),
+ * lpm its popcount, add it to the row's 8-bit count in r10..r17: 80 cycles for 8 row bytes.
+ * Runs of at most 31 bytes (counts <= 248) are added to the 16-bit totals. */
+EBNN_SHARED void ebnn_mismatch8_avr(const uint8_t *a, const uint8_t *w, uint16_t n, uint16_t *m)
+{
+    uint8_t r;
+    for (r = 0; r < 8u; r++) {
+        m[r] = 0;
+    }
+    while (n > 0u) {
+        register uint8_t c0 __asm__("r10");
+        register uint8_t c1 __asm__("r11");
+        register uint8_t c2 __asm__("r12");
+        register uint8_t c3 __asm__("r13");
+        register uint8_t c4 __asm__("r14");
+        register uint8_t c5 __asm__("r15");
+        register uint8_t c6 __asm__("r16");
+        register uint8_t c7 __asm__("r17");
+        uint8_t k = n > 31u ? 31u : (uint8_t)n;
+        n = (uint16_t)(n - k);
+        __asm__ volatile("clr r10" "\n\t"
+                         "clr r11" "\n\t"
+                         "clr r12" "\n\t"
+                         "clr r13" "\n\t"
+                         "clr r14" "\n\t"
+                         "clr r15" "\n\t"
+                         "clr r16" "\n\t"
+                         "clr r17" "\n\t"
+                         "1:" "\n\t"
+                         "ld r18, X+" "\n\t"
+                         "lpm r2, Z+" "\n\t"
+                         "lpm r3, Z+" "\n\t"
+                         "lpm r4, Z+" "\n\t"
+                         "lpm r5, Z+" "\n\t"
+                         "lpm r6, Z+" "\n\t"
+                         "lpm r7, Z+" "\n\t"
+                         "lpm r8, Z+" "\n\t"
+                         "lpm r9, Z+" "\n\t"
+                         "movw r20, r30" "\n\t"
+                         "ldi r31, hi8(ebnn_popcount8)" "\n\t"
+                         "mov r30, r18" "\n\t"
+                         "eor r30, r2" "\n\t"
+                         "lpm r2, Z" "\n\t"
+                         "add r10, r2" "\n\t"
+                         "mov r30, r18" "\n\t"
+                         "eor r30, r3" "\n\t"
+                         "lpm r3, Z" "\n\t"
+                         "add r11, r3" "\n\t"
+                         "mov r30, r18" "\n\t"
+                         "eor r30, r4" "\n\t"
+                         "lpm r4, Z" "\n\t"
+                         "add r12, r4" "\n\t"
+                         "mov r30, r18" "\n\t"
+                         "eor r30, r5" "\n\t"
+                         "lpm r5, Z" "\n\t"
+                         "add r13, r5" "\n\t"
+                         "mov r30, r18" "\n\t"
+                         "eor r30, r6" "\n\t"
+                         "lpm r6, Z" "\n\t"
+                         "add r14, r6" "\n\t"
+                         "mov r30, r18" "\n\t"
+                         "eor r30, r7" "\n\t"
+                         "lpm r7, Z" "\n\t"
+                         "add r15, r7" "\n\t"
+                         "mov r30, r18" "\n\t"
+                         "eor r30, r8" "\n\t"
+                         "lpm r8, Z" "\n\t"
+                         "add r16, r8" "\n\t"
+                         "mov r30, r18" "\n\t"
+                         "eor r30, r9" "\n\t"
+                         "lpm r9, Z" "\n\t"
+                         "add r17, r9" "\n\t"
+                         "movw r30, r20" "\n\t"
+                         "dec %[k]" "\n\t"
+                         "brne 1b"
+                         : "=r"(c0), "=r"(c1), "=r"(c2), "=r"(c3), "=r"(c4), "=r"(c5), "=r"(c6), "=r"(c7),
+                           [k] "+r"(k), [w] "+z"(w), [a] "+x"(a)
+                         :
+                         : "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r18", "r20", "r21", "memory");
+        m[0] = (uint16_t)(m[0] + c0);
+        m[1] = (uint16_t)(m[1] + c1);
+        m[2] = (uint16_t)(m[2] + c2);
+        m[3] = (uint16_t)(m[3] + c3);
+        m[4] = (uint16_t)(m[4] + c4);
+        m[5] = (uint16_t)(m[5] + c5);
+        m[6] = (uint16_t)(m[6] + c6);
+        m[7] = (uint16_t)(m[7] + c7);
+    }
+}
+#endif
+
+#if defined(__AVR__)
+/* dst[i] = src[i] (copy) or dst[i] |= src[i] (or) for 0 < n < 256 bytes of RAM, two bytes a loop
+ * turn (the generated AVR kernels' row copies and pooled rows: 5.5 / 8.5 cycles a byte). */
+EBNN_SHARED void ebnn_copy_avr(uint8_t *dst, const uint8_t *src, uint8_t n)
+{
+    uint8_t t;
+    __asm__ volatile("sbrs %[n], 0" "\n\t"
+                     "rjmp 2f" "\n\t"
+                     "ld %[t], Z+" "\n\t"
+                     "st X+, %[t]" "\n\t"
+                     "subi %[n], 1" "\n\t"
+                     "breq 3f" "\n\t"
+                     "2:" "\n\t"
+                     "ld %[t], Z+" "\n\t"
+                     "st X+, %[t]" "\n\t"
+                     "ld %[t], Z+" "\n\t"
+                     "st X+, %[t]" "\n\t"
+                     "subi %[n], 2" "\n\t"
+                     "brne 2b" "\n\t"
+                     "3:"
+                     : [t] "=&r"(t), [n] "+d"(n), [d] "+x"(dst), [s] "+z"(src)
+                     :
+                     : "memory");
+}
+
+EBNN_SHARED void ebnn_or_avr(uint8_t *dst, const uint8_t *src, uint8_t n)
+{
+    uint8_t t, u;
+    __asm__ volatile("sbrs %[n], 0" "\n\t"
+                     "rjmp 2f" "\n\t"
+                     "ld %[t], X" "\n\t"
+                     "ld %[u], Z+" "\n\t"
+                     "or %[t], %[u]" "\n\t"
+                     "st X+, %[t]" "\n\t"
+                     "subi %[n], 1" "\n\t"
+                     "breq 3f" "\n\t"
+                     "2:" "\n\t"
+                     "ld %[t], X" "\n\t"
+                     "ld %[u], Z+" "\n\t"
+                     "or %[t], %[u]" "\n\t"
+                     "st X+, %[t]" "\n\t"
+                     "ld %[t], X" "\n\t"
+                     "ld %[u], Z+" "\n\t"
+                     "or %[t], %[u]" "\n\t"
+                     "st X+, %[t]" "\n\t"
+                     "subi %[n], 2" "\n\t"
+                     "brne 2b" "\n\t"
+                     "3:"
+                     : [t] "=&r"(t), [u] "=&r"(u), [n] "+d"(n), [d] "+x"(dst), [s] "+z"(src)
+                     :
+                     : "memory");
+}
+#endif
+
 /* Number of differing bits of n activation bytes (RAM) and n weight bytes (EBNN_FLASH). */
 static uint32_t mismatches(const uint8_t *a, const uint8_t *w, uint32_t n)
 {

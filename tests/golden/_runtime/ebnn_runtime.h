@@ -123,6 +123,14 @@ static inline uint8_t ebnn_popcount8_avr(uint8_t x)
 #define EBNN_POPCOUNT8(x) ebnn_popcount8_avr((uint8_t)(x))
 #define EBNN_POPCOUNT8_PAGED 1 /* generated kernels may use the table's page directly */
 #endif
+#if defined(__AVR__)
+/* Mismatches m[0..7] of eight binary rows interleaved byte by byte at w (flash, 8 * n bytes)
+ * against n activation bytes at a (the generated linear kernels of AVR). */
+void ebnn_mismatch8_avr(const uint8_t *a, const uint8_t *w, uint16_t n, uint16_t *m);
+/* dst[i] = src[i] / dst[i] |= src[i] for 0 < n < 256 bytes of RAM (row copies, pooled rows). */
+void ebnn_copy_avr(uint8_t *dst, const uint8_t *src, uint8_t n);
+void ebnn_or_avr(uint8_t *dst, const uint8_t *src, uint8_t n);
+#endif
 #ifndef EBNN_POPCOUNT8
 #define EBNN_POPCOUNT8(x) EBNN_READ_U8(ebnn_popcount8 + (uint8_t)(x))
 #endif

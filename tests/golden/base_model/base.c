@@ -43,6 +43,39 @@ static const int32_t base_thr1[8] EBNN_FLASH = {
 static const uint8_t base_flip1[1] EBNN_FLASH = { 0x06 };
 
 /* block 2: blinear 8x4x4 -> 16x1x1, kernel 4x4, stride 1x1, padding 0x0 */
+#if defined(__AVR__)
+/* AVR: the rows interleaved byte by byte in groups of eight (eight rows counted at a time); the
+ * block descriptor's rows are unused there. */
+#define BASE_W2_STRIDE 16u
+#define BASE_W2_FIRST (&base_w2[0][0])
+static const uint8_t base_w2[2][16 * 8u] EBNN_FLASH = {
+    {
+        0xf4, 0x66, 0x7c, 0x0c, 0x2f, 0xfc, 0x6e, 0x77, 0x6d, 0x9d, 0xca, 0xa3, 0xa2, 0x1a, 0x20, 0xb3,
+        0xe4, 0xe3, 0x7b, 0xc2, 0xda, 0x70, 0x1e, 0xba, 0xba, 0x6b, 0x37, 0xf3, 0x0d, 0xbd, 0xd0, 0xeb,
+        0xbf, 0x06, 0x7a, 0x6f, 0x80, 0xe1, 0x8e, 0xd5, 0xfa, 0xf8, 0xac, 0x43, 0x95, 0x22, 0x2a, 0x60,
+        0xf9, 0xe0, 0xaf, 0xf4, 0x20, 0x23, 0x8e, 0xc3, 0xd1, 0x16, 0xbf, 0xe2, 0x41, 0x86, 0x88, 0xfd,
+        0xf8, 0xf3, 0xb9, 0xe3, 0xda, 0x33, 0xf0, 0x7a, 0xb1, 0x44, 0x49, 0x8f, 0xe8, 0x97, 0x4c, 0xfb,
+        0x3a, 0xdc, 0x2f, 0x17, 0xd7, 0xac, 0xcc, 0x00, 0x3f, 0x06, 0x23, 0x77, 0xff, 0xe5, 0x46, 0xac,
+        0x9f, 0x78, 0xd1, 0xc4, 0x88, 0x9d, 0xea, 0x80, 0x95, 0x8a, 0xf2, 0xed, 0x91, 0x51, 0x58, 0xe3,
+        0x95, 0x77, 0xb1, 0x56, 0x67, 0xee, 0xd9, 0x2a, 0x72, 0x2f, 0x69, 0x78, 0x45, 0xe8, 0xa7, 0xdc,
+    },
+    {
+        0xeb, 0x14, 0x13, 0x35, 0xc0, 0x70, 0x90, 0x60, 0xc7, 0xea, 0xff, 0xad, 0x92, 0x89, 0x89, 0xf3,
+        0x69, 0x3d, 0xbe, 0x6b, 0xce, 0xe4, 0xff, 0x02, 0x68, 0xa8, 0xce, 0x30, 0xd4, 0x70, 0xd6, 0x51,
+        0xf4, 0x22, 0xe8, 0xc8, 0xd0, 0xc3, 0x03, 0xef, 0xf0, 0x4b, 0xb5, 0x3f, 0x06, 0x14, 0x62, 0x88,
+        0xb9, 0x34, 0x87, 0x98, 0xe9, 0x84, 0xd8, 0xbe, 0x4c, 0x73, 0x27, 0x26, 0xf3, 0xc8, 0x02, 0x8f,
+        0xb9, 0xdc, 0x65, 0xdd, 0x77, 0xc3, 0x5a, 0x88, 0xff, 0x99, 0x9c, 0x2c, 0xaf, 0x8e, 0xc4, 0x70,
+        0x82, 0x37, 0x88, 0xfc, 0xca, 0x7f, 0x78, 0x7b, 0xac, 0x10, 0x3e, 0xac, 0x07, 0xad, 0x51, 0x1f,
+        0x5c, 0x1b, 0x93, 0x8d, 0x0f, 0x36, 0x03, 0x89, 0x47, 0x82, 0x7f, 0x08, 0x0d, 0x8d, 0x95, 0x5a,
+        0x51, 0x64, 0xb1, 0x0e, 0xec, 0xeb, 0x3d, 0x3b, 0xc5, 0x38, 0x26, 0xf3, 0x85, 0x37, 0x63, 0x0d,
+    },
+};
+static const uint16_t base_lb2[2 * 8u] EBNN_FLASH = {
+    65, 34, 64, 63, 68, 66, 57, 65, 78, 48, 75, 64, 64, 63, 69, 64,
+};
+#else
+#define BASE_W2_FIRST base_w2
+#define BASE_W2_STRIDE 16u
 static const uint8_t base_w2[256] EBNN_FLASH EBNN_WORD_ALIGNED = {
     0xf4, 0x6d, 0xe4, 0xba, 0xbf, 0xfa, 0xf9, 0xd1, 0xf8, 0xb1, 0x3a, 0x3f, 0x9f, 0x95, 0x95, 0x72,
     0x66, 0x9d, 0xe3, 0x6b, 0x06, 0xf8, 0xe0, 0x16, 0xf3, 0x44, 0xdc, 0x06, 0x78, 0x8a, 0x77, 0x2f,
@@ -61,6 +94,7 @@ static const uint8_t base_w2[256] EBNN_FLASH EBNN_WORD_ALIGNED = {
     0x90, 0x89, 0xff, 0xd6, 0x03, 0x62, 0xd8, 0x02, 0x5a, 0xc4, 0x78, 0x51, 0x03, 0x95, 0x3d, 0x63,
     0x60, 0xf3, 0x02, 0x51, 0xef, 0x88, 0xbe, 0x8f, 0x88, 0x70, 0x7b, 0x1f, 0x89, 0x5a, 0x3b, 0x0d,
 };
+#endif
 static const int32_t base_thr2[16] EBNN_FLASH = {
     -1, 61, 2, 4, -7, -3, 15, -1, -27, 33, -21, 2,
     2, 3, -8, 1,
@@ -68,6 +102,18 @@ static const int32_t base_thr2[16] EBNN_FLASH = {
 static const uint8_t base_flip2[2] EBNN_FLASH = { 0xf8, 0x4c };
 
 /* block 3: exit 16x1x1 -> 3x1x1, kernel 1x1, stride 1x1, padding 0x0 */
+#if defined(__AVR__)
+/* AVR: the rows interleaved byte by byte in groups of eight (eight rows counted at a time); the
+ * block descriptor's rows are unused there. */
+#define BASE_W3_STRIDE 2u
+#define BASE_W3_FIRST (&base_w3[0][0])
+static const uint8_t base_w3[1][2 * 8u] EBNN_FLASH = {
+    {
+        0x08, 0xa2, 0xfe, 0x00, 0x00, 0x00, 0x00, 0x00, 0x48, 0x55, 0xbb, 0x00, 0x00, 0x00, 0x00, 0x00,
+    },
+};
+#else
+#define BASE_W3_FIRST (&base_w3[0][0])
 #if defined(__AVR__)
 #define BASE_W3_STRIDE 2u
 #else
@@ -84,6 +130,7 @@ static const uint8_t base_w3[3][BASE_W3_STRIDE] EBNN_FLASH EBNN_WORD_ALIGNED = {
         0xfe, 0xbb,
     },
 };
+#endif
 static const int32_t base_mul3[3] EBNN_FLASH = { -62686506, -6975135, 43120045 };
 static const int32_t base_add3[3] EBNN_FLASH = { 93330177, 380168260, 219324278 };
 
@@ -91,6 +138,371 @@ static const int32_t base_add3[3] EBNN_FLASH = { 93330177, 380168260, 219324278 
  * bits ORed into the outputs whose pool window holds it; window gathered once for all filters. */
 static const uint8_t base_rows0[8][3] EBNN_FLASH = { { 0, 1, 0 }, { 0, 1, 1 }, { 1, 2, 1 }, { 1, 2, 1 }, { 2, 3, 1 }, { 2, 3, 1 }, { 3, 4, 1 }, { 3, 4, 2 }, };
 static const uint8_t base_cols0[8][3] EBNN_FLASH = { { 0, 1, 0 }, { 0, 1, 1 }, { 1, 2, 1 }, { 1, 2, 1 }, { 2, 3, 1 }, { 2, 3, 1 }, { 3, 4, 1 }, { 3, 4, 2 }, };
+
+#if defined(__AVR__)
+/* AVR: for each conv row, the kernel rows of every channel are copied into a zero-padded buffer;
+ * one asm statement walks the row (window at constant offsets, window sum, pair sums, every
+ * filter's bit) and writes its conv bytes; they are pooled along x, then ORed into the outputs
+ * whose pool window holds the row. */
+__attribute__((noinline)) static void base_block0(const uint8_t *in, uint8_t *out)
+{
+    uint8_t buf[3][10];
+    uint8_t crow[8];
+    uint8_t hrow[4];
+    uint8_t cy;
+    uint8_t phase = 0;
+    unsigned int i;
+    memset(out, 0, 16u);
+    memset(buf, 0, sizeof buf);
+    for (cy = 0; cy < 8; cy++) {
+        uint8_t oy = EBNN_READ_U8(&base_rows0[cy][0]), oy_hi = EBNN_READ_U8(&base_rows0[cy][1]);
+        int y0 = (int)cy * 1 - 1;
+        const uint8_t *p = &buf[0][0];
+        uint8_t *q = crow;
+        uint8_t ph = phase;
+        phase = (uint8_t)(phase + 1u == 3u ? 0u : phase + 1u);
+        if (cy == 0u) { /* the ring of rows: all of them first, then one new row a conv row */
+            uint8_t r;
+            for (r = 0; r < 3u; r++) {
+                if (y0 + r >= 0 && y0 + r < 8) {
+                    ebnn_copy_avr(&buf[0 * 3 + r][1], in + (0 * 8 + y0 + r) * 8, 8u);
+                } else {
+                    memset(&buf[0 * 3 + r][1], 0, 8u);
+                }
+            }
+        } else {
+            uint8_t slot = (uint8_t)(ph == 0u ? 3u - 1u : ph - 1u);
+            int y = y0 + 3 - 1;
+            if (y < 8) {
+                ebnn_copy_avr(&buf[0 * 3 + slot][1], in + (0 * 8 + y) * 8, 8u);
+            } else {
+                memset(&buf[0 * 3 + slot][1], 0, 8u);
+            }
+        }
+        if (oy >= oy_hi) {
+            continue;
+        }
+        if (ph == 0u) {
+            __asm__ volatile("ldi r23, 8\n\t"
+                             "ldd r2, Z+0\n\t"
+                             "ldd r3, Z+1\n\t"
+                             "ldd r5, Z+10\n\t"
+                             "ldd r6, Z+11\n\t"
+                             "ldd r8, Z+20\n\t"
+                             "ldd r9, Z+21\n\t"
+                             "1:\n\t"
+                             "ldd r4, Z+2\n\t"
+                             "ldd r7, Z+12\n\t"
+                             "ldd r10, Z+22\n\t"
+                             "set\n\t"
+                             "clr r11\n\t"
+                             "mov r14, r2\n\t"
+                             "clr r15\n\t"
+                             "add r14, r8\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "movw r12, r14\n\t"
+                             "add r12, r3\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "add r12, r4\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "add r12, r5\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "add r12, r6\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "add r12, r7\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "add r12, r9\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "add r12, r10\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "mov r24, r4\n\t"
+                             "clr r25\n\t"
+                             "add r24, r5\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r6\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r12\n\t"
+                             "sbc r25, r13\n\t"
+                             "cpi r24, 251\n\t"
+                             "sbci r25, 255\n\t"
+                             "brge 2f\n\t"
+                             "bld r11, 0\n\t"
+                             "2:\n\t"
+                             "movw r24, r14\n\t"
+                             "add r24, r3\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r12\n\t"
+                             "sbc r25, r13\n\t"
+                             "cpi r24, 4\n\t"
+                             "sbci r25, 0\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 1\n\t"
+                             "2:\n\t"
+                             "mov r24, r2\n\t"
+                             "clr r25\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r12\n\t"
+                             "sbc r25, r13\n\t"
+                             "cpi r24, 7\n\t"
+                             "sbci r25, 0\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 2\n\t"
+                             "2:\n\t"
+                             "movw r24, r14\n\t"
+                             "add r24, r4\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r7\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r12\n\t"
+                             "sbc r25, r13\n\t"
+                             "cpi r24, 1\n\t"
+                             "sbci r25, 0\n\t"
+                             "brge 2f\n\t"
+                             "bld r11, 3\n\t"
+                             "2:\n\t"
+                             "st X+, r11\n\t"
+                             "mov r2, r3\n\t"
+                             "mov r3, r4\n\t"
+                             "mov r5, r6\n\t"
+                             "mov r6, r7\n\t"
+                             "mov r8, r9\n\t"
+                             "mov r9, r10\n\t"
+                             "adiw r30, 1\n\t"
+                             "dec r23\n\t"
+                             "breq 3f\n\t"
+                             "rjmp 1b\n\t"
+                             "3:\n\t"
+                             : [p] "+z"(p), [q] "+x"(q)
+                             :
+                             : "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "r22", "r23", "r24", "r25", "memory", "cc");
+        }
+        else if (ph == 1u) {
+            __asm__ volatile("ldi r23, 8\n\t"
+                             "ldd r2, Z+10\n\t"
+                             "ldd r3, Z+11\n\t"
+                             "ldd r5, Z+20\n\t"
+                             "ldd r6, Z+21\n\t"
+                             "ldd r8, Z+0\n\t"
+                             "ldd r9, Z+1\n\t"
+                             "1:\n\t"
+                             "ldd r4, Z+12\n\t"
+                             "ldd r7, Z+22\n\t"
+                             "ldd r10, Z+2\n\t"
+                             "set\n\t"
+                             "clr r11\n\t"
+                             "mov r14, r2\n\t"
+                             "clr r15\n\t"
+                             "add r14, r8\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "movw r12, r14\n\t"
+                             "add r12, r3\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "add r12, r4\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "add r12, r5\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "add r12, r6\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "add r12, r7\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "add r12, r9\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "add r12, r10\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "mov r24, r4\n\t"
+                             "clr r25\n\t"
+                             "add r24, r5\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r6\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r12\n\t"
+                             "sbc r25, r13\n\t"
+                             "cpi r24, 251\n\t"
+                             "sbci r25, 255\n\t"
+                             "brge 2f\n\t"
+                             "bld r11, 0\n\t"
+                             "2:\n\t"
+                             "movw r24, r14\n\t"
+                             "add r24, r3\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r12\n\t"
+                             "sbc r25, r13\n\t"
+                             "cpi r24, 4\n\t"
+                             "sbci r25, 0\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 1\n\t"
+                             "2:\n\t"
+                             "mov r24, r2\n\t"
+                             "clr r25\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r12\n\t"
+                             "sbc r25, r13\n\t"
+                             "cpi r24, 7\n\t"
+                             "sbci r25, 0\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 2\n\t"
+                             "2:\n\t"
+                             "movw r24, r14\n\t"
+                             "add r24, r4\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r7\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r12\n\t"
+                             "sbc r25, r13\n\t"
+                             "cpi r24, 1\n\t"
+                             "sbci r25, 0\n\t"
+                             "brge 2f\n\t"
+                             "bld r11, 3\n\t"
+                             "2:\n\t"
+                             "st X+, r11\n\t"
+                             "mov r2, r3\n\t"
+                             "mov r3, r4\n\t"
+                             "mov r5, r6\n\t"
+                             "mov r6, r7\n\t"
+                             "mov r8, r9\n\t"
+                             "mov r9, r10\n\t"
+                             "adiw r30, 1\n\t"
+                             "dec r23\n\t"
+                             "breq 3f\n\t"
+                             "rjmp 1b\n\t"
+                             "3:\n\t"
+                             : [p] "+z"(p), [q] "+x"(q)
+                             :
+                             : "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "r22", "r23", "r24", "r25", "memory", "cc");
+        }
+        else if (ph == 2u) {
+            __asm__ volatile("ldi r23, 8\n\t"
+                             "ldd r2, Z+20\n\t"
+                             "ldd r3, Z+21\n\t"
+                             "ldd r5, Z+0\n\t"
+                             "ldd r6, Z+1\n\t"
+                             "ldd r8, Z+10\n\t"
+                             "ldd r9, Z+11\n\t"
+                             "1:\n\t"
+                             "ldd r4, Z+22\n\t"
+                             "ldd r7, Z+2\n\t"
+                             "ldd r10, Z+12\n\t"
+                             "set\n\t"
+                             "clr r11\n\t"
+                             "mov r14, r2\n\t"
+                             "clr r15\n\t"
+                             "add r14, r8\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "movw r12, r14\n\t"
+                             "add r12, r3\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "add r12, r4\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "add r12, r5\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "add r12, r6\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "add r12, r7\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "add r12, r9\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "add r12, r10\n\t"
+                             "adc r13, __zero_reg__\n\t"
+                             "mov r24, r4\n\t"
+                             "clr r25\n\t"
+                             "add r24, r5\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r6\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r12\n\t"
+                             "sbc r25, r13\n\t"
+                             "cpi r24, 251\n\t"
+                             "sbci r25, 255\n\t"
+                             "brge 2f\n\t"
+                             "bld r11, 0\n\t"
+                             "2:\n\t"
+                             "movw r24, r14\n\t"
+                             "add r24, r3\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r12\n\t"
+                             "sbc r25, r13\n\t"
+                             "cpi r24, 4\n\t"
+                             "sbci r25, 0\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 1\n\t"
+                             "2:\n\t"
+                             "mov r24, r2\n\t"
+                             "clr r25\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r12\n\t"
+                             "sbc r25, r13\n\t"
+                             "cpi r24, 7\n\t"
+                             "sbci r25, 0\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 2\n\t"
+                             "2:\n\t"
+                             "movw r24, r14\n\t"
+                             "add r24, r4\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r7\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r12\n\t"
+                             "sbc r25, r13\n\t"
+                             "cpi r24, 1\n\t"
+                             "sbci r25, 0\n\t"
+                             "brge 2f\n\t"
+                             "bld r11, 3\n\t"
+                             "2:\n\t"
+                             "st X+, r11\n\t"
+                             "mov r2, r3\n\t"
+                             "mov r3, r4\n\t"
+                             "mov r5, r6\n\t"
+                             "mov r6, r7\n\t"
+                             "mov r8, r9\n\t"
+                             "mov r9, r10\n\t"
+                             "adiw r30, 1\n\t"
+                             "dec r23\n\t"
+                             "breq 3f\n\t"
+                             "rjmp 1b\n\t"
+                             "3:\n\t"
+                             : [p] "+z"(p), [q] "+x"(q)
+                             :
+                             : "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "r22", "r23", "r24", "r25", "memory", "cc");
+        }
+        {
+            const uint8_t *c = crow;
+            uint8_t *h = hrow;
+            __asm__("" : "+b"(c), "+e"(h)); /* plain pointers (ldd/st X+), not frame offsets */
+            *h++ = (uint8_t)(c[0] | c[1]);
+            *h++ = (uint8_t)(c[2] | c[3]);
+            *h++ = (uint8_t)(c[4] | c[5]);
+            *h++ = (uint8_t)(c[6] | c[7]);
+        }
+        for (; oy < oy_hi; oy++) {
+            ebnn_or_avr(out + oy * 4, hrow, 4u);
+        }
+    }
+    for (i = 0; i < 16u; i++) {
+        out[i * 1u + 0u] = (uint8_t)(out[i * 1u + 0u] ^ 0x02u);
+    }
+}
+#else
 
 static void base_block0(const uint8_t *in, uint8_t *out)
 {
@@ -166,6 +578,7 @@ static void base_block0(const uint8_t *in, uint8_t *out)
         out[oy * 1 + 0] = (uint8_t)(out[oy * 1 + 0] ^ 0x02u);
     }
 }
+#endif
 
 /* block 1, generated kernel (docs/speed.md): each conv position once, its threshold
  * bits ORed into the outputs whose pool window holds it; window gathered once for all filters. */
@@ -173,15 +586,15 @@ static const uint8_t base_rows1[4][3] EBNN_FLASH = { { 0, 1, 0 }, { 1, 2, 1 }, {
 static const uint8_t base_cols1[4][3] EBNN_FLASH = { { 0, 1, 0 }, { 1, 2, 1 }, { 2, 3, 1 }, { 3, 4, 2 }, };
 #if defined(__AVR__)
 static const uint8_t base_bound1[9][8] EBNN_FLASH = {
-    { 22, 16, 18, 21, 20, 20, 0, 16, },
-    { 21, 18, 19, 20, 19, 21, 1, 16, },
-    { 22, 18, 18, 20, 21, 20, 1, 16, },
-    { 22, 14, 17, 20, 21, 21, 1, 16, },
-    { 20, 16, 19, 20, 20, 23, 0, 18, },
-    { 21, 17, 20, 22, 22, 20, 0, 19, },
-    { 23, 13, 18, 21, 23, 21, 2, 14, },
-    { 22, 14, 19, 21, 24, 23, 2, 17, },
-    { 22, 16, 20, 23, 24, 21, 2, 18, },
+    { 16, 0, 20, 20, 21, 18, 16, 22, }, /* each byte's filters from the highest down */
+    { 16, 1, 21, 19, 20, 19, 18, 21, }, /* each byte's filters from the highest down */
+    { 16, 1, 20, 21, 20, 18, 18, 22, }, /* each byte's filters from the highest down */
+    { 16, 1, 21, 21, 20, 17, 14, 22, }, /* each byte's filters from the highest down */
+    { 18, 0, 23, 20, 20, 19, 16, 20, }, /* each byte's filters from the highest down */
+    { 19, 0, 20, 22, 22, 20, 17, 21, }, /* each byte's filters from the highest down */
+    { 14, 2, 21, 23, 21, 18, 13, 23, }, /* each byte's filters from the highest down */
+    { 17, 2, 23, 24, 21, 19, 14, 22, }, /* each byte's filters from the highest down */
+    { 18, 2, 21, 24, 23, 20, 16, 22, }, /* each byte's filters from the highest down */
 };
 #else
 static const uint32_t base_wk1[16] = {
@@ -201,6 +614,742 @@ static const uint32_t base_bound32_1[9][8] = {
     { 0x16000000u, 0x10000000u, 0x14000000u, 0x17000000u, 0x18000000u, 0x15000000u, 0x02000000u, 0x12000000u, },
 };
 #endif
+
+#if defined(__AVR__)
+/* AVR: for each conv row, the kernel's input rows are copied into a zero-padded buffer; one asm
+ * statement a run of positions of one border class (bounds of that class in SRAM, in the
+ * statement's filter order) stores each position's bytes into buffer bytes no later position
+ * reads; they are pooled along x, then ORed into the outputs whose pool window holds the row. */
+/* The runs of columns of one border class: first byte in the row buffer, count, column class. */
+static const uint8_t base_seg1[3][3] EBNN_FLASH = { { 0, 1, 0 }, { 1, 2, 1 }, { 3, 1, 2 } };
+
+__attribute__((noinline)) static void base_block1(const uint8_t *in, uint8_t *out)
+{
+    uint8_t buf[3 * 6];
+    uint8_t bound[8];
+    uint8_t hrow[4];
+    int cls_loaded = -1;
+    uint8_t cy;
+    unsigned int i;
+    memset(out, 0, 16u);
+    memset(buf, 0, sizeof buf);
+    for (cy = 0; cy < 4; cy++) {
+        uint8_t oy = EBNN_READ_U8(&base_rows1[cy][0]), oy_hi = EBNN_READ_U8(&base_rows1[cy][1]);
+        int y0 = (int)cy * 1 - 1;
+        int row_class = EBNN_READ_U8(&base_rows1[cy][2]) * 3;
+        uint8_t n;
+        if (oy >= oy_hi) {
+            continue;
+        }
+        if (y0 + 0 >= 0 && y0 + 0 < 4) {
+            ebnn_copy_avr(buf + 0 * 6 + 1, in + (y0 + 0) * 4 * 1, 4 * 1);
+        } else {
+            memset(buf + 0 * 6 + 1, 0, 4 * 1);
+        }
+        memset(buf + 0 * 6, 0, 1u); /* output bytes were stored there */
+        if (y0 + 1 >= 0 && y0 + 1 < 4) {
+            ebnn_copy_avr(buf + 1 * 6 + 1, in + (y0 + 1) * 4 * 1, 4 * 1);
+        } else {
+            memset(buf + 1 * 6 + 1, 0, 4 * 1);
+        }
+        memset(buf + 1 * 6, 0, 1u); /* output bytes were stored there */
+        if (y0 + 2 >= 0 && y0 + 2 < 4) {
+            ebnn_copy_avr(buf + 2 * 6 + 1, in + (y0 + 2) * 4 * 1, 4 * 1);
+        } else {
+            memset(buf + 2 * 6 + 1, 0, 4 * 1);
+        }
+        memset(buf + 2 * 6, 0, 1u); /* output bytes were stored there */
+        for (n = 0; n < 3u; n++) {
+            const uint8_t *p = buf + EBNN_READ_U8(&base_seg1[n][0]);
+            const uint8_t *bp = bound;
+            uint8_t count = EBNN_READ_U8(&base_seg1[n][1]);
+            int cls = row_class + EBNN_READ_U8(&base_seg1[n][2]);
+            if (cls == 4) { /* the interior class: its bounds in the code (cpi) */
+                __asm__ volatile("push r28\n\t"
+                                 "push r29\n\t"
+                                 "movw r28, r26\n\t"
+                                 "movw r26, r30\n\t"
+                                 "ldi r31, hi8(ebnn_popcount8)\n\t"
+                                 "ldd r2, Y+0\n\t"
+                                 "ldd r3, Y+1\n\t"
+                                 "ldd r5, Y+6\n\t"
+                                 "ldd r6, Y+7\n\t"
+                                 "ldd r8, Y+12\n\t"
+                                 "ldd r9, Y+13\n\t"
+                                 "1:\n\t"
+                                 "ldd r4, Y+2\n\t"
+                                 "ldd r7, Y+8\n\t"
+                                 "ldd r10, Y+14\n\t"
+                                 "clr r11\n\t"
+                                 "mov r30, r2\n\t"
+                                 "lpm r16, Z\n\t"
+                                 "ldi r30, 2\n\t"
+                                 "eor r30, r3\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 11\n\t"
+                                 "eor r30, r4\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 1\n\t"
+                                 "eor r30, r5\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 7\n\t"
+                                 "eor r30, r6\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 9\n\t"
+                                 "eor r30, r7\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 14\n\t"
+                                 "eor r30, r8\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "mov r30, r9\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 5\n\t"
+                                 "eor r30, r10\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "cpi r16, 18\n\t"
+                                 "rol r11\n\t"
+                                 "ldi r30, 15\n\t"
+                                 "eor r30, r2\n\t"
+                                 "lpm r16, Z\n\t"
+                                 "ldi r30, 1\n\t"
+                                 "eor r30, r3\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 5\n\t"
+                                 "eor r30, r4\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "mov r30, r5\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "mov r30, r6\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 9\n\t"
+                                 "eor r30, r7\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 14\n\t"
+                                 "eor r30, r8\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 14\n\t"
+                                 "eor r30, r9\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 10\n\t"
+                                 "eor r30, r10\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "cpi r16, 0\n\t"
+                                 "rol r11\n\t"
+                                 "ldi r30, 2\n\t"
+                                 "eor r30, r2\n\t"
+                                 "lpm r16, Z\n\t"
+                                 "ldi r30, 14\n\t"
+                                 "eor r30, r3\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "mov r30, r4\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 8\n\t"
+                                 "eor r30, r5\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 5\n\t"
+                                 "eor r30, r6\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 10\n\t"
+                                 "eor r30, r7\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 12\n\t"
+                                 "eor r30, r8\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 11\n\t"
+                                 "eor r30, r9\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 2\n\t"
+                                 "eor r30, r10\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "cpi r16, 23\n\t"
+                                 "rol r11\n\t"
+                                 "ldi r30, 9\n\t"
+                                 "eor r30, r2\n\t"
+                                 "lpm r16, Z\n\t"
+                                 "ldi r30, 4\n\t"
+                                 "eor r30, r3\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 12\n\t"
+                                 "eor r30, r4\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 1\n\t"
+                                 "eor r30, r5\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 8\n\t"
+                                 "eor r30, r6\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 9\n\t"
+                                 "eor r30, r7\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 15\n\t"
+                                 "eor r30, r8\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 9\n\t"
+                                 "eor r30, r9\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 15\n\t"
+                                 "eor r30, r10\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "cpi r16, 20\n\t"
+                                 "rol r11\n\t"
+                                 "ldi r30, 2\n\t"
+                                 "eor r30, r2\n\t"
+                                 "lpm r16, Z\n\t"
+                                 "ldi r30, 2\n\t"
+                                 "eor r30, r3\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 15\n\t"
+                                 "eor r30, r4\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 14\n\t"
+                                 "eor r30, r5\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 4\n\t"
+                                 "eor r30, r6\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 3\n\t"
+                                 "eor r30, r7\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 12\n\t"
+                                 "eor r30, r8\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 11\n\t"
+                                 "eor r30, r9\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 6\n\t"
+                                 "eor r30, r10\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "cpi r16, 20\n\t"
+                                 "rol r11\n\t"
+                                 "ldi r30, 8\n\t"
+                                 "eor r30, r2\n\t"
+                                 "lpm r16, Z\n\t"
+                                 "ldi r30, 1\n\t"
+                                 "eor r30, r3\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 15\n\t"
+                                 "eor r30, r4\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 3\n\t"
+                                 "eor r30, r5\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 5\n\t"
+                                 "eor r30, r6\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 4\n\t"
+                                 "eor r30, r7\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 2\n\t"
+                                 "eor r30, r8\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 11\n\t"
+                                 "eor r30, r9\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 3\n\t"
+                                 "eor r30, r10\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "cpi r16, 19\n\t"
+                                 "rol r11\n\t"
+                                 "ldi r30, 12\n\t"
+                                 "eor r30, r2\n\t"
+                                 "lpm r16, Z\n\t"
+                                 "ldi r30, 11\n\t"
+                                 "eor r30, r3\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 14\n\t"
+                                 "eor r30, r4\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 1\n\t"
+                                 "eor r30, r5\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 6\n\t"
+                                 "eor r30, r6\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 13\n\t"
+                                 "eor r30, r7\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 1\n\t"
+                                 "eor r30, r8\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 6\n\t"
+                                 "eor r30, r9\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 4\n\t"
+                                 "eor r30, r10\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "cpi r16, 16\n\t"
+                                 "rol r11\n\t"
+                                 "ldi r30, 14\n\t"
+                                 "eor r30, r2\n\t"
+                                 "lpm r16, Z\n\t"
+                                 "ldi r30, 10\n\t"
+                                 "eor r30, r3\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 3\n\t"
+                                 "eor r30, r4\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 3\n\t"
+                                 "eor r30, r5\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 4\n\t"
+                                 "eor r30, r6\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 3\n\t"
+                                 "eor r30, r7\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 11\n\t"
+                                 "eor r30, r8\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 10\n\t"
+                                 "eor r30, r9\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "ldi r30, 11\n\t"
+                                 "eor r30, r10\n\t"
+                                 "lpm r0, Z\n\t"
+                                 "add r16, r0\n\t"
+                                 "cpi r16, 20\n\t"
+                                 "rol r11\n\t"
+                                 "std Y+0, r11\n\t"
+                                 "mov r2, r3\n\t"
+                                 "mov r3, r4\n\t"
+                                 "mov r5, r6\n\t"
+                                 "mov r6, r7\n\t"
+                                 "mov r8, r9\n\t"
+                                 "mov r9, r10\n\t"
+                                 "subi r28, 255\n\t"
+                                 "sbci r29, 255\n\t"
+                                 "dec %[n]\n\t"
+                                 "breq 3f\n\t"
+                                 "rjmp 1b\n\t"
+                                 "3:\n\t"
+                                 "pop r29\n\t"
+                                 "pop r28\n\t"
+                                 : [p] "+x"(p), [b] "+z"(bp), [n] "+r"(count)
+                                 :
+                                 : "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r16", "memory", "cc");
+                continue;
+            }
+            if (cls != cls_loaded) {
+                cls_loaded = cls;
+                EBNN_LOAD(bound, base_bound1[cls], sizeof bound);
+            }
+            __asm__ volatile("push r28\n\t"
+                             "push r29\n\t"
+                             "movw r28, r26\n\t"
+                             "movw r26, r30\n\t"
+                             "ldi r31, hi8(ebnn_popcount8)\n\t"
+                             "ldd r2, Y+0\n\t"
+                             "ldd r3, Y+1\n\t"
+                             "ldd r5, Y+6\n\t"
+                             "ldd r6, Y+7\n\t"
+                             "ldd r8, Y+12\n\t"
+                             "ldd r9, Y+13\n\t"
+                             "1:\n\t"
+                             "ldd r4, Y+2\n\t"
+                             "ldd r7, Y+8\n\t"
+                             "ldd r10, Y+14\n\t"
+                             "clr r11\n\t"
+                             "mov r30, r2\n\t"
+                             "lpm r16, Z\n\t"
+                             "ldi r30, 2\n\t"
+                             "eor r30, r3\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 11\n\t"
+                             "eor r30, r4\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 1\n\t"
+                             "eor r30, r5\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 7\n\t"
+                             "eor r30, r6\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 9\n\t"
+                             "eor r30, r7\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 14\n\t"
+                             "eor r30, r8\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "mov r30, r9\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 5\n\t"
+                             "eor r30, r10\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ld r0, X+\n\t"
+                             "cp r16, r0\n\t"
+                             "rol r11\n\t"
+                             "ldi r30, 15\n\t"
+                             "eor r30, r2\n\t"
+                             "lpm r16, Z\n\t"
+                             "ldi r30, 1\n\t"
+                             "eor r30, r3\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 5\n\t"
+                             "eor r30, r4\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "mov r30, r5\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "mov r30, r6\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 9\n\t"
+                             "eor r30, r7\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 14\n\t"
+                             "eor r30, r8\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 14\n\t"
+                             "eor r30, r9\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 10\n\t"
+                             "eor r30, r10\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ld r0, X+\n\t"
+                             "cp r16, r0\n\t"
+                             "rol r11\n\t"
+                             "ldi r30, 2\n\t"
+                             "eor r30, r2\n\t"
+                             "lpm r16, Z\n\t"
+                             "ldi r30, 14\n\t"
+                             "eor r30, r3\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "mov r30, r4\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 8\n\t"
+                             "eor r30, r5\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 5\n\t"
+                             "eor r30, r6\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 10\n\t"
+                             "eor r30, r7\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 12\n\t"
+                             "eor r30, r8\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 11\n\t"
+                             "eor r30, r9\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 2\n\t"
+                             "eor r30, r10\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ld r0, X+\n\t"
+                             "cp r16, r0\n\t"
+                             "rol r11\n\t"
+                             "ldi r30, 9\n\t"
+                             "eor r30, r2\n\t"
+                             "lpm r16, Z\n\t"
+                             "ldi r30, 4\n\t"
+                             "eor r30, r3\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 12\n\t"
+                             "eor r30, r4\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 1\n\t"
+                             "eor r30, r5\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 8\n\t"
+                             "eor r30, r6\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 9\n\t"
+                             "eor r30, r7\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 15\n\t"
+                             "eor r30, r8\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 9\n\t"
+                             "eor r30, r9\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 15\n\t"
+                             "eor r30, r10\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ld r0, X+\n\t"
+                             "cp r16, r0\n\t"
+                             "rol r11\n\t"
+                             "ldi r30, 2\n\t"
+                             "eor r30, r2\n\t"
+                             "lpm r16, Z\n\t"
+                             "ldi r30, 2\n\t"
+                             "eor r30, r3\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 15\n\t"
+                             "eor r30, r4\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 14\n\t"
+                             "eor r30, r5\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 4\n\t"
+                             "eor r30, r6\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 3\n\t"
+                             "eor r30, r7\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 12\n\t"
+                             "eor r30, r8\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 11\n\t"
+                             "eor r30, r9\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 6\n\t"
+                             "eor r30, r10\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ld r0, X+\n\t"
+                             "cp r16, r0\n\t"
+                             "rol r11\n\t"
+                             "ldi r30, 8\n\t"
+                             "eor r30, r2\n\t"
+                             "lpm r16, Z\n\t"
+                             "ldi r30, 1\n\t"
+                             "eor r30, r3\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 15\n\t"
+                             "eor r30, r4\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 3\n\t"
+                             "eor r30, r5\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 5\n\t"
+                             "eor r30, r6\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 4\n\t"
+                             "eor r30, r7\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 2\n\t"
+                             "eor r30, r8\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 11\n\t"
+                             "eor r30, r9\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 3\n\t"
+                             "eor r30, r10\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ld r0, X+\n\t"
+                             "cp r16, r0\n\t"
+                             "rol r11\n\t"
+                             "ldi r30, 12\n\t"
+                             "eor r30, r2\n\t"
+                             "lpm r16, Z\n\t"
+                             "ldi r30, 11\n\t"
+                             "eor r30, r3\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 14\n\t"
+                             "eor r30, r4\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 1\n\t"
+                             "eor r30, r5\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 6\n\t"
+                             "eor r30, r6\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 13\n\t"
+                             "eor r30, r7\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 1\n\t"
+                             "eor r30, r8\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 6\n\t"
+                             "eor r30, r9\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 4\n\t"
+                             "eor r30, r10\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ld r0, X+\n\t"
+                             "cp r16, r0\n\t"
+                             "rol r11\n\t"
+                             "ldi r30, 14\n\t"
+                             "eor r30, r2\n\t"
+                             "lpm r16, Z\n\t"
+                             "ldi r30, 10\n\t"
+                             "eor r30, r3\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 3\n\t"
+                             "eor r30, r4\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 3\n\t"
+                             "eor r30, r5\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 4\n\t"
+                             "eor r30, r6\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 3\n\t"
+                             "eor r30, r7\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 11\n\t"
+                             "eor r30, r8\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 10\n\t"
+                             "eor r30, r9\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ldi r30, 11\n\t"
+                             "eor r30, r10\n\t"
+                             "lpm r0, Z\n\t"
+                             "add r16, r0\n\t"
+                             "ld r0, X+\n\t"
+                             "cp r16, r0\n\t"
+                             "rol r11\n\t"
+                             "std Y+0, r11\n\t"
+                             "mov r2, r3\n\t"
+                             "mov r3, r4\n\t"
+                             "mov r5, r6\n\t"
+                             "mov r6, r7\n\t"
+                             "mov r8, r9\n\t"
+                             "mov r9, r10\n\t"
+                             "subi r26, 8\n\t"
+                             "sbci r27, 0\n\t"
+                             "subi r28, 255\n\t"
+                             "sbci r29, 255\n\t"
+                             "dec %[n]\n\t"
+                             "breq 3f\n\t"
+                             "rjmp 1b\n\t"
+                             "3:\n\t"
+                             "pop r29\n\t"
+                             "pop r28\n\t"
+                             : [p] "+x"(p), [b] "+z"(bp), [n] "+r"(count)
+                             :
+                             : "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r16", "memory", "cc");
+        }
+        {
+            const uint8_t *c = buf;
+            uint8_t *h = hrow;
+            __asm__("" : "+b"(c), "+e"(h)); /* plain pointers (ldd/st X+), not frame offsets */
+            *h++ = (uint8_t)(c[0]);
+            *h++ = (uint8_t)(c[1]);
+            *h++ = (uint8_t)(c[2]);
+            *h++ = (uint8_t)(c[3]);
+        }
+        for (; oy < oy_hi; oy++) {
+            ebnn_or_avr(out + oy * 4, hrow, 4u);
+        }
+    }
+    for (i = 0; i < 16u; i++) {
+        out[i * 1u + 0u] = (uint8_t)(out[i * 1u + 0u] ^ 0x06u);
+    }
+}
+#else
 
 static void base_block1(const uint8_t *in, uint8_t *out)
 {
@@ -736,6 +1885,58 @@ static void base_block1(const uint8_t *in, uint8_t *out)
         out[oy * 1 + 0] = (uint8_t)(out[oy * 1 + 0] ^ 0x06u);
     }
 }
+#endif
+
+#if defined(__AVR__)
+/* block 2 on AVR: eight rows at a time (ebnn_mismatch8_avr); the bit of row f is
+ * m < bound (uint16, flash), then the flips.  Not inlined: each block's frame on its own. */
+__attribute__((noinline)) static void base_block2(const uint8_t *in, uint8_t *out)
+{
+    uint16_t m[8], g;
+    for (g = 0; g < 2u; g++) { /* group g: output byte g */
+        const uint16_t *bound = &base_lb2[g * 8u];
+        uint8_t byte = 0;
+        ebnn_mismatch8_avr(in, &base_w2[g][0], 16u, m);
+        byte = (uint8_t)(byte | (m[0] < pgm_read_word(bound) ? 0x01u : 0u));
+        byte = (uint8_t)(byte | (m[1] < pgm_read_word(bound + 1) ? 0x02u : 0u));
+        byte = (uint8_t)(byte | (m[2] < pgm_read_word(bound + 2) ? 0x04u : 0u));
+        byte = (uint8_t)(byte | (m[3] < pgm_read_word(bound + 3) ? 0x08u : 0u));
+        byte = (uint8_t)(byte | (m[4] < pgm_read_word(bound + 4) ? 0x10u : 0u));
+        byte = (uint8_t)(byte | (m[5] < pgm_read_word(bound + 5) ? 0x20u : 0u));
+        byte = (uint8_t)(byte | (m[6] < pgm_read_word(bound + 6) ? 0x40u : 0u));
+        byte = (uint8_t)(byte | (m[7] < pgm_read_word(bound + 7) ? 0x80u : 0u));
+        out[g] = byte;
+    }
+    out[0] = (uint8_t)(out[0] ^ 0xf8u);
+    out[1] = (uint8_t)(out[1] ^ 0x4cu);
+}
+#endif
+
+#if defined(__AVR__)
+/* The exit on AVR: eight rows at a time (ebnn_mismatch8_avr), score = mul * (total - 2 m) + add;
+ * the arg max (lowest index on ties). */
+__attribute__((noinline)) static int base_exit(const uint8_t *in, int32_t *scores)
+{
+    uint16_t m[8], g;
+    uint8_t r;
+    int best = 0;
+    for (g = 0; g < 1u; g++) {
+        ebnn_mismatch8_avr(in, &base_w3[g][0], 2u, m);
+        for (r = 0; r < 8u; r++) {
+            uint16_t k = (uint16_t)(g * 8u + r);
+            if (k >= 3u) {
+                break;
+            }
+            scores[k] = EBNN_READ_I32(&base_mul3[k]) * (16L - 2L * (int32_t)m[r]) +
+                        EBNN_READ_I32(&base_add3[k]);
+            if (scores[k] > scores[best]) {
+                best = (int)k;
+            }
+        }
+    }
+    return best;
+}
+#endif
 
 static const ebnn_block_t base_blocks[4] EBNN_FLASH = {
     {
@@ -756,14 +1957,14 @@ static const ebnn_block_t base_blocks[4] EBNN_FLASH = {
         8u, 4u, 4u, 16u, 1u, 1u, 1u, 1u,
         4u, 4u, 1u, 1u, 0u, 0u,
         0u, 0u, 1u, 1u, 0u, 0u,
-        16u, base_w2,
+        BASE_W2_STRIDE, BASE_W2_FIRST,
         base_thr2, base_flip2, NULL, NULL
     },
     {
         16u, 1u, 1u, 3u, 1u, 1u, 1u, 1u,
         1u, 1u, 1u, 1u, 0u, 0u,
         0u, 0u, 1u, 1u, 0u, 0u,
-        BASE_W3_STRIDE, &base_w3[0][0],
+        BASE_W3_STRIDE, BASE_W3_FIRST,
         NULL, NULL, base_mul3, base_add3
     },
 };
@@ -797,7 +1998,11 @@ static void base_hidden(const uint8_t *input, uint8_t *workspace, uint8_t *trace
         return;
     }
     /* block 2: workspace[16..) -> workspace[0..2) */
+#if defined(__AVR__)
+    base_block2(workspace + 16, workspace + 0);
+#else
     ebnn_block_bin_fast(&base_blocks[2], workspace + 16, workspace + 0);
+#endif
     if (trace != NULL) {
         memcpy(trace + 32, workspace + 0, BASE_BLOCK2_BYTES);
     }
@@ -812,7 +2017,11 @@ int base_run(const uint8_t *input, int32_t *scores, uint8_t *workspace, uint8_t 
         return EBNN_ERR_NULL;
     }
     base_hidden(input, workspace, trace, 2);
+#if defined(__AVR__)
+    return base_exit(workspace + 0, scores);
+#else
     return ebnn_block_exit_fast(&base_blocks[3], workspace + 0, scores);
+#endif
 }
 
 int base_features(const uint8_t *input, int block, uint8_t *out, uint8_t *workspace)

@@ -78,6 +78,216 @@ static const int32_t mnist_small_thr1[32] EBNN_FLASH = {
 static const uint8_t mnist_small_flip1[4] EBNN_FLASH = { 0x00, 0x00, 0x00, 0x00 };
 
 /* block 2: exit 32x7x7 -> 10x1x1, kernel 7x7, stride 1x1, padding 0x0 */
+#if defined(__AVR__)
+/* AVR: the rows interleaved byte by byte in groups of eight (eight rows counted at a time); the
+ * block descriptor's rows are unused there. */
+#define MNIST_SMALL_W2_STRIDE 196u
+#define MNIST_SMALL_W2_FIRST (&mnist_small_w2[0][0])
+static const uint8_t mnist_small_w2[2][196 * 8u] EBNN_FLASH = {
+    {
+        0xae, 0x8c, 0x14, 0xf2, 0xba, 0xbc, 0x93, 0xae, 0x61, 0xed, 0x7b, 0xff, 0x8c, 0xe0, 0xb6, 0xa6,
+        0x10, 0xaf, 0xa4, 0xfe, 0x71, 0x41, 0x61, 0xd3, 0x44, 0x03, 0x28, 0xd2, 0x4b, 0xee, 0xfe, 0xf2,
+        0x0c, 0x80, 0x65, 0x65, 0x3a, 0x8a, 0xd0, 0xbf, 0x21, 0xb9, 0x1f, 0x30, 0x40, 0x43, 0xde, 0xe0,
+        0x12, 0x6c, 0x8c, 0xec, 0x72, 0x20, 0xef, 0xd0, 0x82, 0x5e, 0xf4, 0xb7, 0x6b, 0xb3, 0xfc, 0x62,
+        0xac, 0x90, 0xd7, 0x77, 0xba, 0x38, 0xd0, 0x3e, 0x03, 0x9e, 0x7f, 0x70, 0xe2, 0x4d, 0x9a, 0x22,
+        0x12, 0x67, 0xad, 0xac, 0x56, 0x2a, 0x6d, 0x22, 0x80, 0xfa, 0xeb, 0x37, 0x68, 0x93, 0xfc, 0x5a,
+        0x49, 0x50, 0x37, 0x77, 0xb8, 0x65, 0xd0, 0x0a, 0x3f, 0xde, 0x1f, 0x33, 0x82, 0x09, 0x8a, 0xb9,
+        0x22, 0x66, 0xad, 0xec, 0x55, 0x6a, 0x2d, 0xa0, 0xc3, 0xdb, 0x12, 0x92, 0x68, 0x98, 0xbc, 0x98,
+        0x0b, 0x98, 0x27, 0x17, 0xb8, 0xe7, 0xd4, 0x22, 0x1d, 0x0c, 0x5d, 0x7d, 0x82, 0xa3, 0x8e, 0x68,
+        0xa4, 0x27, 0xac, 0x8e, 0x57, 0x39, 0x4d, 0x12, 0x7b, 0xbe, 0x43, 0xc0, 0x2c, 0xb4, 0xbf, 0x83,
+        0x31, 0x98, 0x03, 0x05, 0x98, 0xe5, 0xf4, 0x84, 0x7e, 0xce, 0x53, 0x39, 0xce, 0xe3, 0xef, 0x11,
+        0x77, 0xbc, 0x2d, 0xae, 0x57, 0x6d, 0xcf, 0x52, 0x7b, 0xbf, 0xd2, 0x50, 0x6d, 0xb7, 0xbf, 0x80,
+        0xa3, 0x73, 0xf1, 0x80, 0x28, 0xc5, 0xcf, 0x2a, 0x4a, 0xd8, 0x1d, 0xe2, 0xce, 0xef, 0xfb, 0x20,
+        0x7e, 0xef, 0x3f, 0x3f, 0x14, 0x2e, 0x89, 0x17, 0x4b, 0xef, 0x2b, 0x21, 0xbf, 0xd4, 0xbc, 0xa2,
+        0x82, 0x10, 0x4a, 0x6f, 0xbf, 0x10, 0xb4, 0x2f, 0x42, 0xaf, 0x23, 0x2b, 0x82, 0x12, 0xd0, 0xb3,
+        0x34, 0x6c, 0x8c, 0x9e, 0xb5, 0x91, 0x23, 0xbe, 0xb7, 0x19, 0x17, 0x66, 0xec, 0x28, 0xde, 0xf2,
+        0x31, 0xe9, 0x4f, 0xcf, 0x92, 0x91, 0x90, 0xbf, 0x4d, 0x1e, 0x61, 0x27, 0xd2, 0x92, 0x92, 0x33,
+        0x2a, 0x14, 0x8a, 0x9e, 0xb7, 0x21, 0x2d, 0xf6, 0xa7, 0x20, 0x57, 0x55, 0x4e, 0x18, 0x9c, 0x62,
+        0x21, 0x80, 0xef, 0xef, 0xb2, 0x91, 0x90, 0xbf, 0x59, 0x50, 0x71, 0x77, 0xc2, 0xd1, 0x8a, 0x63,
+        0x60, 0xa0, 0x9f, 0x9e, 0x75, 0x20, 0x21, 0xf3, 0xd1, 0xc1, 0xd3, 0x43, 0x6c, 0x88, 0x9c, 0xe3,
+        0x01, 0x90, 0x77, 0xaf, 0xb2, 0x2d, 0x90, 0x3f, 0x59, 0x00, 0x57, 0x37, 0xc2, 0x21, 0x8a, 0x71,
+        0x7a, 0x60, 0xb7, 0xbf, 0x75, 0x6a, 0x0d, 0x92, 0xe9, 0x8a, 0x53, 0x42, 0x6c, 0xdb, 0xbd, 0x83,
+        0x43, 0x90, 0x43, 0x81, 0x90, 0xed, 0xdc, 0x6d, 0x57, 0x82, 0x13, 0x1b, 0xca, 0xe1, 0x8e, 0x71,
+        0xb4, 0x40, 0x94, 0x0c, 0x65, 0xfb, 0x4a, 0x92, 0x42, 0x8a, 0x40, 0x00, 0xee, 0xf7, 0xbf, 0x81,
+        0x43, 0x30, 0x01, 0x01, 0xf0, 0xef, 0xbe, 0x2b, 0x1d, 0x80, 0x1d, 0x9d, 0x8a, 0xe6, 0xa4, 0x51,
+        0x14, 0xc0, 0x05, 0x00, 0x45, 0xea, 0xca, 0x42, 0x52, 0xbc, 0x10, 0x00, 0xef, 0xb7, 0xfb, 0xa5,
+        0x03, 0x91, 0x11, 0x00, 0xed, 0xff, 0x14, 0x04, 0x19, 0x80, 0x13, 0x01, 0x8c, 0x37, 0xa4, 0x02,
+        0x3d, 0x9c, 0x34, 0x00, 0xee, 0xef, 0x82, 0xc2, 0x42, 0x9e, 0x00, 0x41, 0xbf, 0xf7, 0xbf, 0x00,
+        0xb8, 0x42, 0x6e, 0x4e, 0xa4, 0x90, 0xfe, 0x3f, 0xce, 0x40, 0x60, 0x65, 0xd3, 0x10, 0x9b, 0x63,
+        0x7b, 0x57, 0x0e, 0xde, 0x25, 0x80, 0x36, 0xbe, 0xfc, 0x2a, 0x03, 0x56, 0xa4, 0x0a, 0x9d, 0xf3,
+        0x01, 0x8c, 0x6e, 0x6e, 0x91, 0x11, 0xd0, 0xbf, 0xcd, 0x2c, 0x60, 0x66, 0x90, 0xf0, 0x82, 0x63,
+        0x61, 0x44, 0xda, 0xde, 0xf5, 0x10, 0x61, 0xd7, 0xbd, 0x05, 0x67, 0x77, 0xcc, 0x08, 0x9c, 0xd3,
+        0x01, 0x84, 0x6e, 0xfe, 0x92, 0x91, 0x90, 0x3e, 0x8a, 0x08, 0x60, 0x2e, 0x8a, 0x91, 0x88, 0x63,
+        0x49, 0x00, 0xda, 0xde, 0x25, 0x28, 0x60, 0xd7, 0xbd, 0x81, 0xa3, 0x67, 0xec, 0x88, 0xbd, 0xf3,
+        0x81, 0x80, 0xfa, 0xf5, 0x92, 0x2d, 0x80, 0x3f, 0x49, 0x00, 0x62, 0x3f, 0x8a, 0x71, 0xac, 0xf1,
+        0xdc, 0x40, 0x93, 0x47, 0x25, 0xfa, 0x6e, 0xda, 0xb0, 0xa3, 0x61, 0x67, 0xac, 0xcb, 0xbf, 0xdb,
+        0x13, 0x90, 0x5a, 0xc5, 0xd0, 0x2f, 0x6e, 0x3d, 0x93, 0x20, 0x92, 0x1d, 0x82, 0x61, 0xcd, 0xd5,
+        0x91, 0x40, 0x15, 0x2c, 0x25, 0xfa, 0xdf, 0xc2, 0x58, 0x0a, 0x08, 0xe5, 0xac, 0xf3, 0xb3, 0x8f,
+        0x11, 0x14, 0x90, 0xc4, 0xd0, 0x2f, 0x2f, 0x53, 0x93, 0x80, 0x82, 0x9d, 0x8a, 0x61, 0x49, 0x81,
+        0x95, 0x80, 0x01, 0x20, 0x6d, 0xfa, 0xdb, 0x03, 0x18, 0x89, 0x88, 0xa4, 0xbc, 0xf3, 0xe3, 0x86,
+        0x01, 0x00, 0xb8, 0x14, 0xd9, 0x7f, 0x1a, 0x40, 0x1b, 0xc0, 0x80, 0x90, 0x6c, 0x75, 0x03, 0x92,
+        0x2c, 0x04, 0x5b, 0x00, 0xbe, 0xda, 0xc3, 0x12, 0x48, 0xc9, 0x19, 0xc8, 0xad, 0xf7, 0xe3, 0x83,
+        0x91, 0x0c, 0x6c, 0xee, 0x4e, 0x9f, 0xd0, 0x4c, 0x9f, 0x0a, 0x2c, 0x60, 0x43, 0x41, 0x98, 0x69,
+        0xa8, 0x48, 0xd6, 0x57, 0x14, 0xdb, 0xb1, 0xde, 0xbc, 0x28, 0xe7, 0x63, 0x05, 0x63, 0x4c, 0x55,
+        0x90, 0x4c, 0xee, 0xfe, 0xd4, 0x3e, 0x90, 0xde, 0x9e, 0x20, 0x6d, 0x60, 0x3b, 0xf1, 0x90, 0x20,
+        0x20, 0x55, 0x6e, 0x5e, 0x65, 0x9f, 0x21, 0xde, 0xbc, 0x41, 0xe7, 0x63, 0x97, 0x42, 0x1c, 0x77,
+        0x00, 0xa0, 0x6f, 0xfe, 0x4f, 0x26, 0x81, 0xfe, 0x8a, 0x40, 0x6d, 0x66, 0xbb, 0xe0, 0x80, 0xe2,
+        0x29, 0x40, 0x4f, 0xd7, 0xbe, 0xdb, 0x20, 0x5b, 0xbc, 0x00, 0xf7, 0x67, 0xdc, 0x4b, 0x8c, 0xf7,
+        0xb2, 0xa0, 0x66, 0xff, 0xb5, 0x2e, 0x40, 0xba, 0xc8, 0x00, 0x48, 0x27, 0xed, 0x64, 0xcc, 0x80,
+        0x59, 0x40, 0x5f, 0xff, 0xbb, 0x9b, 0x6e, 0x4b, 0x28, 0xa3, 0xe3, 0x77, 0x80, 0x5b, 0xf7, 0xaf,
+        0xf2, 0xb0, 0xf0, 0xc5, 0x9d, 0x2e, 0x6f, 0xd8, 0x82, 0x00, 0x80, 0x5f, 0xa3, 0x71, 0x5f, 0xa2,
+        0x91, 0x10, 0x44, 0x8e, 0xa5, 0xde, 0x7f, 0x89, 0x98, 0x08, 0xaf, 0x65, 0xbd, 0x52, 0x66, 0xa9,
+        0xd0, 0x50, 0xd0, 0x01, 0xcc, 0x2a, 0x23, 0xf2, 0x92, 0x80, 0x80, 0x9d, 0xea, 0x71, 0x1d, 0xfb,
+        0x81, 0x48, 0x69, 0x06, 0xe8, 0xd6, 0x56, 0x18, 0x18, 0x08, 0xbf, 0xe0, 0x9c, 0x42, 0x42, 0xbc,
+        0x81, 0x70, 0xff, 0x90, 0xed, 0x2b, 0x22, 0x90, 0x99, 0x50, 0xa7, 0x08, 0xa2, 0x63, 0x99, 0xe2,
+        0xad, 0x41, 0xef, 0x45, 0xea, 0xd6, 0x04, 0x29, 0xbd, 0x8e, 0xbf, 0xc8, 0xe4, 0x42, 0xa0, 0xe5,
+        0xf3, 0x60, 0xe6, 0x87, 0x6e, 0x1e, 0x93, 0xfc, 0x9f, 0x24, 0xee, 0x73, 0x20, 0x25, 0xd8, 0x26,
+        0x28, 0x5a, 0xee, 0xf6, 0x96, 0xce, 0x80, 0x4f, 0x9c, 0x3d, 0xad, 0x63, 0xf5, 0x70, 0x8d, 0x57,
+        0x91, 0x3c, 0xc1, 0xbe, 0x6f, 0x3e, 0x91, 0xfe, 0x9a, 0x61, 0x8c, 0x60, 0x90, 0x62, 0x90, 0x26,
+        0x20, 0x47, 0x66, 0xd7, 0xd7, 0xde, 0x10, 0xdf, 0x9c, 0x23, 0xaf, 0x63, 0x5e, 0x73, 0x88, 0x7f,
+        0x80, 0xa2, 0x01, 0xfe, 0x2f, 0x3e, 0x01, 0xfa, 0x92, 0x40, 0x0d, 0x66, 0xf9, 0x76, 0x98, 0x82,
+        0xa1, 0x42, 0x6a, 0xd7, 0xfe, 0xdf, 0x00, 0x5f, 0x9c, 0xa3, 0xaf, 0x43, 0x49, 0x73, 0x8c, 0xf7,
+        0xf2, 0xb2, 0x41, 0x6f, 0x3f, 0x2e, 0x01, 0x90, 0xca, 0x40, 0x1d, 0x77, 0xf1, 0x64, 0x3b, 0x80,
+        0x35, 0x42, 0x6e, 0xd7, 0xbc, 0xf7, 0x29, 0x44, 0xaa, 0x8b, 0xaf, 0x53, 0x0f, 0xfb, 0x38, 0xaf,
+        0xfa, 0xa2, 0x63, 0x02, 0x5d, 0x36, 0x57, 0x9c, 0x02, 0x40, 0xd2, 0x4f, 0xb1, 0x63, 0x1b, 0xa0,
+        0x57, 0x10, 0xf6, 0x24, 0x8a, 0x17, 0x3f, 0xe0, 0xfa, 0x8a, 0xf5, 0xc3, 0x9e, 0xca, 0xf7, 0xbe,
+        0x98, 0x6a, 0xaf, 0x00, 0xec, 0x32, 0x13, 0xdf, 0x86, 0x60, 0xf3, 0x1d, 0xf0, 0x41, 0x1d, 0xf3,
+        0x43, 0x36, 0xfb, 0x04, 0xeb, 0x94, 0x76, 0xee, 0xbb, 0x4c, 0x77, 0x40, 0xfe, 0x48, 0xc3, 0xff,
+        0xc1, 0xff, 0x6f, 0x00, 0x8c, 0x12, 0x57, 0x90, 0x9d, 0xbb, 0x77, 0x0b, 0x73, 0x01, 0x5d, 0xe6,
+        0x4b, 0x1f, 0xdf, 0x04, 0xeb, 0x14, 0x7d, 0x41, 0x9f, 0xe6, 0xf7, 0x00, 0x44, 0x40, 0xb7, 0x5d,
+        0xf7, 0xed, 0x30, 0x27, 0x6e, 0xe2, 0x33, 0x40, 0xb5, 0x2f, 0x4d, 0x11, 0x74, 0x22, 0xd3, 0x2c,
+        0xb3, 0xfe, 0xbe, 0xf4, 0x0b, 0xce, 0x91, 0x59, 0x59, 0xb7, 0xac, 0xf2, 0x53, 0x40, 0x28, 0x97,
+        0x01, 0xfc, 0x11, 0x2f, 0x4e, 0x2e, 0x09, 0x7e, 0xd9, 0x23, 0xc0, 0x73, 0x2e, 0x27, 0xd9, 0x8e,
+        0xa0, 0x5f, 0x70, 0xe6, 0x4f, 0xf7, 0x91, 0x5c, 0x1c, 0xf3, 0xbe, 0x71, 0x7f, 0x73, 0x00, 0xbf,
+        0x23, 0xb0, 0x21, 0x6f, 0xdc, 0xfe, 0x03, 0xd2, 0x1d, 0x82, 0x0c, 0x67, 0xaa, 0x63, 0x59, 0x82,
+        0xb0, 0xc2, 0xcb, 0x76, 0x1e, 0xf7, 0xb1, 0x49, 0x10, 0xbb, 0xbf, 0x63, 0x4d, 0x63, 0x90, 0xad,
+        0x6e, 0xb2, 0x61, 0x6d, 0xfa, 0x74, 0x23, 0x90, 0x49, 0x42, 0x5d, 0x67, 0xa2, 0x67, 0x49, 0xa2,
+        0x7e, 0x82, 0xe2, 0x66, 0x98, 0xf5, 0xf2, 0x01, 0xf2, 0xca, 0x26, 0x73, 0x4f, 0x73, 0x51, 0x8c,
+        0x68, 0x24, 0x6f, 0x45, 0x9a, 0x64, 0x61, 0x94, 0x04, 0x61, 0x7b, 0x04, 0xf6, 0x04, 0x5d, 0xb2,
+        0x6e, 0xb6, 0xbe, 0x66, 0x91, 0x66, 0xef, 0x09, 0xbb, 0x4a, 0x50, 0xa7, 0x1c, 0xaa, 0xb3, 0x4c,
+        0x59, 0x45, 0xae, 0x51, 0x8e, 0x50, 0x41, 0x99, 0x04, 0x21, 0x73, 0x0d, 0xb2, 0x0d, 0x1d, 0xb0,
+        0x4b, 0xff, 0xff, 0x44, 0x9b, 0x44, 0x66, 0x4a, 0xbf, 0x5a, 0x73, 0x81, 0x1d, 0xb9, 0xb7, 0xa8,
+        0xf9, 0xff, 0xef, 0x51, 0xcf, 0x40, 0xe9, 0xf8, 0x9c, 0x92, 0x77, 0x8d, 0x31, 0x9d, 0x6f, 0x02,
+        0x9b, 0xff, 0xff, 0x41, 0xf9, 0x49, 0x7a, 0x1a, 0xbf, 0x39, 0x76, 0x8c, 0x16, 0x10, 0xb8, 0x85,
+        0x1d, 0x6d, 0x4b, 0xaf, 0xf0, 0x9e, 0x23, 0xe6, 0x7d, 0x9a, 0xd6, 0x3b, 0x40, 0x02, 0x19, 0xc7,
+        0xc0, 0x9f, 0xcb, 0xec, 0x30, 0x62, 0x60, 0x5e, 0x37, 0x34, 0x27, 0xf3, 0x87, 0x91, 0xe5, 0x56,
+        0x39, 0xfd, 0x2d, 0x4b, 0xf0, 0xcd, 0x28, 0x60, 0x99, 0x93, 0xd4, 0x35, 0x66, 0x12, 0x58, 0x4e,
+        0x93, 0xbd, 0xc3, 0xee, 0x40, 0x2e, 0x21, 0x4d, 0x01, 0x5e, 0x47, 0xf3, 0x0b, 0x72, 0x81, 0xbf,
+        0x2b, 0xc8, 0x2d, 0xed, 0xf2, 0xef, 0x29, 0xd2, 0x59, 0x83, 0x5d, 0x37, 0xca, 0x27, 0x71, 0x82,
+        0xb0, 0x18, 0x02, 0x67, 0x59, 0x76, 0x22, 0x09, 0x40, 0xd9, 0x41, 0x77, 0xef, 0xb2, 0x40, 0xbf,
+        0x0d, 0xbc, 0x21, 0x45, 0xd2, 0x4d, 0x25, 0xb2, 0x6d, 0x83, 0x5d, 0x2f, 0xc2, 0x6d, 0x74, 0x82,
+        0x22, 0x98, 0x42, 0x2e, 0xd1, 0x2e, 0x02, 0x99, 0x00, 0x65, 0x00, 0xb6, 0xad, 0x96, 0x40, 0xbd,
+        0x0d, 0xa4, 0x4f, 0x55, 0xba, 0x75, 0x29, 0xb2, 0x5d, 0x03, 0x79, 0x0d, 0xc2, 0x4d, 0x7c, 0x92,
+        0x62, 0x12, 0xeb, 0x2f, 0x91, 0x2f, 0x0a, 0x91, 0x02, 0x45, 0x41, 0xb5, 0xf5, 0xe5, 0x43, 0xfc,
+        0x79, 0xd7, 0xef, 0xf1, 0xfe, 0xdd, 0x61, 0x92, 0x4c, 0x77, 0x73, 0x0c, 0xc2, 0x0c, 0x7c, 0x93,
+        0x42, 0x82, 0xef, 0x4f, 0xfb, 0xcf, 0x92, 0x8d, 0xa3, 0x05, 0x51, 0xbd, 0x55, 0xbd, 0x83, 0x1c,
+        0x78, 0xb8, 0x8f, 0x58, 0xa5, 0x8f, 0x5a, 0x0a, 0x4a, 0xf2, 0x77, 0x8e, 0xe2, 0x1f, 0x42, 0x03,
+        0x52, 0xca, 0xbe, 0x42, 0x2b, 0xef, 0x03, 0x30, 0xbf, 0x19, 0x61, 0xbd, 0x07, 0xb9, 0x86, 0x00,
+    },
+    {
+        0x69, 0x39, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x24, 0x0f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x32, 0xdf, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x67, 0xe5, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xe8, 0x28, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1f, 0x65, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x48, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xd7, 0x81, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xe9, 0x2d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x6f, 0x6d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x0e, 0x12, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xa2, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x65, 0x2c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1f, 0x25, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x2e, 0x1a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xd6, 0x83, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xd7, 0x0a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1f, 0x25, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xaf, 0x12, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xf2, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x52, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x77, 0x11, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xb2, 0x12, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xfe, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xf3, 0x39, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x48, 0x30, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xf2, 0x81, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x7b, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xf5, 0xc0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x9c, 0x8c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xbd, 0x31, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x9c, 0xac, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x41, 0x41, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x9c, 0x8d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x0d, 0x68, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1c, 0xbc, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x65, 0x45, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x5d, 0x1d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x29, 0x4a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x9c, 0x95, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x6d, 0x6d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x3d, 0x7d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x3b, 0x0b, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x7a, 0x13, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xc5, 0x4f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x3f, 0x3d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x3c, 0x14, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x54, 0x50, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xf1, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x5f, 0x3d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x9c, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x09, 0x50, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x6d, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x9b, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x71, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xbb, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xf7, 0xb1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xd4, 0x9e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x21, 0xe5, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xa8, 0xbd, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x51, 0x41, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xdd, 0x9f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xb8, 0x68, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x8c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x59, 0x41, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xdf, 0x9d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xa0, 0x29, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x48, 0xbc, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x45, 0x45, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x3f, 0x3f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xb9, 0x29, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x50, 0x36, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x4d, 0x4f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xbf, 0x7f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x2d, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x74, 0x44, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xd5, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xdd, 0x7d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x6d, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xb7, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x45, 0xa4, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x9e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x6c, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xd3, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x09, 0x13, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x55, 0xd1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xd4, 0xa8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x94, 0x8c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x49, 0x13, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x9d, 0xd9, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xb8, 0x21, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0x88, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x59, 0x4f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x9d, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xb1, 0xb3, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0xd8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x41, 0x6d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1f, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xbd, 0xbe, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x54, 0x17, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x45, 0xd1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1f, 0x15, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x2d, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x75, 0xa7, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x45, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x3f, 0x92, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x2d, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xb7, 0x2e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x5f, 0xb4, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x4d, 0xa2, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x0c, 0x09, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xb3, 0x6a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xe0, 0x21, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xc4, 0x50, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x50, 0x81, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xa1, 0x21, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x41, 0x23, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x9e, 0xd9, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x69, 0xb0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xbc, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x51, 0x2f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x9f, 0x7f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x29, 0xfe, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x43, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x49, 0x6f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1d, 0xfe, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x2d, 0xda, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1c, 0x5f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x29, 0xd1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1f, 0x94, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x2f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x44, 0xad, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x0d, 0x90, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x5f, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x3e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x0e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x41, 0xb0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x49, 0xc0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x77, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x42, 0x9c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xb0, 0x8c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x82, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x34, 0x55, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xa9, 0x60, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x61, 0x0d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x9e, 0x2f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x28, 0xce, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x8c, 0xf5, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xd1, 0x5e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xbf, 0xe6, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x21, 0x5f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0c, 0xf9, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x41, 0xd6, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x3f, 0xe2, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x23, 0x8b, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x14, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x45, 0xd2, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xbf, 0x96, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x25, 0x99, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x41, 0xd2, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0d, 0xb2, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x64, 0xd1, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x19, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x50, 0x81, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x89, 0xbf, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x70, 0xb8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0x74, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xa1, 0xf8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80, 0x6a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x91, 0x3d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xab, 0xf3, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xb5, 0xe4, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x99, 0x6e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xa0, 0x4e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x48, 0xed, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x09, 0xd2, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x99, 0x8e, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xb0, 0x4d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0xbf, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x6d, 0xd2, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x3f, 0x82, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x24, 0x9d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x9d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x65, 0xba, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x3d, 0x82, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x3c, 0x9d, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x26, 0xdc, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x51, 0xbe, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x9f, 0x93, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x7f, 0xbf, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xb6, 0x5c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0xe5, 0xae, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x9d, 0x95, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x7f, 0xed, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xa7, 0x55, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    },
+};
+#else
+#define MNIST_SMALL_W2_FIRST mnist_small_w2
+#define MNIST_SMALL_W2_STRIDE 196u
 static const uint8_t mnist_small_w2[1960] EBNN_FLASH EBNN_WORD_ALIGNED = {
     0xae, 0x61, 0x10, 0x44, 0x0c, 0x21, 0x12, 0x82, 0xac, 0x03, 0x12, 0x80, 0x49, 0x3f, 0x22, 0xc3,
     0x0b, 0x1d, 0xa4, 0x7b, 0x31, 0x7e, 0x77, 0x7b, 0xa3, 0x4a, 0x7e, 0x4b, 0x82, 0x42, 0x34, 0xb7,
@@ -203,6 +413,7 @@ static const uint8_t mnist_small_w2[1960] EBNN_FLASH EBNN_WORD_ALIGNED = {
     0xe4, 0x6e, 0x4e, 0xed, 0xd2, 0x8e, 0x4d, 0xbf, 0xd2, 0x82, 0x9d, 0x9d, 0xba, 0x82, 0x9d, 0xdc,
     0xbe, 0x93, 0xbf, 0x5c, 0xae, 0x95, 0xed, 0x55,
 };
+#endif
 static const int32_t mnist_small_mul2[10] EBNN_FLASH = { 945981, 955956, 921918, 1044987, 1013014, 988477, 947306, 1071461, 990840, 989152 };
 static const int32_t mnist_small_add2[10] EBNN_FLASH = { -129236383, -32067965, 113358351, 8366819, -47966344, 19741301, -35155721, -61927459, -13407455, -157806569 };
 
@@ -210,6 +421,868 @@ static const int32_t mnist_small_add2[10] EBNN_FLASH = { -129236383, -32067965, 
  * bits ORed into the outputs whose pool window holds it; window gathered once for all filters. */
 static const uint8_t mnist_small_rows0[28][3] EBNN_FLASH = { { 0, 1, 0 }, { 0, 1, 1 }, { 1, 2, 1 }, { 1, 2, 1 }, { 2, 3, 1 }, { 2, 3, 1 }, { 3, 4, 1 }, { 3, 4, 1 }, { 4, 5, 1 }, { 4, 5, 1 }, { 5, 6, 1 }, { 5, 6, 1 }, { 6, 7, 1 }, { 6, 7, 1 }, { 7, 8, 1 }, { 7, 8, 1 }, { 8, 9, 1 }, { 8, 9, 1 }, { 9, 10, 1 }, { 9, 10, 1 }, { 10, 11, 1 }, { 10, 11, 1 }, { 11, 12, 1 }, { 11, 12, 1 }, { 12, 13, 1 }, { 12, 13, 1 }, { 13, 14, 1 }, { 13, 14, 2 }, };
 static const uint8_t mnist_small_cols0[28][3] EBNN_FLASH = { { 0, 1, 0 }, { 0, 1, 1 }, { 1, 2, 1 }, { 1, 2, 1 }, { 2, 3, 1 }, { 2, 3, 1 }, { 3, 4, 1 }, { 3, 4, 1 }, { 4, 5, 1 }, { 4, 5, 1 }, { 5, 6, 1 }, { 5, 6, 1 }, { 6, 7, 1 }, { 6, 7, 1 }, { 7, 8, 1 }, { 7, 8, 1 }, { 8, 9, 1 }, { 8, 9, 1 }, { 9, 10, 1 }, { 9, 10, 1 }, { 10, 11, 1 }, { 10, 11, 1 }, { 11, 12, 1 }, { 11, 12, 1 }, { 12, 13, 1 }, { 12, 13, 1 }, { 13, 14, 1 }, { 13, 14, 2 }, };
+
+#if defined(__AVR__)
+/* AVR: for each conv row, the kernel rows of every channel are copied into a zero-padded buffer;
+ * one asm statement walks the row (window at constant offsets, window sum, pair sums, every
+ * filter's bit) and writes its conv bytes; they are pooled along x, then ORed into the outputs
+ * whose pool window holds the row. */
+__attribute__((noinline)) static void mnist_small_block0(const uint8_t *in, uint8_t *out)
+{
+    uint8_t buf[3][30];
+    uint8_t crow[56];
+    uint8_t hrow[28];
+    uint8_t cy;
+    uint8_t phase = 0;
+    memset(out, 0, 392u);
+    memset(buf, 0, sizeof buf);
+    for (cy = 0; cy < 28; cy++) {
+        uint8_t oy = EBNN_READ_U8(&mnist_small_rows0[cy][0]), oy_hi = EBNN_READ_U8(&mnist_small_rows0[cy][1]);
+        int y0 = (int)cy * 1 - 1;
+        const uint8_t *p = &buf[0][0];
+        uint8_t *q = crow;
+        uint8_t ph = phase;
+        phase = (uint8_t)(phase + 1u == 3u ? 0u : phase + 1u);
+        if (cy == 0u) { /* the ring of rows: all of them first, then one new row a conv row */
+            uint8_t r;
+            for (r = 0; r < 3u; r++) {
+                if (y0 + r >= 0 && y0 + r < 28) {
+                    ebnn_copy_avr(&buf[0 * 3 + r][1], in + (0 * 28 + y0 + r) * 28, 28u);
+                } else {
+                    memset(&buf[0 * 3 + r][1], 0, 28u);
+                }
+            }
+        } else {
+            uint8_t slot = (uint8_t)(ph == 0u ? 3u - 1u : ph - 1u);
+            int y = y0 + 3 - 1;
+            if (y < 28) {
+                ebnn_copy_avr(&buf[0 * 3 + slot][1], in + (0 * 28 + y) * 28, 28u);
+            } else {
+                memset(&buf[0 * 3 + slot][1], 0, 28u);
+            }
+        }
+        if (oy >= oy_hi) {
+            continue;
+        }
+        if (ph == 0u) {
+            __asm__ volatile("ldi r23, 28\n\t"
+                             "ldd r2, Z+0\n\t"
+                             "ldd r3, Z+1\n\t"
+                             "ldd r5, Z+30\n\t"
+                             "ldd r6, Z+31\n\t"
+                             "ldd r8, Z+60\n\t"
+                             "ldd r9, Z+61\n\t"
+                             "1:\n\t"
+                             "ldd r4, Z+2\n\t"
+                             "ldd r7, Z+32\n\t"
+                             "ldd r10, Z+62\n\t"
+                             "set\n\t"
+                             "clr r11\n\t"
+                             "clr r12\n\t"
+                             "mov r14, r2\n\t"
+                             "clr r15\n\t"
+                             "add r14, r3\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r4\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r5\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r6\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r7\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r8\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r9\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r10\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "mov r24, r3\n\t"
+                             "clr r25\n\t"
+                             "add r24, r4\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r2\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r6\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 1\n\t"
+                             "sbci r25, 255\n\t"
+                             "brge 2f\n\t"
+                             "bld r11, 0\n\t"
+                             "2:\n\t"
+                             "mov r24, r2\n\t"
+                             "clr r25\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 23\n\t"
+                             "ldi r22, 0\n\t"
+                             "cpc r25, r22\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 1\n\t"
+                             "2:\n\t"
+                             "cpi r24, 28\n\t"
+                             "ldi r22, 255\n\t"
+                             "cpc r25, r22\n\t"
+                             "brge 2f\n\t"
+                             "bld r11, 5\n\t"
+                             "2:\n\t"
+                             "cpi r24, 150\n\t"
+                             "sbci r25, 255\n\t"
+                             "brlt 2f\n\t"
+                             "bld r12, 6\n\t"
+                             "2:\n\t"
+                             "mov r24, r9\n\t"
+                             "clr r25\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r7\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r6\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 103\n\t"
+                             "sbci r25, 1\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 2\n\t"
+                             "2:\n\t"
+                             "mov r24, r9\n\t"
+                             "clr r25\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 49\n\t"
+                             "sbci r25, 254\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 3\n\t"
+                             "2:\n\t"
+                             "mov r24, r3\n\t"
+                             "clr r25\n\t"
+                             "add r24, r4\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r2\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 157\n\t"
+                             "ldi r22, 1\n\t"
+                             "cpc r25, r22\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 4\n\t"
+                             "2:\n\t"
+                             "cpi r24, 0\n\t"
+                             "sbci r25, 0\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 6\n\t"
+                             "2:\n\t"
+                             "mov r24, r9\n\t"
+                             "clr r25\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r4\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 207\n\t"
+                             "sbci r25, 254\n\t"
+                             "brge 2f\n\t"
+                             "bld r11, 7\n\t"
+                             "2:\n\t"
+                             "mov r24, r9\n\t"
+                             "clr r25\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r7\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r8\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 233\n\t"
+                             "ldi r22, 254\n\t"
+                             "cpc r25, r22\n\t"
+                             "brge 2f\n\t"
+                             "bld r12, 0\n\t"
+                             "2:\n\t"
+                             "cpi r24, 146\n\t"
+                             "sbci r25, 254\n\t"
+                             "brge 2f\n\t"
+                             "bld r12, 5\n\t"
+                             "2:\n\t"
+                             "mov r24, r9\n\t"
+                             "clr r25\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r7\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r4\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 27\n\t"
+                             "sbci r25, 254\n\t"
+                             "brge 2f\n\t"
+                             "bld r12, 1\n\t"
+                             "2:\n\t"
+                             "mov r24, r9\n\t"
+                             "clr r25\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r2\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r6\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 56\n\t"
+                             "sbci r25, 0\n\t"
+                             "brge 2f\n\t"
+                             "bld r12, 2\n\t"
+                             "2:\n\t"
+                             "mov r24, r3\n\t"
+                             "clr r25\n\t"
+                             "add r24, r4\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 221\n\t"
+                             "sbci r25, 255\n\t"
+                             "brlt 2f\n\t"
+                             "bld r12, 3\n\t"
+                             "2:\n\t"
+                             "mov r24, r5\n\t"
+                             "clr r25\n\t"
+                             "add r24, r8\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r9\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 26\n\t"
+                             "sbci r25, 0\n\t"
+                             "brlt 2f\n\t"
+                             "bld r12, 4\n\t"
+                             "2:\n\t"
+                             "mov r24, r5\n\t"
+                             "clr r25\n\t"
+                             "add r24, r8\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r6\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r9\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 192\n\t"
+                             "sbci r25, 0\n\t"
+                             "brlt 2f\n\t"
+                             "bld r12, 7\n\t"
+                             "2:\n\t"
+                             "st X+, r11\n\t"
+                             "st X+, r12\n\t"
+                             "mov r2, r3\n\t"
+                             "mov r3, r4\n\t"
+                             "mov r5, r6\n\t"
+                             "mov r6, r7\n\t"
+                             "mov r8, r9\n\t"
+                             "mov r9, r10\n\t"
+                             "adiw r30, 1\n\t"
+                             "dec r23\n\t"
+                             "breq 3f\n\t"
+                             "rjmp 1b\n\t"
+                             "3:\n\t"
+                             : [p] "+z"(p), [q] "+x"(q)
+                             :
+                             : "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "r14", "r15", "r22", "r23", "r24", "r25", "memory", "cc");
+        }
+        else if (ph == 1u) {
+            __asm__ volatile("ldi r23, 28\n\t"
+                             "ldd r2, Z+30\n\t"
+                             "ldd r3, Z+31\n\t"
+                             "ldd r5, Z+60\n\t"
+                             "ldd r6, Z+61\n\t"
+                             "ldd r8, Z+0\n\t"
+                             "ldd r9, Z+1\n\t"
+                             "1:\n\t"
+                             "ldd r4, Z+32\n\t"
+                             "ldd r7, Z+62\n\t"
+                             "ldd r10, Z+2\n\t"
+                             "set\n\t"
+                             "clr r11\n\t"
+                             "clr r12\n\t"
+                             "mov r14, r2\n\t"
+                             "clr r15\n\t"
+                             "add r14, r3\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r4\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r5\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r6\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r7\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r8\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r9\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r10\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "mov r24, r3\n\t"
+                             "clr r25\n\t"
+                             "add r24, r4\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r2\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r6\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 1\n\t"
+                             "sbci r25, 255\n\t"
+                             "brge 2f\n\t"
+                             "bld r11, 0\n\t"
+                             "2:\n\t"
+                             "mov r24, r2\n\t"
+                             "clr r25\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 23\n\t"
+                             "ldi r22, 0\n\t"
+                             "cpc r25, r22\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 1\n\t"
+                             "2:\n\t"
+                             "cpi r24, 28\n\t"
+                             "ldi r22, 255\n\t"
+                             "cpc r25, r22\n\t"
+                             "brge 2f\n\t"
+                             "bld r11, 5\n\t"
+                             "2:\n\t"
+                             "cpi r24, 150\n\t"
+                             "sbci r25, 255\n\t"
+                             "brlt 2f\n\t"
+                             "bld r12, 6\n\t"
+                             "2:\n\t"
+                             "mov r24, r9\n\t"
+                             "clr r25\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r7\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r6\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 103\n\t"
+                             "sbci r25, 1\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 2\n\t"
+                             "2:\n\t"
+                             "mov r24, r9\n\t"
+                             "clr r25\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 49\n\t"
+                             "sbci r25, 254\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 3\n\t"
+                             "2:\n\t"
+                             "mov r24, r3\n\t"
+                             "clr r25\n\t"
+                             "add r24, r4\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r2\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 157\n\t"
+                             "ldi r22, 1\n\t"
+                             "cpc r25, r22\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 4\n\t"
+                             "2:\n\t"
+                             "cpi r24, 0\n\t"
+                             "sbci r25, 0\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 6\n\t"
+                             "2:\n\t"
+                             "mov r24, r9\n\t"
+                             "clr r25\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r4\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 207\n\t"
+                             "sbci r25, 254\n\t"
+                             "brge 2f\n\t"
+                             "bld r11, 7\n\t"
+                             "2:\n\t"
+                             "mov r24, r9\n\t"
+                             "clr r25\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r7\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r8\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 233\n\t"
+                             "ldi r22, 254\n\t"
+                             "cpc r25, r22\n\t"
+                             "brge 2f\n\t"
+                             "bld r12, 0\n\t"
+                             "2:\n\t"
+                             "cpi r24, 146\n\t"
+                             "sbci r25, 254\n\t"
+                             "brge 2f\n\t"
+                             "bld r12, 5\n\t"
+                             "2:\n\t"
+                             "mov r24, r9\n\t"
+                             "clr r25\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r7\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r4\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 27\n\t"
+                             "sbci r25, 254\n\t"
+                             "brge 2f\n\t"
+                             "bld r12, 1\n\t"
+                             "2:\n\t"
+                             "mov r24, r9\n\t"
+                             "clr r25\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r2\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r6\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 56\n\t"
+                             "sbci r25, 0\n\t"
+                             "brge 2f\n\t"
+                             "bld r12, 2\n\t"
+                             "2:\n\t"
+                             "mov r24, r3\n\t"
+                             "clr r25\n\t"
+                             "add r24, r4\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 221\n\t"
+                             "sbci r25, 255\n\t"
+                             "brlt 2f\n\t"
+                             "bld r12, 3\n\t"
+                             "2:\n\t"
+                             "mov r24, r5\n\t"
+                             "clr r25\n\t"
+                             "add r24, r8\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r9\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 26\n\t"
+                             "sbci r25, 0\n\t"
+                             "brlt 2f\n\t"
+                             "bld r12, 4\n\t"
+                             "2:\n\t"
+                             "mov r24, r5\n\t"
+                             "clr r25\n\t"
+                             "add r24, r8\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r6\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r9\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 192\n\t"
+                             "sbci r25, 0\n\t"
+                             "brlt 2f\n\t"
+                             "bld r12, 7\n\t"
+                             "2:\n\t"
+                             "st X+, r11\n\t"
+                             "st X+, r12\n\t"
+                             "mov r2, r3\n\t"
+                             "mov r3, r4\n\t"
+                             "mov r5, r6\n\t"
+                             "mov r6, r7\n\t"
+                             "mov r8, r9\n\t"
+                             "mov r9, r10\n\t"
+                             "adiw r30, 1\n\t"
+                             "dec r23\n\t"
+                             "breq 3f\n\t"
+                             "rjmp 1b\n\t"
+                             "3:\n\t"
+                             : [p] "+z"(p), [q] "+x"(q)
+                             :
+                             : "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "r14", "r15", "r22", "r23", "r24", "r25", "memory", "cc");
+        }
+        else if (ph == 2u) {
+            __asm__ volatile("ldi r23, 28\n\t"
+                             "ldd r2, Z+60\n\t"
+                             "ldd r3, Z+61\n\t"
+                             "ldd r5, Z+0\n\t"
+                             "ldd r6, Z+1\n\t"
+                             "ldd r8, Z+30\n\t"
+                             "ldd r9, Z+31\n\t"
+                             "1:\n\t"
+                             "ldd r4, Z+62\n\t"
+                             "ldd r7, Z+2\n\t"
+                             "ldd r10, Z+32\n\t"
+                             "set\n\t"
+                             "clr r11\n\t"
+                             "clr r12\n\t"
+                             "mov r14, r2\n\t"
+                             "clr r15\n\t"
+                             "add r14, r3\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r4\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r5\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r6\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r7\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r8\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r9\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "add r14, r10\n\t"
+                             "adc r15, __zero_reg__\n\t"
+                             "mov r24, r3\n\t"
+                             "clr r25\n\t"
+                             "add r24, r4\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r2\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r6\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 1\n\t"
+                             "sbci r25, 255\n\t"
+                             "brge 2f\n\t"
+                             "bld r11, 0\n\t"
+                             "2:\n\t"
+                             "mov r24, r2\n\t"
+                             "clr r25\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 23\n\t"
+                             "ldi r22, 0\n\t"
+                             "cpc r25, r22\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 1\n\t"
+                             "2:\n\t"
+                             "cpi r24, 28\n\t"
+                             "ldi r22, 255\n\t"
+                             "cpc r25, r22\n\t"
+                             "brge 2f\n\t"
+                             "bld r11, 5\n\t"
+                             "2:\n\t"
+                             "cpi r24, 150\n\t"
+                             "sbci r25, 255\n\t"
+                             "brlt 2f\n\t"
+                             "bld r12, 6\n\t"
+                             "2:\n\t"
+                             "mov r24, r9\n\t"
+                             "clr r25\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r7\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r6\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 103\n\t"
+                             "sbci r25, 1\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 2\n\t"
+                             "2:\n\t"
+                             "mov r24, r9\n\t"
+                             "clr r25\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 49\n\t"
+                             "sbci r25, 254\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 3\n\t"
+                             "2:\n\t"
+                             "mov r24, r3\n\t"
+                             "clr r25\n\t"
+                             "add r24, r4\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r2\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 157\n\t"
+                             "ldi r22, 1\n\t"
+                             "cpc r25, r22\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 4\n\t"
+                             "2:\n\t"
+                             "cpi r24, 0\n\t"
+                             "sbci r25, 0\n\t"
+                             "brlt 2f\n\t"
+                             "bld r11, 6\n\t"
+                             "2:\n\t"
+                             "mov r24, r9\n\t"
+                             "clr r25\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r4\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 207\n\t"
+                             "sbci r25, 254\n\t"
+                             "brge 2f\n\t"
+                             "bld r11, 7\n\t"
+                             "2:\n\t"
+                             "mov r24, r9\n\t"
+                             "clr r25\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r7\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r8\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 233\n\t"
+                             "ldi r22, 254\n\t"
+                             "cpc r25, r22\n\t"
+                             "brge 2f\n\t"
+                             "bld r12, 0\n\t"
+                             "2:\n\t"
+                             "cpi r24, 146\n\t"
+                             "sbci r25, 254\n\t"
+                             "brge 2f\n\t"
+                             "bld r12, 5\n\t"
+                             "2:\n\t"
+                             "mov r24, r9\n\t"
+                             "clr r25\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r7\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r4\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 27\n\t"
+                             "sbci r25, 254\n\t"
+                             "brge 2f\n\t"
+                             "bld r12, 1\n\t"
+                             "2:\n\t"
+                             "mov r24, r9\n\t"
+                             "clr r25\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r2\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r6\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 56\n\t"
+                             "sbci r25, 0\n\t"
+                             "brge 2f\n\t"
+                             "bld r12, 2\n\t"
+                             "2:\n\t"
+                             "mov r24, r3\n\t"
+                             "clr r25\n\t"
+                             "add r24, r4\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 221\n\t"
+                             "sbci r25, 255\n\t"
+                             "brlt 2f\n\t"
+                             "bld r12, 3\n\t"
+                             "2:\n\t"
+                             "mov r24, r5\n\t"
+                             "clr r25\n\t"
+                             "add r24, r8\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r9\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r10\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 26\n\t"
+                             "sbci r25, 0\n\t"
+                             "brlt 2f\n\t"
+                             "bld r12, 4\n\t"
+                             "2:\n\t"
+                             "mov r24, r5\n\t"
+                             "clr r25\n\t"
+                             "add r24, r8\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r6\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "add r24, r9\n\t"
+                             "adc r25, __zero_reg__\n\t"
+                             "lsl r24\n\t"
+                             "rol r25\n\t"
+                             "sub r24, r14\n\t"
+                             "sbc r25, r15\n\t"
+                             "cpi r24, 192\n\t"
+                             "sbci r25, 0\n\t"
+                             "brlt 2f\n\t"
+                             "bld r12, 7\n\t"
+                             "2:\n\t"
+                             "st X+, r11\n\t"
+                             "st X+, r12\n\t"
+                             "mov r2, r3\n\t"
+                             "mov r3, r4\n\t"
+                             "mov r5, r6\n\t"
+                             "mov r6, r7\n\t"
+                             "mov r8, r9\n\t"
+                             "mov r9, r10\n\t"
+                             "adiw r30, 1\n\t"
+                             "dec r23\n\t"
+                             "breq 3f\n\t"
+                             "rjmp 1b\n\t"
+                             "3:\n\t"
+                             : [p] "+z"(p), [q] "+x"(q)
+                             :
+                             : "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "r14", "r15", "r22", "r23", "r24", "r25", "memory", "cc");
+        }
+        {
+            const uint8_t *c = crow;
+            uint8_t *h = hrow;
+            __asm__("" : "+b"(c), "+e"(h)); /* plain pointers (ldd/st X+), not frame offsets */
+            *h++ = (uint8_t)(c[0] | c[2]);
+            *h++ = (uint8_t)(c[1] | c[3]);
+            *h++ = (uint8_t)(c[4] | c[6]);
+            *h++ = (uint8_t)(c[5] | c[7]);
+            *h++ = (uint8_t)(c[8] | c[10]);
+            *h++ = (uint8_t)(c[9] | c[11]);
+            *h++ = (uint8_t)(c[12] | c[14]);
+            *h++ = (uint8_t)(c[13] | c[15]);
+            *h++ = (uint8_t)(c[16] | c[18]);
+            *h++ = (uint8_t)(c[17] | c[19]);
+            *h++ = (uint8_t)(c[20] | c[22]);
+            *h++ = (uint8_t)(c[21] | c[23]);
+            *h++ = (uint8_t)(c[24] | c[26]);
+            *h++ = (uint8_t)(c[25] | c[27]);
+            *h++ = (uint8_t)(c[28] | c[30]);
+            *h++ = (uint8_t)(c[29] | c[31]);
+            *h++ = (uint8_t)(c[32] | c[34]);
+            *h++ = (uint8_t)(c[33] | c[35]);
+            *h++ = (uint8_t)(c[36] | c[38]);
+            *h++ = (uint8_t)(c[37] | c[39]);
+            *h++ = (uint8_t)(c[40] | c[42]);
+            *h++ = (uint8_t)(c[41] | c[43]);
+            *h++ = (uint8_t)(c[44] | c[46]);
+            *h++ = (uint8_t)(c[45] | c[47]);
+            *h++ = (uint8_t)(c[48] | c[50]);
+            *h++ = (uint8_t)(c[49] | c[51]);
+            *h++ = (uint8_t)(c[52] | c[54]);
+            *h++ = (uint8_t)(c[53] | c[55]);
+        }
+        for (; oy < oy_hi; oy++) {
+            ebnn_or_avr(out + oy * 28, hrow, 28u);
+        }
+    }
+}
+#else
 
 static void mnist_small_block0(const uint8_t *in, uint8_t *out)
 {
@@ -326,6 +1399,7 @@ static void mnist_small_block0(const uint8_t *in, uint8_t *out)
         }
     }
 }
+#endif
 
 /* block 1, generated kernel (docs/speed.md): each conv position once, its threshold
  * bits ORed into the outputs whose pool window holds it; window gathered once for all filters. */
@@ -3359,6 +4433,32 @@ static void mnist_small_block1(const uint8_t *in, uint8_t *out)
     }
 }
 
+#if defined(__AVR__)
+/* The exit on AVR: eight rows at a time (ebnn_mismatch8_avr), score = mul * (total - 2 m) + add;
+ * the arg max (lowest index on ties). */
+__attribute__((noinline)) static int mnist_small_exit(const uint8_t *in, int32_t *scores)
+{
+    uint16_t m[8], g;
+    uint8_t r;
+    int best = 0;
+    for (g = 0; g < 2u; g++) {
+        ebnn_mismatch8_avr(in, &mnist_small_w2[g][0], 196u, m);
+        for (r = 0; r < 8u; r++) {
+            uint16_t k = (uint16_t)(g * 8u + r);
+            if (k >= 10u) {
+                break;
+            }
+            scores[k] = EBNN_READ_I32(&mnist_small_mul2[k]) * (1568L - 2L * (int32_t)m[r]) +
+                        EBNN_READ_I32(&mnist_small_add2[k]);
+            if (scores[k] > scores[best]) {
+                best = (int)k;
+            }
+        }
+    }
+    return best;
+}
+#endif
+
 static const ebnn_block_t mnist_small_blocks[3] EBNN_FLASH = {
     {
         1u, 28u, 28u, 16u, 28u, 28u, 14u, 14u,
@@ -3378,7 +4478,7 @@ static const ebnn_block_t mnist_small_blocks[3] EBNN_FLASH = {
         32u, 7u, 7u, 10u, 1u, 1u, 1u, 1u,
         7u, 7u, 1u, 1u, 0u, 0u,
         0u, 0u, 1u, 1u, 0u, 0u,
-        196u, mnist_small_w2,
+        MNIST_SMALL_W2_STRIDE, MNIST_SMALL_W2_FIRST,
         NULL, NULL, mnist_small_mul2, mnist_small_add2
     },
 };
@@ -3419,7 +4519,11 @@ int mnist_small_run(const uint8_t *input, int32_t *scores, uint8_t *workspace, u
         return EBNN_ERR_NULL;
     }
     mnist_small_hidden(input, workspace, trace, 1);
+#if defined(__AVR__)
+    return mnist_small_exit(workspace + 392, scores);
+#else
     return ebnn_block_exit_fast(&mnist_small_blocks[2], workspace + 392, scores);
+#endif
 }
 
 int mnist_small_features(const uint8_t *input, int block, uint8_t *out, uint8_t *workspace)
