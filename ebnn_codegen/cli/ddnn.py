@@ -128,7 +128,7 @@ class Train(Action):
         import torch
 
         from .. import api
-        from ..ddnn.pipeline import Overrides, train_from_config
+        from ..ddnn.pipeline import STEPS, Overrides, train_from_config
 
         log = progress(args)
         _threads(args.threads)
@@ -154,7 +154,7 @@ class Train(Action):
             log=log,
         )
         if log:
-            log(f"[5/5] save {args.output}")
+            log(f"[{STEPS}/{STEPS}] save {args.output}")
         api.save(result.model, args.output)
         if args.history:
             emit_json({"seconds": result.seconds, "epochs": result.history}, args.history)

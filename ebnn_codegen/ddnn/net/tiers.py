@@ -110,7 +110,7 @@ def device_outputs(
     """
     n, k = len(x), model.num_classes
     fshape = model.spec.feature_shape
-    bits = int(model.config["messages"]["score_bits"])
+    bits = int(model.spec.config["messages"]["score_bits"])  # the spec: no copy of the config per batch
     m = model.calibration.score_frac_bits or 0
     fb = model.spec.feature_block
     x = np.ascontiguousarray(x)
