@@ -25,7 +25,7 @@ import ebnn_codegen as E
 from ebnn_codegen.checkpoint import data_hash, training_record
 from ebnn_codegen.config import parse_config
 from ebnn_codegen.data.mnist import load as load_data
-from ebnn_codegen.nn.train import accuracy, random_shift, train
+from ebnn_codegen.nn.train import AUGMENTS, accuracy, train
 
 
 def cost(config: dict) -> dict:
@@ -36,9 +36,9 @@ def cost(config: dict) -> dict:
     return {"first_macs": first.macs, "binary_macs": binary, "weight_bytes_approx": weight_bits // 8}
 
 
-def one(job: tuple[str, dict, int, str, str, int, float, int | None, str]) -> dict:
-    path, config, epochs, device, out, seed, lr, limit, command = job
-    torch.set_num_threads(2)
+def one(job: tuple[str, dict, int, str, str, int, float, int | None, int, str, str]) -> dict:
+    path, config, epochs, device, out, seed, lr, limit, threads, augment, command = job
+    torch.set_num_threads(threads)
     x_train, y_train = load_data("mnist", "train", n=limit)
     x_test, y_test = load_data("mnist", "test")
     torch.manual_seed(seed)
@@ -53,7 +53,7 @@ def one(job: tuple[str, dict, int, str, str, int, float, int | None, str]) -> di
         x_val=x_test,
         y_val=y_test,
         seed=seed,
-        augment=random_shift,
+        augment=AUGMENTS[augment],
         device=device,
         log=None,
     )
@@ -67,7 +67,7 @@ def one(job: tuple[str, dict, int, str, str, int, float, int | None, str]) -> di
             samples=len(x_train),
             epochs=epochs,
             seconds=round(time.perf_counter() - t0, 1),
-            threads=2,
+            threads=threads,
             torch_device=device,
         )
     }
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--augment", default="shift", choices=sorted(AUGMENTS))
+    p.add_argument("--threads", type=int, default=2, help="torch threads per job")
     p.add_argument("--limit", type=int, default=None, help="first N training images only")
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -107,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             args.seed,
             args.lr,
             args.limit,
+            args.threads,
+            args.augment,
             command,
         )
         for c in args.configs

@@ -29,7 +29,7 @@ import ebnn_codegen as E
 from ebnn_codegen import api
 from ebnn_codegen.checkpoint import data_hash, training_record
 from ebnn_codegen.data.mnist import load as load_data
-from ebnn_codegen.nn.train import accuracy, random_shift, train
+from ebnn_codegen.nn.train import AUGMENTS, accuracy, train
 
 HERE = Path(__file__).resolve().parent
 
@@ -55,7 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--augment", action="store_true", help="random shifts of up to 2 pixels")
+    p.add_argument(
+        "--augment",
+        nargs="?",
+        const="shift",
+        default=None,
+        choices=sorted(AUGMENTS),
+        help="shift: the batch moved by up to 2 pixels (the default with no value); crop: each image "
+        "on its own; crop-flip: crop, and mirrored left-right half of the time",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", default=None, help="keep only these labels (comma-separated), relabelled 0, 1, ...")
@@ -89,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         x_val=x_test,
         y_val=y_test,
         seed=args.seed,
-        augment=random_shift if args.augment else None,
+        augment=AUGMENTS[args.augment] if args.augment else None,
     )
     train_s = time.perf_counter() - t0
     out = Path(args.output or f"{config['name']}.pt")

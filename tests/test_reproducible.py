@@ -133,3 +133,32 @@ def test_shipped_ddnn_mvmc_like_was_trained_on_todays_data():
             pytest.fail(f"MNIST is required on CI: {exc}")
         pytest.skip(str(exc))
     assert rec["data_sha256"] == data_hash(data.x, data.y, data.y_views)
+
+
+def test_augments_move_each_image_on_its_own_and_keep_its_pixels():
+    """random_crop shifts every image by its own offset (zero fill); random_crop_flip mirrors some."""
+    import numpy as np
+    import torch
+
+    from ebnn_codegen.nn.train import AUGMENTS, random_crop, random_crop_flip
+
+    x = torch.arange(1, 1 + 64 * 36, dtype=torch.float32).reshape(64, 1, 6, 6)
+    out = random_crop(x, np.random.default_rng(3), max_shift=2)
+    assert out.shape == x.shape
+    offsets = set()
+    for img, src in zip(out, x):
+        kept = img[img > 0]
+        # every pixel kept comes from its own image, and the kept window is a contiguous shift
+        assert set(kept.tolist()) <= set(src.flatten().tolist())
+        first = int(kept.min())
+        offsets.add(first)
+        assert kept.numel() >= 16  # at most 2 rows and 2 columns lost
+    assert len(offsets) > 3  # the images did not all move together
+    same = random_crop(x, np.random.default_rng(3), max_shift=2)
+    assert torch.equal(out, same)  # seeded: the same crops again
+    flipped = random_crop_flip(x, np.random.default_rng(5), max_shift=0)
+    mirrored = [bool(torch.equal(f, s.flip(2))) for f, s in zip(flipped, x)]
+    unchanged = [bool(torch.equal(f, s)) for f, s in zip(flipped, x)]
+    assert all(m or u for m, u in zip(mirrored, unchanged))
+    assert 10 < sum(mirrored) < 54
+    assert set(AUGMENTS) == {"shift", "crop", "crop-flip"}

@@ -50,6 +50,35 @@ def random_shift(xb: torch.Tensor, rng: np.random.Generator, max_shift: int = 2)
     return out
 
 
+def random_crop(xb: torch.Tensor, rng: np.random.Generator, max_shift: int = 2) -> torch.Tensor:
+    """Shift each image of the batch on its own by up to ``max_shift`` pixels in each direction,
+    zero fill (an ``augment``; :func:`random_shift` moves the whole batch by one offset)."""
+    n, c, h, w = xb.shape
+    padded = nn.functional.pad(xb, (max_shift, max_shift, max_shift, max_shift))
+    dy = torch.from_numpy(rng.integers(0, 2 * max_shift + 1, size=n)).to(xb.device)
+    dx = torch.from_numpy(rng.integers(0, 2 * max_shift + 1, size=n)).to(xb.device)
+    rows = (torch.arange(h, device=xb.device)[None, :] + dy[:, None])[:, None, :, None]
+    cols = (torch.arange(w, device=xb.device)[None, :] + dx[:, None])[:, None, None, :]
+    batch = torch.arange(n, device=xb.device)[:, None, None, None]
+    chans = torch.arange(c, device=xb.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def random_crop_flip(xb: torch.Tensor, rng: np.random.Generator, max_shift: int = 2) -> torch.Tensor:
+    """:func:`random_crop`, then each image mirrored left-right with probability 1/2 (for data
+    whose classes are symmetric, such as Fashion-MNIST's garments; not for digits)."""
+    out = random_crop(xb, rng, max_shift)
+    flip = torch.from_numpy(rng.random(len(out)) < 0.5).to(out.device)[:, None, None, None]
+    return torch.where(flip, out.flip(3), out)
+
+
+AUGMENTS: dict[str, Callable[[torch.Tensor, np.random.Generator], torch.Tensor]] = {
+    "shift": random_shift,
+    "crop": random_crop,
+    "crop-flip": random_crop_flip,
+}
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
     """Top-1 accuracy of the torch model in eval mode on uint8 inputs."""
