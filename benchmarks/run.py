@@ -42,8 +42,9 @@ from ebnn_codegen.errors import CodegenError  # noqa: E402
 # model -> how its test set is made (the recipes in examples/configs and README)
 MODELS = {
     "mnist_uno": {"dataset": "mnist"},
+    "mnist_uno_best": {"dataset": "mnist"},
     "rgb32_device": {"dataset": "fashion-mnist", "classes": [0, 1, 7], "rgb32": True},
-    "fashion_wide": {"dataset": "fashion-mnist"},
+    "fashion_m4": {"dataset": "fashion-mnist"},
 }
 TARGETS = ("avr", "cortex-m0", "cortex-m4", "rv32imc", "xtensa-lx106")
 KERNELS = ("reference", "fast")
@@ -115,6 +116,83 @@ def binary_per_mac(res: dict[str, Any], unit: str) -> float | None:
     blocks = [b for b in res["blocks"] if b["type"] in ("bconv", "blinear", "exit")]
     macs = sum(b["binary_macs"] for b in blocks)
     return round(sum(b[unit] for b in blocks) / macs, 3) if macs else None
+
+
+def _fast(results: dict[str, Any], model: str, target: str) -> dict[str, Any]:
+    got: dict[str, Any] = results["models"].get(model, {}).get("targets", {}).get(target, {}).get("fast", {})
+    return got
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The speed goals of docs/speed.md ("Speed II"), each with what was measured in this run and
+    whether it holds (``met`` is None where this run did not measure it)."""
+    out: list[dict[str, Any]] = []
+
+    def goal(name: str, wanted: str, measured: dict[str, Any], checks: list[bool | None]) -> None:
+        met = None if any(c is None for c in checks) else all(checks)
+        out.append({"goal": name, "wanted": wanted, "measured": measured, "met": met})
+
+    def at_most(v: Any, limit: float) -> bool | None:
+        return None if v is None else bool(v <= limit)
+
+    def at_least(v: Any, limit: float) -> bool | None:
+        return None if v is None else bool(v >= limit)
+
+    uno = _fast(results, "mnist_uno", "avr")
+    goal(
+        "1 same model, faster",
+        "mnist_uno on the ATmega328P <= 480,000 cycles (30 ms at 16 MHz), outputs bit-identical",
+        {"cycles": uno.get("cycles"), "blocks": {b["type"]: b["cycles"] for b in uno.get("blocks", [])}},
+        [at_most(uno.get("cycles"), 480_000)],
+    )
+    best = results["models"].get("mnist_uno_best", {})
+    best_avr = _fast(results, "mnist_uno_best", "avr")
+    full = best.get("test_samples") == 10_000 or None
+    goal(
+        "2 better model, same time",
+        "mnist_uno_best >= 98.5 % on the 10,000 MNIST test images (host C) in <= 800,000 cycles (50 ms) "
+        "on the ATmega328P, fitting the Uno",
+        {
+            "accuracy_host_c": best.get("accuracy_host_c"),
+            "test_samples": best.get("test_samples"),
+            "cycles": best_avr.get("cycles"),
+            "image_flash_bytes": best_avr.get("image_flash_bytes"),
+            "image_sram_bytes": best_avr.get("image_sram_bytes"),
+            "bit_exact_vs_torch": best.get("bit_exact_vs_torch"),
+        },
+        [
+            full,
+            at_least(best.get("accuracy_host_c"), 0.985),
+            at_most(best_avr.get("cycles"), 800_000),
+            best.get("bit_exact_vs_torch"),
+        ],
+    )
+    per_mac = {
+        tg: _fast(results, "mnist_uno", tg).get("binary_blocks_per_mac") for tg in ("cortex-m4", "rv32imc", "cortex-m0")
+    }
+    goal(
+        "3 32-bit binary blocks",
+        "mnist_uno's binary blocks <= 0.30 instructions per binary MAC on cortex-m4 and rv32imc, <= 0.50 on cortex-m0",
+        {"binary_blocks_per_mac": per_mac},
+        [at_most(per_mac["cortex-m4"], 0.30), at_most(per_mac["rv32imc"], 0.30), at_most(per_mac["cortex-m0"], 0.50)],
+    )
+    fm = results["models"].get("fashion_m4", {})
+    fm_t = {tg: _fast(results, "fashion_m4", tg) for tg in ("cortex-m4", "rv32imc")}
+    ram = {tg: (r["image_sram_bytes"] + r["peak_stack_bytes"]) if r else None for tg, r in fm_t.items()}
+    goal(
+        "4 a harder task on 32-bit",
+        "fashion_m4 >= 90 % on the 10,000 Fashion-MNIST test images (host C), with its instruction counts on "
+        "cortex-m4 and rv32imc, within 64 KB of RAM",
+        {
+            "accuracy_host_c": fm.get("accuracy_host_c"),
+            "test_samples": fm.get("test_samples"),
+            "instructions": {tg: r.get("instructions") for tg, r in fm_t.items()},
+            "ram_bytes_with_stack": ram,
+        },
+        [fm.get("test_samples") == 10_000 or None, at_least(fm.get("accuracy_host_c"), 0.90)]
+        + [at_most(v, 65_536) for v in ram.values()],
+    )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"mnist_uno fast, binary blocks: {fl['mnist_uno_binary_cycles_per_mac']} cycles/MAC = "
                 f"{fl['distance_to_floor_flash']} x the floor (flash table)"
             )
+    results["goals"] = goals(results)
+    print()
+    for g in results["goals"]:
+        verdict = {True: "met", False: "NOT met", None: "not measured in this run"}[g["met"]]
+        print(f"goal {g['goal']}: {verdict} ({json.dumps(g['measured'])})")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
         print(f"\nwrote {args.json}")

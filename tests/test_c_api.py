@@ -50,8 +50,28 @@ int main(void)
 
 
 def test_c_api_from_a_user_program(tmp_path, tiny_config) -> None:
+    user_program(tmp_path, tiny_config)
+
+
+def test_c_api_wide_binary_window_under_sanitizers(tmp_path) -> None:
+    """A binary window of 45 bytes (the runtime's gathered-words kernel, border masks included)
+    under ASan and UBSan, with the C API's own checks."""
+    config = {
+        "name": "tiny",
+        "input": [2, 6, 7],
+        "layers": [
+            {"type": "conv", "out_channels": 33, "kernel": 2, "padding": 1},
+            {"type": "bconv", "out_channels": 12, "kernel": 3, "stride": [1, 2], "padding": 1},
+            {"type": "blinear", "out_features": 9},
+            {"type": "exit", "classes": 4},
+        ],
+    }
+    user_program(tmp_path, config)
+
+
+def user_program(tmp_path, config: dict) -> None:
     require_tools("cc", package="gcc")
-    model = random_model(tiny_config, seed=11, extreme=True)
+    model = random_model(config, seed=11, extreme=True)
     graph = E.compile(model)
     files = render_model(graph)
     files["main.c"] = MAIN

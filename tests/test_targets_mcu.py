@@ -53,7 +53,8 @@ SHIPLIKE = {
     ],
 }
 
-# Edge cases picked by hand: one channel everywhere; 40 channels; conv straight into the exit.
+# Edge cases picked by hand: one channel everywhere; 40 channels; a binary window over 31 bytes;
+# conv straight into the exit.
 EDGE = [
     {
         "name": "one_channel",
@@ -77,6 +78,22 @@ EDGE = [
             {"type": "bconv", "out_channels": 9, "kernel": [2, 3], "padding": [0, 1]},
             {"type": "blinear", "out_features": 40},
             {"type": "exit", "classes": 3},
+        ],
+    },
+    {  # a binary window of 45 bytes (over the generated kernels' 31): the runtime's gathered words
+        "name": "wide_window",
+        "input": [2, 6, 7],
+        "layers": [
+            {"type": "conv", "out_channels": 33, "kernel": 2, "padding": 1},
+            {
+                "type": "bconv",
+                "out_channels": 12,
+                "kernel": 3,
+                "stride": [1, 2],
+                "padding": 1,
+                "pool": {"kernel": 3, "stride": 2, "padding": 1},
+            },
+            {"type": "exit", "classes": 4},
         ],
     },
     {

@@ -263,6 +263,45 @@ static uint32_t mismatch_words(const uint8_t *a, const uint8_t *w, uint32_t n, u
     return total;
 }
 
+/* Differing bits of at most 26 words at a and w: ``groups`` groups of 3 words then ``singles``
+ * single words, one sum of the byte lanes (<= 8 * 24 + 2 * 8 a lane). Inlined into the loop
+ * over the filters, so the split is computed once per block. */
+EBNN_ALWAYS_INLINE static inline uint32_t mismatch_short(const uint8_t *a, const uint8_t *w, uint32_t groups,
+                                                         uint32_t singles, uint32_t m1, uint32_t m2, uint32_t m4,
+                                                         uint32_t m8)
+{
+    uint32_t lanes = 0;
+    for (; groups > 0u; groups--, a += 12, w += 12) {
+        lanes += words3(a, w, m1, m2, m4);
+    }
+    for (; singles > 0u; singles--, a += 4, w += 4) {
+        lanes += words1(a, w, m1, m2, m4);
+    }
+    return lanes_total(lanes, m8);
+}
+
+/* The same for the taps inside the window only: the bits of each word ANDed with ``mk``. */
+static uint32_t mismatch_words_masked(const uint8_t *a, const uint8_t *w, const uint8_t *mk, uint32_t n, uint32_t m1,
+                                      uint32_t m2, uint32_t m4, uint32_t m8)
+{
+    uint32_t total = 0;
+    while (n > 0u) {
+        uint32_t lanes = 0, groups = n / 3u > 8u ? 8u : n / 3u;
+        n -= groups * 3u;
+        for (; groups > 0u; groups--, a += 12, w += 12, mk += 12) {
+            lanes += fold3((load32(a) ^ load32(w)) & load32(mk), (load32(a + 4) ^ load32(w + 4)) & load32(mk + 4),
+                           (load32(a + 8) ^ load32(w + 8)) & load32(mk + 8), m1, m2, m4);
+        }
+        if (n < 3u) {
+            for (; n > 0u; n--, a += 4, w += 4, mk += 4) {
+                lanes += ebnn_swar_fold(ebnn_swar_nib((load32(a) ^ load32(w)) & load32(mk), m1, m2), m4);
+            }
+        }
+        total += lanes_total(lanes, m8);
+    }
+    return total;
+}
+
 /* Linear block on a 32-bit target, input and rows 4-byte aligned with at most 29 whole words a
  * row, so one sum of the byte lanes a row: at most 9 groups of 3 words and 2 single words, or
  * 4 turns of 6 words and 5 single words (<= 232 a lane). */
@@ -566,6 +605,9 @@ static void pool_range(int c, int pool_k, int pool_s, int pool_p, int out_n, int
 }
 
 static int32_t bin_conv_at_fast(const ebnn_block_t *b, const uint8_t *in, const uint8_t *w, int cy, int cx);
+#if !defined(__AVR__)
+static int bin_positions_words(const ebnn_block_t *b, const uint8_t *in, uint8_t *out);
+#endif
 static void conv_positions(const ebnn_block_t *bp, const uint8_t *in, uint8_t *out, conv_at_fn conv_at);
 static void flip_all(const ebnn_block_t *bp, uint8_t *out);
 
@@ -606,10 +648,99 @@ static void hidden_block_fast(const ebnn_block_t *flash_block, const uint8_t *in
             }
         }
     } else {
+#if !defined(__AVR__)
+        if (conv_at == bin_conv_at_fast && bin_positions_words(&b, in, out)) {
+            flip_all(&b, out);
+            return;
+        }
+#endif
         conv_positions(&b, in, out, conv_at);
     }
     flip_all(&b, out);
 }
+
+#if !defined(__AVR__)
+#define EBNN_WINDOW_WORDS 64u /* binary windows of up to 256 bytes take the gathered path */
+
+/* A binary conv block on a 32-bit target whose filters are whole aligned words (the generated
+ * model pads them; returns 0 and does nothing otherwise): each conv position's window is
+ * gathered once into words in the filters' byte order (row, column, channel byte), zero where
+ * it leaves the input, with a mask of the taps inside at the border; then every filter counts
+ * its differing bits word-wide. The same acc as bin_conv_at_fast, and the same ORs into the
+ * pooled outputs as conv_positions. */
+static int bin_positions_words(const ebnn_block_t *b, const uint8_t *in, uint8_t *out)
+{
+    uint32_t win[EBNN_WINDOW_WORDS], msk[EBNN_WINDOW_WORDS];
+    uint8_t *wb = (uint8_t *)win, *mb = (uint8_t *)msk;
+    uint32_t cb = ((uint32_t)b->in_c + 7u) / 8u, nw = b->w_bytes / 4u, groups = nw / 3u, singles = nw % 3u;
+    uint32_t m1 = 0x55555555u, m2 = 0x33333333u, m4 = 0x0f0f0f0fu, m8 = 0x00ff00ffu;
+    size_t cbo = ((size_t)b->out_c + 7u) / 8u;
+    int cy, cx, oy, ox, oy_lo, oy_hi, ox_lo, ox_hi;
+    if ((b->w_bytes & 3u) != 0u || (((uintptr_t)b->weights) & 3u) != 0u || nw > EBNN_WINDOW_WORDS ||
+        b->w_bytes < (uint32_t)b->k_h * b->k_w * cb) {
+        return 0;
+    }
+    EBNN_KEEP(m1);
+    EBNN_KEEP(m2);
+    EBNN_KEEP(m4);
+    EBNN_KEEP(m8);
+    for (cy = 0; cy < (int)b->conv_h; cy++) {
+        int y0 = cy * (int)b->s_h - (int)b->p_h;
+        int i_lo = y0 < 0 ? -y0 : 0;
+        int i_hi = (int)b->in_h - y0 < (int)b->k_h ? (int)b->in_h - y0 : (int)b->k_h;
+        pool_range(cy, b->pool_k_h, b->pool_s_h, b->pool_p_h, (int)b->out_h, &oy_lo, &oy_hi);
+        if (oy_lo >= oy_hi) {
+            continue;
+        }
+        for (cx = 0; cx < (int)b->conv_w; cx++) {
+            int x0 = cx * (int)b->s_w - (int)b->p_w;
+            int j_lo = x0 < 0 ? -x0 : 0;
+            int j_hi = (int)b->in_w - x0 < (int)b->k_w ? (int)b->in_w - x0 : (int)b->k_w;
+            int inside = i_lo == 0 && j_lo == 0 && i_hi == (int)b->k_h && j_hi == (int)b->k_w, i;
+            int32_t total = 0;
+            uint16_t f;
+            uint8_t byte = 0;
+            pool_range(cx, b->pool_k_w, b->pool_s_w, b->pool_p_w, (int)b->out_w, &ox_lo, &ox_hi);
+            if (ox_lo >= ox_hi) {
+                continue;
+            }
+            memset(win, 0, nw * 4u);
+            if (!inside) {
+                memset(msk, 0, nw * 4u);
+            }
+            if (i_lo < i_hi && j_lo < j_hi) {
+                uint32_t run = (uint32_t)(j_hi - j_lo) * cb;
+                total = (int32_t)((uint32_t)(i_hi - i_lo) * (uint32_t)(j_hi - j_lo) * b->in_c);
+                for (i = i_lo; i < i_hi; i++) {
+                    uint32_t at = ((uint32_t)i * b->k_w + (uint32_t)j_lo) * cb;
+                    memcpy(wb + at, in + ((uint32_t)(y0 + i) * b->in_w + (uint32_t)(x0 + j_lo)) * cb, run);
+                    if (!inside) {
+                        memset(mb + at, 0xff, run);
+                    }
+                }
+            }
+            for (f = 0; f < b->out_c; f++) {
+                const uint8_t *wf = b->weights + (size_t)f * b->w_bytes;
+                uint32_t mism = !inside ? mismatch_words_masked(wb, wf, mb, nw, m1, m2, m4, m8)
+                                : nw <= 26u ? mismatch_short(wb, wf, groups, singles, m1, m2, m4, m8)
+                                            : mismatch_words(wb, wf, nw, m1, m2, m4, m8);
+                if (total - 2 * (int32_t)mism >= EBNN_READ_I32(b->thresholds + f)) {
+                    byte = (uint8_t)(byte | (1u << (f & 7u)));
+                }
+                if ((f & 7u) == 7u || f + 1u == b->out_c) {
+                    for (oy = oy_lo; oy < oy_hi; oy++) {
+                        for (ox = ox_lo; ox < ox_hi; ox++) {
+                            out[((size_t)oy * b->out_w + (size_t)ox) * cbo + (f >> 3)] |= byte;
+                        }
+                    }
+                    byte = 0;
+                }
+            }
+        }
+    }
+    return 1;
+}
+#endif
 
 static void conv_positions(const ebnn_block_t *bp, const uint8_t *in, uint8_t *out, conv_at_fn conv_at)
 {
