@@ -25,7 +25,7 @@ import ebnn_codegen as E
 from ebnn_codegen.checkpoint import data_hash, training_record
 from ebnn_codegen.config import parse_config
 from ebnn_codegen.data.mnist import load as load_data
-from ebnn_codegen.nn.train import AUGMENTS, accuracy, train
+from ebnn_codegen.nn.train import AUGMENTS, accuracy, reestimate_batch_norm, train
 
 
 def cost(config: dict) -> dict:
@@ -36,8 +36,8 @@ def cost(config: dict) -> dict:
     return {"first_macs": first.macs, "binary_macs": binary, "weight_bytes_approx": weight_bits // 8}
 
 
-def one(job: tuple[str, dict, int, str, str, int, float, int | None, int, str, str]) -> dict:
-    path, config, epochs, device, out, seed, lr, limit, threads, augment, command = job
+def one(job: tuple[str, dict, int, str, str, int, float, int | None, int, str, bool, str]) -> dict:
+    path, config, epochs, device, out, seed, lr, limit, threads, augment, bn_pass, command = job
     torch.set_num_threads(threads)
     x_train, y_train = load_data("mnist", "train", n=limit)
     x_test, y_test = load_data("mnist", "test")
@@ -57,6 +57,8 @@ def one(job: tuple[str, dict, int, str, str, int, float, int | None, int, str, s
         device=device,
         log=None,
     )
+    if bn_pass:
+        reestimate_batch_norm(model, x_train, device=device)
     acc = accuracy(model, x_test, y_test)
     ckpt = Path(out) / f"{config['name']}.pt"
     model.config["meta"] = {
@@ -94,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--augment", default="shift", choices=sorted(AUGMENTS))
+    p.add_argument(
+        "--reestimate-bn",
+        action="store_true",
+        help="after training, recompute the batch-norm statistics over the training images",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch threads per job")
     p.add_argument("--limit", type=int, default=None, help="first N training images only")
     args = p.parse_args(argv)
@@ -111,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             args.limit,
             args.threads,
             args.augment,
+            args.reestimate_bn,
             command,
         )
         for c in args.configs

@@ -29,7 +29,7 @@ import ebnn_codegen as E
 from ebnn_codegen import api
 from ebnn_codegen.checkpoint import data_hash, training_record
 from ebnn_codegen.data.mnist import load as load_data
-from ebnn_codegen.nn.train import AUGMENTS, accuracy, train
+from ebnn_codegen.nn.train import AUGMENTS, accuracy, reestimate_batch_norm, train
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         choices=sorted(AUGMENTS),
         help="shift: the batch moved by up to 2 pixels (the default with no value); crop: each image "
         "on its own; crop-flip: crop, and mirrored left-right half of the time",
+    )
+    p.add_argument(
+        "--reestimate-bn",
+        action="store_true",
+        help="after training, recompute the batch-norm statistics over the training images",
     )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -99,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         augment=AUGMENTS[args.augment] if args.augment else None,
     )
+    if args.reestimate_bn:
+        reestimate_batch_norm(model, x_train)
     train_s = time.perf_counter() - t0
     out = Path(args.output or f"{config['name']}.pt")
     model.config["meta"] = {

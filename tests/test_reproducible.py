@@ -162,3 +162,35 @@ def test_augments_move_each_image_on_its_own_and_keep_its_pixels():
     assert all(m or u for m, u in zip(mirrored, unchanged))
     assert 10 < sum(mirrored) < 54
     assert set(AUGMENTS) == {"shift", "crop", "crop-flip"}
+
+
+def test_batch_norm_reestimation_averages_the_statistics_over_the_data():
+    """reestimate_batch_norm replaces stale running statistics by the mean and variance of the
+    pre-batch-norm values over the given images (here one batch: exact), and keeps the momentum."""
+    import numpy as np
+    import torch
+
+    import ebnn_codegen as E
+    from ebnn_codegen.nn.train import reestimate_batch_norm
+
+    cfg = {
+        "name": "bn_pass",
+        "input": [1, 8, 8],
+        "layers": [
+            {"type": "conv", "out_channels": 4, "kernel": 3, "padding": 1},
+            {"type": "blinear", "out_features": 6},
+            {"type": "exit", "classes": 3},
+        ],
+    }
+    torch.manual_seed(0)
+    model = E.build(cfg)
+    first = model.blocks[0]
+    first.bn.running_mean.fill_(123.0)
+    first.bn.running_var.fill_(1e-3)
+    x = np.random.default_rng(1).integers(0, 256, (50, 1, 8, 8), dtype=np.uint8)
+    reestimate_batch_norm(model, x, batch=50)
+    assert not model.training and first.bn.momentum == 0.1
+    with torch.no_grad():
+        acc = first.accumulator(torch.from_numpy(x).float())
+    torch.testing.assert_close(first.bn.running_mean, acc.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(first.bn.running_var, acc.var(dim=(0, 2, 3), unbiased=True))

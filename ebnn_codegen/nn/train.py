@@ -80,6 +80,30 @@ AUGMENTS: dict[str, Callable[[torch.Tensor, np.random.Generator], torch.Tensor]]
 
 
 @torch.no_grad()
+def reestimate_batch_norm(
+    model: nn.Module, x: np.ndarray, batch: int = 1000, device: str | torch.device = "cpu"
+) -> None:
+    """Recompute every batch norm's running mean and variance over ``x`` (no augmentation) with the
+    final binary weights: the running averages kept during training mix statistics of weights
+    that changed on the way, and the integer thresholds are folded from these numbers.  The
+    statistics become the average over the batches of ``x`` (``momentum=None``); weights and the
+    batch norms' affine parameters are not touched.  Leaves the model in eval mode."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.to(device)
+    model.train()
+    for i in range(0, len(x), batch):
+        model(torch.from_numpy(np.asarray(x[i : i + batch])).float().to(device))
+    for bn, momentum in zip(bns, saved, strict=True):
+        bn.momentum = momentum
+    model.eval()
+    model.to("cpu")
+
+
+@torch.no_grad()
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
     """Top-1 accuracy of the torch model in eval mode on uint8 inputs."""
     was_training = model.training
