@@ -25,7 +25,7 @@ import ebnn_codegen as E
 from ebnn_codegen.checkpoint import data_hash, training_record
 from ebnn_codegen.config import parse_config
 from ebnn_codegen.data.mnist import load as load_data
-from ebnn_codegen.nn.train import AUGMENTS, accuracy, reestimate_batch_norm, train
+from ebnn_codegen.nn.train import AUGMENTS, accuracy, float_teacher, reestimate_batch_norm, train
 
 
 def cost(config: dict) -> dict:
@@ -36,14 +36,28 @@ def cost(config: dict) -> dict:
     return {"first_macs": first.macs, "binary_macs": binary, "weight_bytes_approx": weight_bits // 8}
 
 
-def one(job: tuple[str, dict, int, str, str, int, float, int | None, int, str, bool, str]) -> dict:
-    path, config, epochs, device, out, seed, lr, limit, threads, augment, bn_pass, command = job
+def one(job: tuple[str, dict, int, str, str, int, float, int | None, int, str, bool, tuple[float, int], str]) -> dict:
+    path, config, epochs, device, out, seed, lr, limit, threads, augment, bn_pass, distill, command = job
     torch.set_num_threads(threads)
     x_train, y_train = load_data("mnist", "train", n=limit)
     x_test, y_test = load_data("mnist", "test")
     torch.manual_seed(seed)
     model = E.build(config)
     t0 = time.perf_counter()
+    teacher = None
+    if distill[0] > 0:
+        teacher = float_teacher(tuple(config["input"]), config["layers"][-1]["classes"])
+        train(
+            teacher,
+            x_train,
+            y_train,
+            epochs=distill[1],
+            lr=1e-3,
+            seed=seed,
+            augment=AUGMENTS[augment],
+            device=device,
+            log=None,
+        )
     hist = train(
         model,
         x_train,
@@ -56,6 +70,8 @@ def one(job: tuple[str, dict, int, str, str, int, float, int | None, int, str, b
         augment=AUGMENTS[augment],
         device=device,
         log=None,
+        teacher=teacher,
+        distill=distill[0],
     )
     if bn_pass:
         reestimate_batch_norm(model, x_train, device=device)
@@ -101,6 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="after training, recompute the batch-norm statistics over the training images",
     )
+    p.add_argument(
+        "--distill",
+        type=float,
+        default=0.0,
+        metavar="ALPHA",
+        help="train a float teacher first (--teacher-epochs) and distil it with this weight (0: off)",
+    )
+    p.add_argument("--teacher-epochs", type=int, default=4)
     p.add_argument("--threads", type=int, default=2, help="torch threads per job")
     p.add_argument("--limit", type=int, default=None, help="first N training images only")
     args = p.parse_args(argv)
@@ -119,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             args.threads,
             args.augment,
             args.reestimate_bn,
+            (args.distill, args.teacher_epochs),
             command,
         )
         for c in args.configs

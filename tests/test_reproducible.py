@@ -194,3 +194,34 @@ def test_batch_norm_reestimation_averages_the_statistics_over_the_data():
         acc = first.accumulator(torch.from_numpy(x).float())
     torch.testing.assert_close(first.bn.running_mean, acc.mean(dim=(0, 2, 3)))
     torch.testing.assert_close(first.bn.running_var, acc.var(dim=(0, 2, 3), unbiased=True))
+
+
+def test_distillation_uses_the_teacher_and_checks_its_weight():
+    """train() with a teacher: the same seed gives other weights than without one (the soft
+    targets enter the loss); a teacher with distill outside (0, 1] is refused."""
+    import numpy as np
+    import pytest
+    import torch
+
+    import ebnn_codegen as E
+    from ebnn_codegen.nn.train import float_teacher, train
+
+    cfg = {
+        "name": "kd",
+        "input": [1, 8, 8],
+        "layers": [{"type": "conv", "out_channels": 4, "kernel": 3, "padding": 1}, {"type": "exit", "classes": 3}],
+    }
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (64, 1, 8, 8), dtype=np.uint8)
+    y = rng.integers(0, 3, 64)
+    teacher = float_teacher((1, 8, 8), 3, width=4)
+    assert teacher(torch.zeros(2, 1, 8, 8)).shape == (2, 3)
+    weights = []
+    for kw in ({}, {"teacher": teacher, "distill": 0.7}):
+        torch.manual_seed(0)
+        model = E.build(cfg)
+        train(model, x, y, epochs=1, batch_size=16, log=None, **kw)
+        weights.append(model.blocks[0].conv.weight.detach().clone())
+    assert not torch.equal(weights[0], weights[1])
+    with pytest.raises(ValueError, match="distill"):
+        train(E.build(cfg), x, y, epochs=1, log=None, teacher=teacher, distill=0.0)

@@ -79,6 +79,34 @@ AUGMENTS: dict[str, Callable[[torch.Tensor, np.random.Generator], torch.Tensor]]
 }
 
 
+def float_teacher(in_shape: tuple[int, int, int], classes: int, width: int = 32) -> nn.Module:
+    """A small real-valued CNN for :func:`train`'s ``teacher`` (never deployed): two 3x3 conv +
+    batch norm + ReLU + 2x2 max-pool stages of ``width`` and ``2 * width`` channels, a hidden
+    layer of 128 units, on the raw pixels scaled to 0..1."""
+    c, h, w = in_shape
+    flat = 2 * width * (h // 4) * (w // 4)
+
+    class Scale(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x / 255.0
+
+    return nn.Sequential(
+        Scale(),
+        nn.Conv2d(c, width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(2 * width),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(flat, 128),
+        nn.ReLU(),
+        nn.Linear(128, classes),
+    )
+
+
 @torch.no_grad()
 def reestimate_batch_norm(
     model: nn.Module, x: np.ndarray, batch: int = 1000, device: str | torch.device = "cpu"
@@ -134,17 +162,28 @@ def train(
     log: Log | None = _stderr,
     progress_every: int = 50,
     device: str | torch.device = "cpu",
+    teacher: nn.Module | None = None,
+    distill: float = 0.0,
+    temperature: float = 4.0,
 ) -> History:
     """Train ``model`` on uint8 images ``x`` (N, C, H, W) with labels ``y``; returns a History.
 
     The learning rate follows a cosine schedule from ``lr`` to ``lr_end``.
     Progress (epoch, step, loss, accuracy, time) goes to ``log``; pass
-    ``log=None`` for silence.
+    ``log=None`` for silence.  With a ``teacher`` (a trained model, frozen, in eval mode) and
+    ``0 < distill <= 1`` the loss is ``(1 - distill) * cross-entropy + distill * T^2 *
+    KL(teacher || model)`` on the class scores softened by ``T = temperature`` (knowledge
+    distillation, Hinton et al. 2015), on the same augmented batch.
     """
+    if teacher is not None and not 0.0 < distill <= 1.0:
+        raise ValueError(f"distill must be in (0, 1] with a teacher, got {distill}")
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     device = torch.device(device)
     model.to(device)
+    if teacher is not None:
+        teacher.to(device)
+        teacher.eval()
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(x) / batch_size)
     total = epochs * steps_per_epoch
@@ -168,6 +207,13 @@ def train(
             yb = yt[idx]
             out = model(xb)
             loss = loss_fn(out, yb)
+            if teacher is not None:
+                with torch.no_grad():
+                    soft = torch.softmax(teacher(xb) / temperature, dim=1)
+                kd = nn.functional.kl_div(torch.log_softmax(out / temperature, dim=1), soft, reduction="batchmean") * (
+                    temperature**2
+                )
+                loss = (1.0 - distill) * loss + distill * kd
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
