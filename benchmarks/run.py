@@ -4,6 +4,7 @@
     python benchmarks/run.py                      # everything (about 10 minutes on 2 cores)
     python benchmarks/run.py --quick              # mnist_uno on avr and cortex-m4 only, 1,000 test images
     python benchmarks/run.py --json results.json  # also write the numbers as JSON
+    python benchmarks/run.py --models fashion_m4 --update benchmarks/results.json  # re-measure one model
 
 Per reference model (examples/models/*.pt, with its dataset):
   * accuracy of the host C build on the full test set, the time to run it, and the time to
@@ -199,6 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="mnist_uno on avr and cortex-m4, 1,000 test images")
     p.add_argument("--json", default=None, help="write the results to this file")
+    p.add_argument(
+        "--update",
+        default=None,
+        metavar="FILE",
+        help="merge into this results file: the models measured in this run replace theirs, the others "
+        "are kept (each model records the date it was measured), the goals are recomputed",
+    )
     p.add_argument("--models", default=None, help="comma-separated subset of " + ",".join(MODELS))
     p.add_argument("--targets", default=None, help="comma-separated subset of " + ",".join(TARGETS))
     args = p.parse_args(argv)
@@ -259,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if "ratio_reference_over_fast" in res:
                 print(f"  {tg}: reference / fast = {res['ratio_reference_over_fast']}x", flush=True)
+        entry["measured"] = results["date"]
         results["models"][name] = entry
 
     if "avr" in targets:
@@ -296,14 +305,21 @@ def main(argv: list[str] | None = None) -> int:
                 f"mnist_uno fast, binary blocks: {fl['mnist_uno_binary_cycles_per_mac']} cycles/MAC = "
                 f"{fl['distance_to_floor_flash']} x the floor (flash table)"
             )
+    if args.update:
+        merged = json.loads(Path(args.update).read_text())
+        merged["models"].update(results["models"])
+        if "avr_floor" in results:
+            merged["avr_floor"] = results["avr_floor"]
+        merged["date"] = results["date"]
+        results = merged
     results["goals"] = goals(results)
     print()
     for g in results["goals"]:
         verdict = {True: "met", False: "NOT met", None: "not measured in this run"}[g["met"]]
         print(f"goal {g['goal']}: {verdict} ({json.dumps(g['measured'])})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+    for out in dict.fromkeys(o for o in (args.json, args.update) if o):
+        Path(out).write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwrote {out}")
     return 0
 
 
