@@ -29,7 +29,7 @@ import ebnn_codegen as E
 from ebnn_codegen import api
 from ebnn_codegen.checkpoint import data_hash, training_record
 from ebnn_codegen.data.mnist import load as load_data
-from ebnn_codegen.nn.train import AUGMENTS, accuracy, reestimate_batch_norm, train
+from ebnn_codegen.nn.train import AUGMENTS, accuracy, float_teacher, reestimate_batch_norm, train
 
 HERE = Path(__file__).resolve().parent
 
@@ -69,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="after training, recompute the batch-norm statistics over the training images",
     )
+    p.add_argument(
+        "--distill",
+        type=float,
+        default=0.0,
+        metavar="ALPHA",
+        help="train a float teacher first (--teacher-epochs) and distil it with this weight (0: off)",
+    )
+    p.add_argument("--teacher-epochs", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", default=None, help="keep only these labels (comma-separated), relabelled 0, 1, ...")
@@ -92,6 +100,22 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     model = E.build(config)
     t0 = time.perf_counter()
+    teacher = None
+    if args.distill > 0:
+        teacher = float_teacher(tuple(config["input"]), config["layers"][-1]["classes"])
+        print(f"teacher: a float CNN, {args.teacher_epochs} epochs", file=sys.stderr)
+        train(
+            teacher,
+            x_train,
+            y_train,
+            epochs=args.teacher_epochs,
+            batch_size=args.batch_size,
+            lr=1e-3,
+            x_val=x_test,
+            y_val=y_test,
+            seed=args.seed,
+            augment=AUGMENTS[args.augment] if args.augment else None,
+        )
     train(
         model,
         x_train,
@@ -103,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         y_val=y_test,
         seed=args.seed,
         augment=AUGMENTS[args.augment] if args.augment else None,
+        teacher=teacher,
+        distill=args.distill,
     )
     if args.reestimate_bn:
         reestimate_batch_norm(model, x_train)
