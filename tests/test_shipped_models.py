@@ -26,7 +26,15 @@ def record_of(path: Path) -> dict:
 def test_the_shipped_models_are_found():
     """The records below are checked on every checkpoint in examples/models (a new one needs its record)."""
     names = {p.name for p in MODELS}
-    assert {"ddnn_mnist_tiles.pt", "ddnn_mvmc_like.pt", "mnist_small.pt", "mnist_uno.pt", "rgb32_device.pt"} <= names
+    assert {
+        "ddnn_mnist_tiles.pt",
+        "ddnn_mvmc_like.pt",
+        "fashion_m4.pt",
+        "mnist_small.pt",
+        "mnist_uno.pt",
+        "mnist_uno_best.pt",
+        "rgb32_device.pt",
+    } <= names
 
 
 @pytest.mark.quick

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..codegen.traits import TargetTraits
-from ..errors import FitError
+from ..errors import CodegenError, FitError
 from ..ir import Model
 from .base import Emulation, RunResult, check_inputs, decode_records
 from .chips import CHIPS
@@ -29,7 +29,8 @@ from .simavr import Simavr
 from .toolchain import CrossCompiler
 
 MAX_OBJECT_BYTES = 32767  # avr-gcc: the largest array (16-bit pointers)
-STACK_MARGIN = 128  # RAM the run harness needs beyond its static RAM
+STACK_MARGIN = 128  # RAM the run harness needs beyond its static RAM, at least
+RUN_FRAMES = 16  # the run harness's frames above the SIZE run's peak stack (its trace copies are leaves)
 PACKAGES = "gcc-avr binutils-avr avr-libc simavr libsimavr-dev libelf-dev pkg-config"
 TOOLS = ("avr-gcc", "avr-nm", "avr-size", "pkg-config", "cc")
 
@@ -85,7 +86,7 @@ class AvrTarget(McuTarget):
         first = x if len(x) * ib <= MAX_OBJECT_BYTES else x[:1]
         elf, overflow = self.build_kept(graph, kernels, MODE_RUN, first)
         image = self.image_sizes(elf)
-        ram = image["image_sram_bytes"] + STACK_MARGIN
+        ram = image["image_sram_bytes"] + self.run_stack(graph, kernels)
         chip = self.chip
         if ram > chip.sram_bytes or (overflow is not None and not overflow.is_flash):
             return 0, (
@@ -102,6 +103,16 @@ class AvrTarget(McuTarget):
                 f"the {chip.name} has {chip.flash_bytes:,} B"
             )
         return per_elf, ""
+
+    def run_stack(self, graph: Model, kernels: str) -> int:
+        """Stack the run harness needs beyond its static RAM: the model's peak stack measured in a
+        SIZE run (cached per ELF) plus the harness's own frames (``RUN_FRAMES``), at least
+        ``STACK_MARGIN``; ``STACK_MARGIN`` when the SIZE firmware cannot be measured on this chip."""
+        try:
+            stack = int(self.measure_size(graph, kernels)[0]["peak_stack_bytes"])
+        except CodegenError:
+            return STACK_MARGIN
+        return max(STACK_MARGIN, stack + RUN_FRAMES)
 
     def _run_batches(
         self, graph: Model, kernels: str, x: np.ndarray, per_elf: int, timeout_s: float | None
