@@ -20,12 +20,13 @@ import time
 from pathlib import Path
 
 import torch
+from train_mnist import add_recipe_arguments, teacher_for
 
 import ebnn_codegen as E
 from ebnn_codegen.checkpoint import data_hash, training_record
 from ebnn_codegen.config import parse_config
 from ebnn_codegen.data.mnist import load as load_data
-from ebnn_codegen.nn.train import AUGMENTS, accuracy, float_teacher, reestimate_batch_norm, train
+from ebnn_codegen.nn.train import AUGMENTS, accuracy, reestimate_batch_norm, train
 
 
 def cost(config: dict) -> dict:
@@ -44,20 +45,7 @@ def one(job: tuple[str, dict, int, str, str, int, float, int | None, int, str, b
     torch.manual_seed(seed)
     model = E.build(config)
     t0 = time.perf_counter()
-    teacher = None
-    if distill[0] > 0:
-        teacher = float_teacher(tuple(config["input"]), config["layers"][-1]["classes"])
-        train(
-            teacher,
-            x_train,
-            y_train,
-            epochs=distill[1],
-            lr=1e-3,
-            seed=seed,
-            augment=AUGMENTS[augment],
-            device=device,
-            log=None,
-        )
+    teacher = teacher_for(config, x_train, y_train, distill[0], distill[1], seed, augment, device=device, log=None)
     hist = train(
         model,
         x_train,
@@ -112,19 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--augment", default="shift", choices=sorted(AUGMENTS))
-    p.add_argument(
-        "--reestimate-bn",
-        action="store_true",
-        help="after training, recompute the batch-norm statistics over the training images",
-    )
-    p.add_argument(
-        "--distill",
-        type=float,
-        default=0.0,
-        metavar="ALPHA",
-        help="train a float teacher first (--teacher-epochs) and distil it with this weight (0: off)",
-    )
-    p.add_argument("--teacher-epochs", type=int, default=4)
+    add_recipe_arguments(p)
     p.add_argument("--threads", type=int, default=2, help="torch threads per job")
     p.add_argument("--limit", type=int, default=None, help="first N training images only")
     args = p.parse_args(argv)

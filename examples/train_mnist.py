@@ -47,6 +47,41 @@ def to_rgb32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(padded, 3, axis=1))
 
 
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """The training-recipe options shared with examples/sweep_mnist.py."""
+    p.add_argument(
+        "--reestimate-bn",
+        action="store_true",
+        help="after training, recompute the batch-norm statistics over the training images",
+    )
+    p.add_argument(
+        "--distill",
+        type=float,
+        default=0.0,
+        metavar="ALPHA",
+        help="train a float teacher first (--teacher-epochs) and distil it with this weight (0: off)",
+    )
+    p.add_argument("--teacher-epochs", type=int, default=4)
+
+
+def teacher_for(
+    config: dict,
+    x: np.ndarray,
+    y: np.ndarray,
+    distill: float,
+    epochs: int,
+    seed: int,
+    augment: str | None,
+    **kw: object,
+) -> torch.nn.Module | None:
+    """A trained float teacher for ``--distill`` (None when it is 0)."""
+    if distill <= 0:
+        return None
+    teacher = float_teacher(tuple(config["input"]), config["layers"][-1]["classes"])
+    train(teacher, x, y, epochs=epochs, lr=1e-3, seed=seed, augment=AUGMENTS[augment] if augment else None, **kw)
+    return teacher
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(HERE / "configs" / "mnist_small.json"))
@@ -64,19 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         help="shift: the batch moved by up to 2 pixels (the default with no value); crop: each image "
         "on its own; crop-flip: crop, and mirrored left-right half of the time",
     )
-    p.add_argument(
-        "--reestimate-bn",
-        action="store_true",
-        help="after training, recompute the batch-norm statistics over the training images",
-    )
-    p.add_argument(
-        "--distill",
-        type=float,
-        default=0.0,
-        metavar="ALPHA",
-        help="train a float teacher first (--teacher-epochs) and distil it with this weight (0: off)",
-    )
-    p.add_argument("--teacher-epochs", type=int, default=4)
+    add_recipe_arguments(p)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--classes", default=None, help="keep only these labels (comma-separated), relabelled 0, 1, ...")
@@ -100,22 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     model = E.build(config)
     t0 = time.perf_counter()
-    teacher = None
-    if args.distill > 0:
-        teacher = float_teacher(tuple(config["input"]), config["layers"][-1]["classes"])
-        print(f"teacher: a float CNN, {args.teacher_epochs} epochs", file=sys.stderr)
-        train(
-            teacher,
-            x_train,
-            y_train,
-            epochs=args.teacher_epochs,
-            batch_size=args.batch_size,
-            lr=1e-3,
-            x_val=x_test,
-            y_val=y_test,
-            seed=args.seed,
-            augment=AUGMENTS[args.augment] if args.augment else None,
-        )
+    teacher = teacher_for(
+        config, x_train, y_train, args.distill, args.teacher_epochs, args.seed, args.augment, batch_size=args.batch_size
+    )
     train(
         model,
         x_train,
