@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import torch
-from train_mnist import add_recipe_arguments, teacher_for
+from train_mnist import add_recipe_arguments, fit
 
 import ebnn_codegen as E
 from ebnn_codegen.checkpoint import data_hash, training_record
 from ebnn_codegen.config import parse_config
 from ebnn_codegen.data.mnist import load as load_data
-from ebnn_codegen.nn.train import AUGMENTS, accuracy, reestimate_batch_norm, train
+from ebnn_codegen.nn.train import AUGMENTS, accuracy
 
 
 def cost(config: dict) -> dict:
@@ -37,44 +37,27 @@ def cost(config: dict) -> dict:
     return {"first_macs": first.macs, "binary_macs": binary, "weight_bytes_approx": weight_bits // 8}
 
 
-def one(job: tuple[str, dict, int, str, str, int, float, int | None, int, str, bool, tuple[float, int], str]) -> dict:
-    path, config, epochs, device, out, seed, lr, limit, threads, augment, bn_pass, distill, command = job
-    torch.set_num_threads(threads)
-    x_train, y_train = load_data("mnist", "train", n=limit)
+def one(job: tuple[str, dict, argparse.Namespace, str]) -> dict:
+    path, config, args, command = job
+    torch.set_num_threads(args.threads)
+    x_train, y_train = load_data("mnist", "train", n=args.limit)
     x_test, y_test = load_data("mnist", "test")
-    torch.manual_seed(seed)
+    torch.manual_seed(args.seed)
     model = E.build(config)
     t0 = time.perf_counter()
-    teacher = teacher_for(config, x_train, y_train, distill[0], distill[1], seed, augment, device=device, log=None)
-    hist = train(
-        model,
-        x_train,
-        y_train,
-        epochs=epochs,
-        lr=lr,
-        x_val=x_test,
-        y_val=y_test,
-        seed=seed,
-        augment=AUGMENTS[augment],
-        device=device,
-        log=None,
-        teacher=teacher,
-        distill=distill[0],
-    )
-    if bn_pass:
-        reestimate_batch_norm(model, x_train, device=device)
+    x_train, y_train, hist = fit(model, config, x_train, y_train, x_test, y_test, args, device=args.device, log=None)
     acc = accuracy(model, x_test, y_test)
-    ckpt = Path(out) / f"{config['name']}.pt"
+    ckpt = Path(args.out) / f"{config['name']}.pt"
     model.config["meta"] = {
         "training": training_record(
             command,
             data_hash(x_train, y_train),
             dataset="mnist",
             samples=len(x_train),
-            epochs=epochs,
+            epochs=args.epochs,
             seconds=round(time.perf_counter() - t0, 1),
-            threads=threads,
-            torch_device=device,
+            threads=args.threads,
+            torch_device=args.device,
         )
     }
     E.save(model, ckpt)
@@ -106,24 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     command = "python examples/sweep_mnist.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    jobs = [
-        (
-            c,
-            json.loads(Path(c).read_text()),
-            args.epochs,
-            args.device,
-            args.out,
-            args.seed,
-            args.lr,
-            args.limit,
-            args.threads,
-            args.augment,
-            args.reestimate_bn,
-            (args.distill, args.teacher_epochs),
-            command,
-        )
-        for c in args.configs
-    ]
+    jobs = [(c, json.loads(Path(c).read_text()), args, command) for c in args.configs]
     if args.jobs > 1:
         with mp.get_context("spawn").Pool(args.jobs) as pool:
             results = pool.map(one, jobs)

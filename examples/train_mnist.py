@@ -29,9 +29,22 @@ import ebnn_codegen as E
 from ebnn_codegen import api
 from ebnn_codegen.checkpoint import data_hash, training_record
 from ebnn_codegen.data.mnist import load as load_data
-from ebnn_codegen.nn.train import AUGMENTS, accuracy, float_teacher, reestimate_batch_norm, train
+from ebnn_codegen.nn.train import (
+    AUGMENTS,
+    History,
+    Log,
+    accuracy,
+    finetune_deployed,
+    float_teacher,
+    reestimate_batch_norm,
+    train,
+)
 
 HERE = Path(__file__).resolve().parent
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 def select_classes(x: np.ndarray, y: np.ndarray, keep: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +75,23 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
         help="train a float teacher first (--teacher-epochs) and distil it with this weight (0: off)",
     )
     p.add_argument("--teacher-epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument(
+        "--holdout",
+        type=int,
+        default=0,
+        metavar="N",
+        help="keep the last N training images out of training, to choose the fine-tuned state (never the test set)",
+    )
+    p.add_argument(
+        "--finetune",
+        type=int,
+        default=0,
+        metavar="EPOCHS",
+        help="after training (and the batch-norm pass), fine-tune with the batch norms frozen and the first "
+        "block fixed, keeping the best state on the --holdout images",
+    )
+    p.add_argument("--finetune-lr", type=float, default=1e-4)
 
 
 def teacher_for(
@@ -82,12 +112,66 @@ def teacher_for(
     return teacher
 
 
+def fit(
+    model: torch.nn.Module,
+    config: dict,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    args: argparse.Namespace,
+    *,
+    device: str = "cpu",
+    log: Log | None = _log,
+) -> tuple[np.ndarray, np.ndarray, History]:
+    """The training recipe of add_recipe_arguments' options, in order: the last ``--holdout``
+    images set aside, a float teacher (``--distill``), training (the test images only for the
+    printed curve), the batch-norm pass, the deployed fine-tune that keeps its best state on the
+    held-out images.  Returns the images the model was trained on and the training's History."""
+    if args.holdout:
+        x_hold, y_hold = x_train[len(x_train) - args.holdout :], y_train[len(y_train) - args.holdout :]
+        x_train, y_train = x_train[: len(x_train) - args.holdout], y_train[: len(y_train) - args.holdout]
+    augment = AUGMENTS[args.augment] if args.augment else None
+    kw: dict = {"batch_size": args.batch_size, "device": device, "log": log}
+    teacher = teacher_for(config, x_train, y_train, args.distill, args.teacher_epochs, args.seed, args.augment, **kw)
+    hist = train(
+        model,
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        lr=args.lr,
+        x_val=x_test,
+        y_val=y_test,
+        seed=args.seed,
+        augment=augment,
+        teacher=teacher,
+        distill=args.distill,
+        **kw,
+    )
+    if args.reestimate_bn:
+        reestimate_batch_norm(model, x_train, device=device)
+    if args.finetune:
+        finetune_deployed(
+            model,
+            x_train,
+            y_train,
+            x_val=x_hold,
+            y_val=y_hold,
+            epochs=args.finetune,
+            batch_size=args.batch_size,
+            lr=args.finetune_lr,
+            seed=args.seed + 1,
+            augment=augment,
+            log=log,
+        )
+    return x_train, y_train, hist
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(HERE / "configs" / "mnist_small.json"))
     p.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist", "digits"))
     p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     p.add_argument(
@@ -118,30 +202,14 @@ def main(argv: list[str] | None = None) -> int:
         x_test, y_test = select_classes(x_test, y_test, keep)
     if args.rgb32:
         x_train, x_test = to_rgb32(x_train), to_rgb32(x_test)
+    if args.finetune and not 0 < args.holdout < len(x_train):
+        p.error("--finetune needs --holdout N with 0 < N < the number of training images")
     print(f"data: {args.dataset} train {x_train.shape} test {x_test.shape}", file=sys.stderr)
 
     torch.manual_seed(args.seed)
     model = E.build(config)
     t0 = time.perf_counter()
-    teacher = teacher_for(
-        config, x_train, y_train, args.distill, args.teacher_epochs, args.seed, args.augment, batch_size=args.batch_size
-    )
-    train(
-        model,
-        x_train,
-        y_train,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        x_val=x_test,
-        y_val=y_test,
-        seed=args.seed,
-        augment=AUGMENTS[args.augment] if args.augment else None,
-        teacher=teacher,
-        distill=args.distill,
-    )
-    if args.reestimate_bn:
-        reestimate_batch_norm(model, x_train)
+    x_train, y_train, _ = fit(model, config, x_train, y_train, x_test, y_test, args)
     train_s = time.perf_counter() - t0
     out = Path(args.output or f"{config['name']}.pt")
     model.config["meta"] = {

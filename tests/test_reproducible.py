@@ -225,3 +225,43 @@ def test_distillation_uses_the_teacher_and_checks_its_weight():
     assert not torch.equal(weights[0], weights[1])
     with pytest.raises(ValueError, match="distill"):
         train(E.build(cfg), x, y, epochs=1, log=None, teacher=teacher, distill=0.0)
+
+
+def test_finetune_deployed_keeps_statistics_and_first_block_and_returns_the_best_state():
+    """finetune_deployed trains as deployed: the batch norms' running statistics are not touched
+    (eval mode), the first block's weights stay fixed, other weights move, and the state it
+    returns is the best of its validation checks (the starting one included)."""
+    import numpy as np
+    import torch
+
+    import ebnn_codegen as E
+    from ebnn_codegen.nn.train import accuracy, finetune_deployed, train
+
+    cfg = {
+        "name": "ft",
+        "input": [1, 8, 8],
+        "layers": [
+            {"type": "conv", "out_channels": 4, "kernel": 3, "padding": 1},
+            {"type": "blinear", "out_features": 8},
+            {"type": "exit", "classes": 3},
+        ],
+    }
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (192, 1, 8, 8), dtype=np.uint8)
+    y = (x[:, 0, :4].reshape(192, -1).mean(1) > x[:, 0, 4:].reshape(192, -1).mean(1)).astype(np.int64)
+    y[::3] = 2
+    torch.manual_seed(0)
+    model = E.build(cfg)
+    train(model, x[:128], y[:128], epochs=1, batch_size=32, log=None)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    hist = finetune_deployed(
+        model, x[:128], y[:128], x_val=x[128:], y_val=y[128:], epochs=3, batch_size=16, lr=0.05, check_every=2, log=None
+    )
+    after = model.state_dict()
+    for name, value in before.items():
+        if "running_" in name or "num_batches" in name or name.startswith("blocks.0.conv."):
+            assert torch.equal(value, after[name]), name
+    assert not torch.equal(before["blocks.1.linear.weight"], after["blocks.1.linear.weight"])
+    assert len(hist.val_acc) == 1 + 3 * 8 // 2
+    assert accuracy(model, x[128:], y[128:]) == max(hist.val_acc)
+    assert not model.training

@@ -131,6 +131,86 @@ def reestimate_batch_norm(
     model.to("cpu")
 
 
+def finetune_deployed(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    epochs: int = 3,
+    batch_size: int = 128,
+    lr: float = 1e-4,
+    frozen: tuple[str, ...] = ("blocks.0.conv.",),
+    check_every: int = 100,
+    seed: int = 1,
+    augment: Callable[[torch.Tensor, np.random.Generator], torch.Tensor] | None = None,
+    log: Log | None = _stderr,
+) -> History:
+    """Fine-tune ``model`` as it is deployed and keep the best state seen on ``(x_val, y_val)``.
+
+    Every batch norm stays in eval mode: its statistics are frozen, so the forward pass is the
+    integer network the compiler emits (the thresholds move only through the affine parameters,
+    which the straight-through gradient reaches).  Training in batch-statistics mode hides what a
+    single flipped weight does to the deployed thresholds, which is why a binary network's eval
+    accuracy jumps by points between neighbouring steps.  Parameters whose names start with one
+    of ``frozen`` are not updated: by default the first block's weights, which multiply pixels
+    0..255 (one flip moves an accumulator by up to 510).  The learning rate falls from ``lr`` to
+    0 on a cosine; every ``check_every`` steps and at the end the accuracy on the validation
+    images is measured and the best state is restored at the end (ties keep the earlier state;
+    the starting state counts).  ``history.val_acc`` holds every check.
+    """
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    params = [p for n, p in model.named_parameters() if not n.startswith(frozen)]
+    opt = torch.optim.Adam(params, lr=lr)
+    steps_per_epoch = math.ceil(len(x) / batch_size)
+    total = max(1, epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    loss_fn = nn.CrossEntropyLoss()
+    hist = History()
+    model.eval()
+    best = accuracy(model, x_val, y_val)
+    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+    hist.val_acc.append(best)
+    if log:
+        log(f"[fine-tune] start: validation acc {best:.4f}")
+    xt = torch.from_numpy(np.asarray(x))
+    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    step_all = 0
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        perm = torch.from_numpy(rng.permutation(len(x)))
+        for step in range(steps_per_epoch):
+            model.eval()
+            idx = perm[step * batch_size : (step + 1) * batch_size]
+            xb = xt[idx].float()
+            if augment is not None:
+                xb = augment(xb, rng)
+            loss = loss_fn(model(xb), yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            clip_weights(model)
+            step_all += 1
+            if (check_every and step_all % check_every == 0) or step_all == total:
+                acc = accuracy(model, x_val, y_val)
+                hist.val_acc.append(acc)
+                if acc > best:
+                    best = acc
+                    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        hist.seconds.append(time.perf_counter() - t0)
+        if log:
+            log(
+                f"[fine-tune {epoch + 1}/{epochs}] validation acc {hist.val_acc[-1]:.4f}, best {best:.4f} "
+                f"({hist.seconds[-1]:.1f} s)"
+            )
+    model.load_state_dict(best_state)
+    model.eval()
+    return hist
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
     """Top-1 accuracy of the torch model in eval mode on uint8 inputs."""
