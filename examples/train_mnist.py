@@ -38,6 +38,7 @@ from ebnn_codegen.nn.train import (
     float_teacher,
     reestimate_batch_norm,
     train,
+    train_head,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -92,6 +93,15 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
         "block fixed, keeping the best state on the --holdout images",
     )
     p.add_argument("--finetune-lr", type=float, default=1e-4)
+    p.add_argument(
+        "--head-epochs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after training and the batch-norm pass, retrain the linear head on the frozen blocks' "
+        "features for N epochs (then its batch-norm pass), before --finetune",
+    )
+    p.add_argument("--head-lr", type=float, default=1e-3)
 
 
 def teacher_for(
@@ -126,30 +136,45 @@ def fit(
 ) -> tuple[np.ndarray, np.ndarray, History]:
     """The training recipe of add_recipe_arguments' options, in order: the last ``--holdout``
     images set aside, a float teacher (``--distill``), training (the test images only for the
-    printed curve), the batch-norm pass, the deployed fine-tune that keeps its best state on the
-    held-out images.  Returns the images the model was trained on and the training's History."""
+    printed curve), the batch-norm pass, the head retrained on the frozen features
+    (``--head-epochs``), the deployed fine-tune that keeps its best state on the held-out images.  Returns the images the model was trained on and the training's History."""
     if args.holdout:
         x_hold, y_hold = x_train[len(x_train) - args.holdout :], y_train[len(y_train) - args.holdout :]
         x_train, y_train = x_train[: len(x_train) - args.holdout], y_train[: len(y_train) - args.holdout]
     augment = AUGMENTS[args.augment] if args.augment else None
     kw: dict = {"batch_size": args.batch_size, "device": device, "log": log}
     teacher = teacher_for(config, x_train, y_train, args.distill, args.teacher_epochs, args.seed, args.augment, **kw)
-    hist = train(
-        model,
-        x_train,
-        y_train,
-        epochs=args.epochs,
-        lr=args.lr,
-        x_val=x_test,
-        y_val=y_test,
-        seed=args.seed,
-        augment=augment,
-        teacher=teacher,
-        distill=args.distill,
-        **kw,
-    )
+    hist = History()
+    if args.epochs > 0:
+        hist = train(
+            model,
+            x_train,
+            y_train,
+            epochs=args.epochs,
+            lr=args.lr,
+            x_val=x_test,
+            y_val=y_test,
+            seed=args.seed,
+            augment=augment,
+            teacher=teacher,
+            distill=args.distill,
+            **kw,
+        )
     if args.reestimate_bn:
         reestimate_batch_norm(model, x_train, device=device)
+    if args.head_epochs:
+        train_head(
+            model,
+            x_train,
+            y_train,
+            epochs=args.head_epochs,
+            batch_size=args.batch_size,
+            lr=args.head_lr,
+            seed=args.seed + 2,
+            log=log,
+            x_val=x_hold if args.holdout else None,
+            y_val=y_hold if args.holdout else None,
+        )
     if args.finetune:
         finetune_deployed(
             model,
@@ -170,6 +195,13 @@ def fit(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(HERE / "configs" / "mnist_small.json"))
+    p.add_argument(
+        "--init",
+        default=None,
+        metavar="CHECKPOINT",
+        help="start from this trained checkpoint (its config; --config is not read); with --epochs 0 only "
+        "the later stages run (--reestimate-bn, --head-epochs, --finetune)",
+    )
     p.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist", "digits"))
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--lr", type=float, default=1e-2)
@@ -193,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    config = json.loads(Path(args.config).read_text())
+    init = E.load(args.init) if args.init else None
+    config = init.config if init is not None else json.loads(Path(args.config).read_text())
     x_train, y_train = load_data(args.dataset, "train", n=args.train_limit)
     x_test, y_test = load_data(args.dataset, "test")
     if args.classes:
@@ -207,7 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {args.dataset} train {x_train.shape} test {x_test.shape}", file=sys.stderr)
 
     torch.manual_seed(args.seed)
-    model = E.build(config)
+    model = E.build({k: v for k, v in config.items() if k != "meta"})
+    if init is not None:
+        model.load_state_dict(init.state_dict())
     t0 = time.perf_counter()
     x_train, y_train, _ = fit(model, config, x_train, y_train, x_test, y_test, args)
     train_s = time.perf_counter() - t0
@@ -223,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             epochs=args.epochs,
             seconds=round(train_s, 1),
             threads=args.threads,
+            init=(init.config.get("meta") or {}).get("training") if init is not None else None,
         )
     }
     E.save(model, out)

@@ -107,6 +107,47 @@ def test_train_mnist_example_twice_gives_the_same_weights(tmp_path):
     assert "scikit-learn digits test image #" in files["examples/digits_repro_classify/digits_repro_sample.h"]
 
 
+
+def test_train_mnist_init_runs_the_later_stages_and_records_both_commands(tmp_path):
+    """--init CHECKPOINT --epochs 0: the trained weights are the start, only the head, the deployed
+    fine-tune (held-out images) run; the record keeps the first command under "init"; --finetune
+    without --holdout is refused."""
+    cfg = tmp_path / "d.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "name": "digits_init",
+                "input": [1, 8, 8],
+                "layers": [
+                    {"type": "conv", "out_channels": 4, "kernel": 3, "padding": 1},
+                    {"type": "blinear", "out_features": 16},
+                    {"type": "exit", "classes": 10},
+                ],
+            }
+        )
+    )
+    spec = importlib.util.spec_from_file_location("train_mnist", ROOT / "examples/train_mnist.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    common = ["--dataset", "digits", "--train-limit", "600", "--threads", "1"]
+    before = torch.get_num_threads()
+    try:
+        first = ["--config", str(cfg), "--epochs", "2", "-o", str(tmp_path / "a.pt"), "--export", str(tmp_path / "ca")]
+        assert script.main(first + common) == 0
+        later = ["--init", str(tmp_path / "a.pt"), "--epochs", "0", "--holdout", "100", "--head-epochs", "2"]
+        later += ["--finetune", "1", "-o", str(tmp_path / "b.pt"), "--export", str(tmp_path / "cb")]
+        assert script.main(later + common) == 0
+        with pytest.raises(SystemExit):
+            script.main(["--init", str(tmp_path / "a.pt"), "--finetune", "1"] + common)
+    finally:
+        torch.set_num_threads(before)
+    a, b = (read_checkpoint(tmp_path / n)["state_dict"] for n in ("a.pt", "b.pt"))
+    assert torch.equal(a["blocks.0.conv.weight"], b["blocks.0.conv.weight"])
+    assert not torch.equal(a["blocks.1.linear.weight"], b["blocks.1.linear.weight"])
+    rec = read_checkpoint(tmp_path / "b.pt")["config"]["meta"]["training"]
+    assert "--init" in rec["command"] and rec["samples"] == 500
+    assert rec["init"]["command"].startswith("python examples/train_mnist.py --config ")
+
 DOCUMENTED = "ebnn-gen ddnn train examples/ddnn_mvmc_like.json --dataset mvmc-like -o examples/models/ddnn_mvmc_like.pt"
 
 
@@ -265,3 +306,43 @@ def test_finetune_deployed_keeps_statistics_and_first_block_and_returns_the_best
     assert len(hist.val_acc) == 1 + 3 * 8 // 2
     assert accuracy(model, x[128:], y[128:]) == max(hist.val_acc)
     assert not model.training
+
+
+def test_train_head_trains_only_the_linear_head_and_reestimates_its_statistics():
+    """train_head: the conv blocks (weights and statistics) are untouched, the linear head's
+    weights move, and the head's batch norm ends with the statistics of the final weights over
+    the training images (its re-estimation), the model in eval mode."""
+    import numpy as np
+    import torch
+
+    import ebnn_codegen as E
+    from ebnn_codegen.nn.train import train, train_head
+
+    cfg = {
+        "name": "head",
+        "input": [1, 8, 8],
+        "layers": [
+            {"type": "conv", "out_channels": 4, "kernel": 3, "padding": 1},
+            {"type": "blinear", "out_features": 8},
+            {"type": "exit", "classes": 3},
+        ],
+    }
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (128, 1, 8, 8), dtype=np.uint8)
+    y = rng.integers(0, 3, 128)
+    torch.manual_seed(0)
+    model = E.build(cfg)
+    train(model, x, y, epochs=1, batch_size=32, log=None)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    hist = train_head(model, x, y, epochs=2, batch_size=16, lr=0.05, log=None, x_val=x[:32], y_val=y[:32])
+    after = model.state_dict()
+    for name, value in before.items():
+        if name.startswith("blocks.0."):
+            assert torch.equal(value, after[name]), name
+    assert not torch.equal(before["blocks.1.linear.weight"], after["blocks.1.linear.weight"])
+    assert not torch.equal(before["exit.linear.weight"], after["exit.linear.weight"])
+    assert not model.training and len(hist.val_acc) == 2
+    with torch.no_grad():
+        feats = model.blocks[0](torch.from_numpy(x).float())
+        acc = model.blocks[1].accumulator(feats)
+    torch.testing.assert_close(model.blocks[1].bn.running_mean, acc.mean(0))

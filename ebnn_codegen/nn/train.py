@@ -131,6 +131,127 @@ def reestimate_batch_norm(
     model.to("cpu")
 
 
+def train_head(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int = 30,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 2,
+    log: Log | None = _stderr,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+) -> History:
+    """Retrain the head of a trained device section on its frozen features.
+
+    The head is the run of linear blocks at the end of ``model.blocks`` plus the exit (for the
+    usual shapes: the hidden linear block and the exit); every block before it is frozen, and its
+    binary output over ``x`` (no augmentation) is computed once and kept as int8, so each epoch
+    costs only the head's few MACs.  The head keeps its weights as the starting point and trains
+    in batch-statistics mode with Adam (``lr`` falling on a cosine to ``lr / 100``); then its batch
+    norms are re-estimated over the same features (eval mode at the end).  With validation images
+    the head is settled so after every epoch, and the best state on them is kept (the starting
+    one included).  The binary head is
+    where a small network loses most against a float classifier on the same bits, and it keeps
+    improving long after the conv blocks' training has stopped paying.
+    """
+    from .blocks import LinearBlock
+
+    blocks = list(model.blocks)  # type: ignore[arg-type]
+    k = len(blocks)
+    while k > 0 and isinstance(blocks[k - 1], LinearBlock):
+        k -= 1
+    head = nn.Sequential(*blocks[k:], model.exit)  # type: ignore[arg-type]
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    model.eval()
+
+    @torch.no_grad()
+    def features(images: np.ndarray) -> torch.Tensor:
+        out = []
+        for i in range(0, len(images), 1000):
+            h = torch.from_numpy(np.asarray(images[i : i + 1000])).float()
+            for block in blocks[:k]:
+                h = block(h)
+            out.append(h.to(torch.int8))
+        return torch.cat(out)
+
+    f_train = features(x)
+    f_val = features(x_val) if x_val is not None else None
+    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    steps_per_epoch = math.ceil(len(x) / batch_size)
+    total = max(1, epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    )
+    loss_fn = nn.CrossEntropyLoss()
+    hist = History()
+
+    bns = [m for m in head.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [bn.momentum for bn in bns]
+
+    @torch.no_grad()
+    def settle() -> None:
+        """The head's batch-norm statistics re-estimated over the training features (eval mode after)."""
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None
+        head.train()
+        for i in range(0, len(f_train), 1000):
+            head(f_train[i : i + 1000].float())
+        for bn, momentum in zip(bns, saved, strict=True):
+            bn.momentum = momentum
+        head.eval()
+
+    @torch.no_grad()
+    def head_accuracy(f: torch.Tensor, labels: np.ndarray) -> float:
+        pred = torch.cat([head(f[i : i + 5000].float()).argmax(1) for i in range(0, len(f), 5000)])
+        return float((pred.numpy() == np.asarray(labels)).mean())
+
+    best, best_state = -1.0, None
+    if f_val is not None and y_val is not None:
+        head.eval()
+        best = head_accuracy(f_val, y_val)
+        best_state = {k: v.clone() for k, v in head.state_dict().items()}
+    for epoch in range(epochs):
+        head.train()
+        t0 = time.perf_counter()
+        perm = torch.from_numpy(rng.permutation(len(x)))
+        run_loss, seen = 0.0, 0
+        for step in range(steps_per_epoch):
+            idx = perm[step * batch_size : (step + 1) * batch_size]
+            loss = loss_fn(head(f_train[idx].float()), yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            clip_weights(head)
+            run_loss += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        hist.train_loss.append(run_loss / seen)
+        hist.seconds.append(time.perf_counter() - t0)
+        shown = ""
+        if f_val is not None and y_val is not None:
+            state = {k: v.clone() for k, v in head.state_dict().items()}
+            settle()
+            hist.val_acc.append(head_accuracy(f_val, y_val))
+            if hist.val_acc[-1] > best:
+                best, best_state = hist.val_acc[-1], {k: v.clone() for k, v in head.state_dict().items()}
+            head.load_state_dict(state)
+            shown = f" val acc {hist.val_acc[-1]:.4f} (best {best:.4f})"
+        if log and ((epoch + 1) % 5 == 0 or epoch + 1 == epochs):
+            log(f"[head {epoch + 1}/{epochs}] loss {run_loss / seen:.4f}{shown} ({hist.seconds[-1]:.1f} s)")
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    else:
+        settle()
+    model.eval()
+    return hist
+
+
 def finetune_deployed(
     model: nn.Module,
     x: np.ndarray,
