@@ -33,7 +33,7 @@ def run_target(target: Any, graph: Model, x: np.ndarray, kernels: str, name: str
     size = HOST_BATCH if name == "host" else EMULATOR_BATCH
     if len(x) <= size:
         with progress.bar(total=len(x), desc=f"run on {name}", unit="sample") as bar:
-            result = target.run(graph, x, kernels=kernels)
+            result: RunResult = target.run(graph, x, kernels=kernels)
             bar.update(len(x))
         return result
     parts: list[RunResult] = []

@@ -21,7 +21,8 @@ def load_npy(path: str) -> np.ndarray:
         what = "an empty file" if not magic else "an .npz archive" if magic[:2] == b"PK" else "not a .npy file"
         raise CodegenError(f"{p}: {what}, expected one array saved by numpy.save", hint="np.save(path, x)")
     try:
-        return np.load(p, allow_pickle=False)
+        array: np.ndarray = np.load(p, allow_pickle=False)
+        return array
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise CodegenError(f"{p}: holds Python objects (a pickle), refused; save a uint8 array") from None

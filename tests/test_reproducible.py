@@ -107,7 +107,6 @@ def test_train_mnist_example_twice_gives_the_same_weights(tmp_path):
     assert "scikit-learn digits test image #" in files["examples/digits_repro_classify/digits_repro_sample.h"]
 
 
-
 def test_train_mnist_init_runs_the_later_stages_and_records_both_commands(tmp_path):
     """--init CHECKPOINT --epochs 0: the trained weights are the start, only the head, the deployed
     fine-tune (held-out images) run; the record keeps the first command under "init"; --finetune
@@ -147,6 +146,7 @@ def test_train_mnist_init_runs_the_later_stages_and_records_both_commands(tmp_pa
     rec = read_checkpoint(tmp_path / "b.pt")["config"]["meta"]["training"]
     assert "--init" in rec["command"] and rec["samples"] == 500
     assert rec["init"]["command"].startswith("python examples/train_mnist.py --config ")
+
 
 DOCUMENTED = "ebnn-gen ddnn train examples/ddnn_mvmc_like.json --dataset mvmc-like -o examples/models/ddnn_mvmc_like.pt"
 

@@ -107,7 +107,7 @@ def runner() -> Path:
     return host_tool(source, "vboard", cflags, [*libs, "-lutil"], "the virtual board")
 
 
-def command(board: Board, flash_image: str | os.PathLike | None = None) -> list[str]:
+def command(board: Board, flash_image: str | os.PathLike[str] | None = None) -> list[str]:
     """The vboard command line for ``board`` (building what it needs)."""
     boot, addr = bootloader(board)
     cmd = [str(runner()), board.mcu, str(board.f_cpu), str(boot), hex(addr)]
@@ -120,7 +120,7 @@ class VirtualBoard:
     """A running virtual board (a subprocess); ``port`` is its pty. Use as a context
     manager, or call ``stop()``."""
 
-    def __init__(self, board: Board, flash_image: str | os.PathLike | None = None, start_timeout_s: float = 30.0):
+    def __init__(self, board: Board, flash_image: str | os.PathLike[str] | None = None, start_timeout_s: float = 30.0):
         self.board = board
         self._log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(command(board, flash_image), stdout=subprocess.PIPE, stderr=self._log)

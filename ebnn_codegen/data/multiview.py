@@ -366,7 +366,7 @@ def _presence(spec: MvmcLikeSpec, split: str, cls: np.ndarray) -> np.ndarray:
     n, v = len(cls), len(spec.devices)
     probs = np.array([d.presence for d in spec.devices], dtype=np.float64)  # V x 3
     draws = np.stack([_rng(spec, split, dev, 0).random(n) for dev in range(v)], axis=1)
-    seen = draws < probs[:, cls].T
+    seen: np.ndarray = draws < probs[:, cls].T
     unseen = ~seen.any(axis=1)
     # The object exists, so the device most likely to see its class sees it.
     seen[unseen, np.argmax(probs[:, cls[unseen]], axis=0)] = True
@@ -389,7 +389,7 @@ def _render_device(spec: MvmcLikeSpec, split: str, dev: int, images: np.ndarray)
     rx = _interp_matrix(cols, w)  # N x S x W
     src = images.astype(np.float32)
     # out[n, ch] = ry[n] @ src[n, ch] @ rx[n].T
-    view = np.einsum("nih,nchw->nciw", ry, src, optimize=True)
+    view: np.ndarray = np.einsum("nih,nchw->nciw", ry, src, optimize=True)
     view = np.einsum("nciw,njw->ncij", view, rx, optimize=True)
     view *= d.contrast
 

@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import CodegenError
 from ..ir import CONST, LE, Model
 
+if TYPE_CHECKING:
+    import onnx  # the optional `import` extra: build_qonnx imports it at run time
+
 OPSET = 13
 
 
-def build_qonnx(graph: Model):
+def build_qonnx(graph: Model) -> onnx.ModelProto:
     """The compiled IR -> an onnx.ModelProto in QONNX form (not yet cleaned up)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     def const(name: str, value: np.ndarray) -> onnx.TensorProto:
@@ -127,7 +130,7 @@ def build_qonnx(graph: Model):
     return model
 
 
-def export_qonnx(graph: Model, outdir: str | os.PathLike) -> list[Path]:
+def export_qonnx(graph: Model, outdir: str | os.PathLike[str]) -> list[Path]:
     """Write ``outdir/<name>.onnx``: cleaned up and shape-inferred by qonnx. Returns the paths written."""
     try:
         from qonnx.core.datatype import DataType

@@ -27,7 +27,7 @@ def require() -> None:
 
 
 def import_model(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     input_scale: float = 1.0,
     input_offset: float = 0.0,

@@ -37,7 +37,7 @@ def refuse(node: onnx.NodeProto, reason: str, hint: str | None = None) -> Import
     return ImportRefused(f"{node_label(node)}: {reason}", hint=hint)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -45,7 +45,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
+def load_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
     """Read an ONNX file, turning every failure into one ImportRefused line."""
     p = Path(path)
     if not p.is_file():

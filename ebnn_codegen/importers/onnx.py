@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,8 @@ MAX_EVAL_VALUES = 1 << 25  # accumulator values x channels evaluated per block
 
 def pixels_to_source(pixels: np.ndarray, scale: float, offset: float) -> np.ndarray:
     """uint8 pixels -> the float32 the source model sees: ``S * pixel + O`` rounded once."""
-    return (np.float64(scale) * pixels.astype(np.float64) + np.float64(offset)).astype(np.float32)
+    source: np.ndarray = (np.float64(scale) * pixels.astype(np.float64) + np.float64(offset)).astype(np.float32)
+    return source
 
 
 @dataclass
@@ -330,7 +332,7 @@ def _evaluate_chain(g: SourceGraph, stage: Stage, values: np.ndarray, outputs: l
 
 def _accumulator_values(stage: Stage, scale: float, offset: np.ndarray, bound: int, accs: np.ndarray) -> np.ndarray:
     """What the source's linear op outputs for integer accumulators ``accs``: (n, F)."""
-    v = np.outer(accs.astype(np.float64), stage.alpha * scale) + (offset + stage.bias)[None, :]
+    v: np.ndarray = np.outer(accs.astype(np.float64), stage.alpha * scale) + (offset + stage.bias)[None, :]
     return v.astype(np.float32)
 
 
@@ -549,12 +551,12 @@ def _pool_entry(g: SourceGraph, node: onnx.NodeProto) -> dict[str, Any]:
 
 
 def import_onnx(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     input_scale: float = 1.0,
     input_offset: float = 0.0,
     name: str | None = None,
-    log=None,
+    log: Callable[[str], None] | None = None,
 ) -> ImportResult:
     """Import an ONNX or QONNX file; returns the device section and per-block notes.
 

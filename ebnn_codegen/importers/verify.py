@@ -73,7 +73,7 @@ class AgainstReport:
         return d
 
 
-def _mapping(dev: Any, source: str | os.PathLike) -> dict[str, Any]:
+def _mapping(dev: Any, source: str | os.PathLike[str]) -> dict[str, Any]:
     """The import notes of the checkpoint, or of an import of ``source`` made now."""
     meta = (dev.config.get("meta") or {}).get("import")
     if isinstance(meta, dict):
@@ -87,12 +87,13 @@ def _mapping(dev: Any, source: str | os.PathLike) -> dict[str, Any]:
     fresh = import_onnx(source)
     if [b.type for b in fresh.model.spec.layers] != [b.type for b in dev.spec.layers]:
         raise CodegenError(f"{source}: its blocks do not correspond to the checkpoint's blocks")
-    return fresh.model.config["meta"]["import"]
+    mapping: dict[str, Any] = fresh.model.config["meta"]["import"]
+    return mapping
 
 
 def verify_against(
     model: Any,
-    source: str | os.PathLike,
+    source: str | os.PathLike[str],
     x: np.ndarray | None = None,
     *,
     samples: int = 64,

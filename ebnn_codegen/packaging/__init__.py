@@ -153,7 +153,7 @@ def package_files(
     fmt: str,
     kernels: str = "fast",
     target: str | None = None,
-    sample: np.ndarray | str | os.PathLike | samples.Sample | None = None,
+    sample: np.ndarray | str | os.PathLike[str] | samples.Sample | None = None,
     *,
     task: dict[str, Any] | None = None,
     fit: dict[str, Any] | None = None,
@@ -256,11 +256,11 @@ def _agent_sketch(graph: Model, kernels: str, ctx: dict[str, Any]) -> dict[str, 
 
 def export_package(
     graph: Model,
-    outdir: str | os.PathLike,
+    outdir: str | os.PathLike[str],
     fmt: str,
     kernels: str = "fast",
     target: str | None = None,
-    sample: np.ndarray | str | os.PathLike | samples.Sample | None = None,
+    sample: np.ndarray | str | os.PathLike[str] | samples.Sample | None = None,
     **options: Any,
 ) -> list[Path]:
     """Write the package ``fmt`` (arduino, platformio, esp-idf, or c: the plain files and a

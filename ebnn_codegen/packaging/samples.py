@@ -81,7 +81,7 @@ def noise(graph: Model) -> np.ndarray:
     return rng.integers(0, 256, size=(1, *graph.input_shape), dtype=np.uint8)
 
 
-def checkpoint_task(path: str | os.PathLike) -> dict[str, Any]:
+def checkpoint_task(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The training record in a checkpoint's metadata ({} when there is none)."""
     from ..checkpoint import read_checkpoint
 
@@ -169,7 +169,7 @@ def parse_spec(spec: str) -> tuple[str, int | None] | None:
 
 def resolve(
     graph: Model,
-    sample: np.ndarray | str | os.PathLike | Sample | None = None,
+    sample: np.ndarray | str | os.PathLike[str] | Sample | None = None,
     task: dict[str, Any] | None = None,
 ) -> Sample:
     """The example's input: see the module documentation for the order of the sources.
