@@ -216,6 +216,8 @@ def train_head(
         head.eval()
         best = head_accuracy(f_val, y_val)
         best_state = {k: v.clone() for k, v in head.state_dict().items()}
+        if log:
+            log(f"[head] start: validation acc {best:.4f}")
     for epoch in range(epochs):
         head.train()
         t0 = time.perf_counter()
