@@ -604,20 +604,6 @@ static void pool_range(int c, int pool_k, int pool_s, int pool_p, int out_n, int
     }
 }
 
-/* ORs one byte of threshold bits (filters 8 * n .. 8 * n + 7 of one conv position) into every
- * pooled output whose window holds the position (rows oy_lo..oy_hi-1, columns ox_lo..ox_hi-1). */
-static void or_into_pool(const ebnn_block_t *b, uint8_t *out, size_t n, uint8_t byte, int oy_lo, int oy_hi, int ox_lo,
-                         int ox_hi)
-{
-    size_t cbo = ((size_t)b->out_c + 7u) / 8u;
-    int oy, ox;
-    for (oy = oy_lo; oy < oy_hi; oy++) {
-        for (ox = ox_lo; ox < ox_hi; ox++) {
-            out[((size_t)oy * b->out_w + (size_t)ox) * cbo + n] |= byte;
-        }
-    }
-}
-
 static int32_t bin_conv_at_fast(const ebnn_block_t *b, const uint8_t *in, const uint8_t *w, int cy, int cx);
 #if !defined(__AVR__)
 static int bin_positions_words(const ebnn_block_t *b, const uint8_t *in, uint8_t *out);
@@ -688,7 +674,8 @@ static int bin_positions_words(const ebnn_block_t *b, const uint8_t *in, uint8_t
     uint8_t *wb = (uint8_t *)win, *mb = (uint8_t *)msk;
     uint32_t cb = ((uint32_t)b->in_c + 7u) / 8u, nw = b->w_bytes / 4u, groups = nw / 3u, singles = nw % 3u;
     uint32_t m1 = 0x55555555u, m2 = 0x33333333u, m4 = 0x0f0f0f0fu, m8 = 0x00ff00ffu;
-    int cy, cx, oy_lo, oy_hi, ox_lo, ox_hi;
+    size_t cbo = ((size_t)b->out_c + 7u) / 8u;
+    int cy, cx, oy, ox, oy_lo, oy_hi, ox_lo, ox_hi;
     if ((b->w_bytes & 3u) != 0u || (((uintptr_t)b->weights) & 3u) != 0u || nw > EBNN_WINDOW_WORDS ||
         b->w_bytes < (uint32_t)b->k_h * b->k_w * cb) {
         return 0;
@@ -741,7 +728,11 @@ static int bin_positions_words(const ebnn_block_t *b, const uint8_t *in, uint8_t
                     byte = (uint8_t)(byte | (1u << (f & 7u)));
                 }
                 if ((f & 7u) == 7u || f + 1u == b->out_c) {
-                    or_into_pool(b, out, f >> 3, byte, oy_lo, oy_hi, ox_lo, ox_hi);
+                    for (oy = oy_lo; oy < oy_hi; oy++) {
+                        for (ox = ox_lo; ox < ox_hi; ox++) {
+                            out[((size_t)oy * b->out_w + (size_t)ox) * cbo + (f >> 3)] |= byte;
+                        }
+                    }
                     byte = 0;
                 }
             }
@@ -754,7 +745,8 @@ static int bin_positions_words(const ebnn_block_t *b, const uint8_t *in, uint8_t
 static void conv_positions(const ebnn_block_t *bp, const uint8_t *in, uint8_t *out, conv_at_fn conv_at)
 {
     const ebnn_block_t *b = bp;
-    int cy, cx, oy_lo, oy_hi, ox_lo, ox_hi;
+    int cy, cx, oy, ox, oy_lo, oy_hi, ox_lo, ox_hi;
+    size_t cbo = ((size_t)b->out_c + 7u) / 8u;
     for (cy = 0; cy < (int)b->conv_h; cy++) {
         pool_range(cy, b->pool_k_h, b->pool_s_h, b->pool_p_h, (int)b->out_h, &oy_lo, &oy_hi);
         if (oy_lo >= oy_hi) {
@@ -773,7 +765,11 @@ static void conv_positions(const ebnn_block_t *bp, const uint8_t *in, uint8_t *o
                     byte = (uint8_t)(byte | (1u << (f & 7u)));
                 }
                 if ((f & 7u) == 7u || f + 1u == b->out_c) {
-                    or_into_pool(b, out, f >> 3, byte, oy_lo, oy_hi, ox_lo, ox_hi);
+                    for (oy = oy_lo; oy < oy_hi; oy++) {
+                        for (ox = ox_lo; ox < ox_hi; ox++) {
+                            out[((size_t)oy * b->out_w + (size_t)ox) * cbo + (f >> 3)] |= byte;
+                        }
+                    }
                     byte = 0;
                 }
             }
