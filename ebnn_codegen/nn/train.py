@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -116,19 +116,28 @@ def reestimate_batch_norm(
     that changed on the way, and the integer thresholds are folded from these numbers.  The
     statistics become the average over the batches of ``x`` (``momentum=None``); weights and the
     batch norms' affine parameters are not touched.  Leaves the model in eval mode."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    model.to(device)
+    settle_batch_norms(
+        model, (torch.from_numpy(np.asarray(x[i : i + batch])).float().to(device) for i in range(0, len(x), batch))
+    )
+    model.to("cpu")
+
+
+@torch.no_grad()
+def settle_batch_norms(module: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Every batch norm of ``module`` gets the average statistics of ``batches`` (momentum None
+    while they pass, then the old momentum back); ``module`` is left in eval mode."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [bn.momentum for bn in bns]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None
-    model.to(device)
-    model.train()
-    for i in range(0, len(x), batch):
-        model(torch.from_numpy(np.asarray(x[i : i + batch])).float().to(device))
+    module.train()
+    for xb in batches:
+        module(xb)
     for bn, momentum in zip(bns, saved, strict=True):
         bn.momentum = momentum
-    model.eval()
-    model.to("cpu")
+    module.eval()
 
 
 def train_head(
@@ -190,21 +199,9 @@ def train_head(
     loss_fn = nn.CrossEntropyLoss()
     hist = History()
 
-    bns = [m for m in head.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [bn.momentum for bn in bns]
-
-    @torch.no_grad()
     def settle() -> None:
         """The head's batch-norm statistics re-estimated over the training features (eval mode after)."""
-        for bn in bns:
-            bn.reset_running_stats()
-            bn.momentum = None
-        head.train()
-        for i in range(0, len(f_train), 1000):
-            head(f_train[i : i + 1000].float())
-        for bn, momentum in zip(bns, saved, strict=True):
-            bn.momentum = momentum
-        head.eval()
+        settle_batch_norms(head, (f_train[i : i + 1000].float() for i in range(0, len(f_train), 1000)))
 
     @torch.no_grad()
     def head_accuracy(f: torch.Tensor, labels: np.ndarray) -> float:
