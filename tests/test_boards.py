@@ -340,7 +340,9 @@ def test_virtual_uno_flash_verify_bench_reflash(vuno, tmp_path: Path, capsys) ->
     bench = json.loads(out)
     assert bench["measured_on"] == "board" and bench["emulator"]["target"] == "avr"
     assert abs(bench["cycles"] - bench["emulator"]["cycles"]) <= bench["timer_resolution_cycles"] == 64
-    assert bench["ticks_max"] - bench["ticks_min"] <= 1
+    # one run is within one tick of another (the prescaler's phase), plus one more when Timer1's
+    # overflow interrupt (every 65,536 ticks; its handler takes under one 64-cycle tick) lands inside it
+    assert bench["ticks_max"] - bench["ticks_min"] <= 2
 
     # re-flash another model: INFO changes, and verify refuses the board for mnist_uno
     E.save(random_model(small_config("other"), seed=3), tmp_path / "other.pt")
