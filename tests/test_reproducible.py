@@ -268,6 +268,19 @@ def test_distillation_uses_the_teacher_and_checks_its_weight():
         train(E.build(cfg), x, y, epochs=1, log=None, teacher=teacher, distill=0.0)
 
 
+def _conv_linear_exit(name: str) -> dict:
+    """A tiny device section with a head: conv 4 on 8x8, blinear 8, exit 3."""
+    return {
+        "name": name,
+        "input": [1, 8, 8],
+        "layers": [
+            {"type": "conv", "out_channels": 4, "kernel": 3, "padding": 1},
+            {"type": "blinear", "out_features": 8},
+            {"type": "exit", "classes": 3},
+        ],
+    }
+
+
 def test_finetune_deployed_keeps_statistics_and_first_block_and_returns_the_best_state():
     """finetune_deployed trains as deployed: the batch norms' running statistics are not touched
     (eval mode), the first block's weights stay fixed, other weights move, and the state it
@@ -278,15 +291,7 @@ def test_finetune_deployed_keeps_statistics_and_first_block_and_returns_the_best
     import ebnn_codegen as E
     from ebnn_codegen.nn.train import accuracy, finetune_deployed, train
 
-    cfg = {
-        "name": "ft",
-        "input": [1, 8, 8],
-        "layers": [
-            {"type": "conv", "out_channels": 4, "kernel": 3, "padding": 1},
-            {"type": "blinear", "out_features": 8},
-            {"type": "exit", "classes": 3},
-        ],
-    }
+    cfg = _conv_linear_exit("ft")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (192, 1, 8, 8), dtype=np.uint8)
     y = (x[:, 0, :4].reshape(192, -1).mean(1) > x[:, 0, 4:].reshape(192, -1).mean(1)).astype(np.int64)
@@ -322,15 +327,7 @@ def test_train_head_trains_only_the_linear_head_and_reestimates_its_statistics()
     import ebnn_codegen as E
     from ebnn_codegen.nn.train import accuracy, train, train_head
 
-    cfg = {
-        "name": "head",
-        "input": [1, 8, 8],
-        "layers": [
-            {"type": "conv", "out_channels": 4, "kernel": 3, "padding": 1},
-            {"type": "blinear", "out_features": 8},
-            {"type": "exit", "classes": 3},
-        ],
-    }
+    cfg = _conv_linear_exit("head")
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (128, 1, 8, 8), dtype=np.uint8)
     y = rng.integers(0, 3, 128)
