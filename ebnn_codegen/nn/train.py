@@ -140,6 +140,19 @@ def settle_batch_norms(module: nn.Module, batches: Iterable[torch.Tensor]) -> No
     module.eval()
 
 
+def _cosine(opt: torch.optim.Optimizer, total: int, floor: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate falls on a cosine over ``total`` steps from the optimiser's to ``floor``
+    times it (and stays there)."""
+    total = max(1, total)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: floor + (1.0 - floor) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    )
+
+
+def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.clone() for name, value in module.state_dict().items()}
+
+
 def train_head(
     model: nn.Module,
     x: np.ndarray,
@@ -162,8 +175,7 @@ def train_head(
     in batch-statistics mode with Adam (``lr`` falling on a cosine to ``lr / 100``); then its batch
     norms are re-estimated over the same features (eval mode at the end).  With validation images
     the head is settled so after every epoch, and the best state on them is kept (the starting
-    one included).  The binary head is
-    where a small network loses most against a float classifier on the same bits, and it keeps
+    one included).  The binary head is where a small network loses most against a float classifier on the same bits, and it keeps
     improving long after the conv blocks' training has stopped paying.
     """
     from .blocks import LinearBlock
@@ -192,10 +204,7 @@ def train_head(
     yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
     opt = torch.optim.Adam(head.parameters(), lr=lr)
     steps_per_epoch = math.ceil(len(x) / batch_size)
-    total = max(1, epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
-    )
+    sched = _cosine(opt, epochs * steps_per_epoch, 0.01)
     loss_fn = nn.CrossEntropyLoss()
     hist = History()
 
@@ -212,7 +221,7 @@ def train_head(
     if f_val is not None and y_val is not None:
         head.eval()
         best = head_accuracy(f_val, y_val)
-        best_state = {k: v.clone() for k, v in head.state_dict().items()}
+        best_state = _snapshot(head)
         if log:
             log(f"[head] start: validation acc {best:.4f}")
     for epoch in range(epochs):
@@ -234,11 +243,11 @@ def train_head(
         hist.seconds.append(time.perf_counter() - t0)
         shown = ""
         if f_val is not None and y_val is not None:
-            state = {k: v.clone() for k, v in head.state_dict().items()}
+            state = _snapshot(head)
             settle()
             hist.val_acc.append(head_accuracy(f_val, y_val))
             if hist.val_acc[-1] > best:
-                best, best_state = hist.val_acc[-1], {k: v.clone() for k, v in head.state_dict().items()}
+                best, best_state = hist.val_acc[-1], _snapshot(head)
             head.load_state_dict(state)
             shown = f" val acc {hist.val_acc[-1]:.4f} (best {best:.4f})"
         if log and ((epoch + 1) % 5 == 0 or epoch + 1 == epochs):
@@ -286,12 +295,12 @@ def finetune_deployed(
     opt = torch.optim.Adam(params, lr=lr)
     steps_per_epoch = math.ceil(len(x) / batch_size)
     total = max(1, epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    sched = _cosine(opt, total, 0.0)
     loss_fn = nn.CrossEntropyLoss()
     hist = History()
     model.eval()
     best = accuracy(model, x_val, y_val)
-    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+    best_state = _snapshot(model)
     hist.val_acc.append(best)
     if log:
         log(f"[fine-tune] start: validation acc {best:.4f}")
@@ -319,7 +328,7 @@ def finetune_deployed(
                 hist.val_acc.append(acc)
                 if acc > best:
                     best = acc
-                    best_state = {k: v.clone() for k, v in model.state_dict().items()}
+                    best_state = _snapshot(model)
         hist.seconds.append(time.perf_counter() - t0)
         if log:
             log(
