@@ -137,7 +137,8 @@ def fit(
     """The training recipe of add_recipe_arguments' options, in order: the last ``--holdout``
     images set aside, a float teacher (``--distill``), training (the test images only for the
     printed curve), the batch-norm pass, the head retrained on the frozen features
-    (``--head-epochs``), the deployed fine-tune that keeps its best state on the held-out images.  Returns the images the model was trained on and the training's History."""
+    (``--head-epochs``), the deployed fine-tune that keeps its best state on the held-out images.
+    Returns the images the model was trained on and the training's History."""
     if args.holdout:
         x_hold, y_hold = x_train[len(x_train) - args.holdout :], y_train[len(y_train) - args.holdout :]
         x_train, y_train = x_train[: len(x_train) - args.holdout], y_train[: len(y_train) - args.holdout]
