@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .sliced import SlicedPlan
+
 
 @dataclass(frozen=True)
 class PoolRange:
@@ -247,6 +249,7 @@ class BinKernelPlan(KernelPlan):
     avr_hpool: tuple[HPool, ...] = ()
     avr_hrow: int = 0
     avr_bounds_rows: tuple[str, ...] = ()
+    sliced: SlicedPlan | None = None  # 32-bit targets: the bit-sliced kernel (.sliced)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ from .kernel_plan import (
     WordPart,
     WordXor,
 )
+from .sliced import sliced_kernel
 from .traits import PORTABLE, TargetTraits, asm_filter
 
 MAX_U8_WINDOW = 64
@@ -302,6 +303,7 @@ def bin_kernel(block: Block, threshold: np.ndarray, flips: np.ndarray, traits: T
         for f in range(block.out_channels)
     )
     interior = tuple(f for f in filters if f.interior_bound) if immediates else ()
+    sliced = sliced_kernel(block, table, row_cls, col_cls, len(col_kinds), [int(v) for v in bits.pack_flags(flips)])
     if filters[0].asm:
         geo.update(avr_bin.bin_fields(geo, packed, table, ic))
     return BinKernelPlan(
@@ -324,6 +326,7 @@ def bin_kernel(block: Block, threshold: np.ndarray, flips: np.ndarray, traits: T
         interior_guard=immediates and border and traits.barrel_shifter is None,
         interior_immediates=immediates,
         uses_swar=border or bool(interior),
+        sliced=sliced,
     )
 
 

@@ -48,6 +48,18 @@
 #else
 #define EBNN_ALWAYS_INLINE
 #endif
+/* The bit-sliced kernel's barriers (docs/speed.md).  EBNN_FENCE: memory written before it is
+ * read again after it (the planes stay in memory, so each filter loads them as it adds them, not
+ * all at once).  EBNN_ORDER: a scheduling barrier (volatile asm), so that the carry-save adders
+ * run in the order written, with few live values; without it, RISC-V's pre-allocation scheduler
+ * runs the long XOR chains first and spills the carries. */
+#if defined(__GNUC__)
+#define EBNN_FENCE() __asm__ __volatile__("" ::: "memory")
+#define EBNN_ORDER() __asm__ __volatile__("")
+#else
+#define EBNN_FENCE() ((void)0)
+#define EBNN_ORDER() ((void)0)
+#endif
 #if defined(__GNUC__) && !defined(__ARM_ARCH_6M__)
 #define EBNN_KEEP(v) __asm__("" : "+r"(v))
 #else
