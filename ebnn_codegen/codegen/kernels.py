@@ -29,6 +29,9 @@ lays the plan out.
   into words (a single last byte looked up in the table), each filter's weights pre-packed in
   the same order (``wk``); SWAR counts and one multiply by 0x01010101 put ``m`` in the top byte,
   compared with ``bound << 24`` (immediates for the interior class).
+  Where a binary block fits the bit-sliced kernel (:mod:`~ebnn_codegen.codegen.sliced`: stride 1,
+  rows of at most 16 or 32 lanes), the 32-bit targets use that one instead (``BinKernelPlan.sliced``;
+  AVR keeps the kernel above).
 
 Limits (else the generic runtime kernel is used): window of at most 64 bytes (first block:
 ``C*kh*kw``, so the int16 sums cannot overflow) or 31 bytes (binary block: ``8K + 1 <= 255``, so

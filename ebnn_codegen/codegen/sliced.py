@@ -227,6 +227,43 @@ def _lane_check(conv_w: int, out_w: int, pool: tuple[int, int, int] | None, lane
     return True
 
 
+def _word(pixels: list[int], cb: int, n: int) -> str:
+    """Byte ``n`` of up to 4 pixels as one word, pixel ``x`` in byte ``x % 4``."""
+    parts = [f"(uint32_t)px[{x * cb + n}]" + (f" << {8 * (x % 4)}" if x % 4 else "") for x in pixels]
+    return " | ".join(f"({p})" if "<<" in p else p for p in parts) or "0u"
+
+
+def _transpose(in_w: int, c_in: int, cb: int, ph: int, cast: str) -> list[str]:
+    """Statements of one input row ``y``: ``rw[y + ph][c]`` gets bit ``x`` = channel ``c`` of pixel
+    ``(y, x)``.  Eight pixels of one channel byte at a time: the 8x8 bit matrix (pixel = byte of
+    two words, channel = bit) is transposed in three swap steps (Hacker's Delight, 7-3), so that
+    byte ``c`` of the result holds channel ``c`` of the eight pixels."""
+    lines = [f"const uint8_t *px = in + y * {in_w * cb};"]
+    for n in range(cb):
+        chans = list(range(8 * n, min(8 * n + 8, c_in)))
+        acc: dict[int, list[str]] = {c: [] for c in chans}
+        for k in range(0, in_w, 8):
+            xs = list(range(k, min(k + 8, in_w)))
+            lo, hi = f"l{n}_{k}", f"h{n}_{k}"
+            lines.append(f"uint32_t {lo} = {_word(xs[:4], cb, n)}, {hi} = {_word(xs[4:], cb, n)}, t{n}_{k};")
+            for w in (lo, hi) if len(xs) > 4 else (lo,):
+                lines.append(f"t{n}_{k} = ({w} ^ ({w} >> 7)) & 0x00aa00aau;")
+                lines.append(f"{w} ^= t{n}_{k} ^ (t{n}_{k} << 7);")
+                lines.append(f"t{n}_{k} = ({w} ^ ({w} >> 14)) & 0x0000ccccu;")
+                lines.append(f"{w} ^= t{n}_{k} ^ (t{n}_{k} << 14);")
+            lines.append(f"t{n}_{k} = ({lo} ^ ({hi} << 4)) & 0xf0f0f0f0u;")
+            lines.append(f"{lo} ^= t{n}_{k};")
+            lines.append(f"{hi} ^= t{n}_{k} >> 4;")
+            for c in chans:
+                b = c - 8 * n
+                w, sh = (lo, 8 * b) if b < 4 else (hi, 8 * (b - 4))
+                byte = f"(({w} >> {sh}) & 0xffu)" if sh else f"({w} & 0xffu)"
+                acc[c].append(f"({byte} << {k})" if k else byte)
+        for c in chans:
+            lines.append(f"rw[y + {ph}][{c}] = {cast}({' | '.join(acc[c])});")
+    return lines
+
+
 def sliced_kernel(
     block: Block, table: np.ndarray, row_cls: list[int], col_cls: list[int], n_col_classes: int, flips: list[int]
 ) -> SlicedPlan | None:
@@ -266,21 +303,7 @@ def sliced_kernel(
     if terms > MAX_TERMS or f_out > 64:
         return None
 
-    # The input transposed: rw[y + ph][c], bit x = channel c of pixel (y, x); x from the right.
-    transpose = []
-    for n in range(cb):
-        chans = range(8 * n, min(8 * n + 8, c_in))
-        transpose.append("{")
-        transpose.append("    " + " ".join(f"uint32_t a{c} = 0;" for c in chans))
-        transpose.append(f"    for (x = {in_w - 1}; x >= 0; x--) {{")
-        transpose.append(f"        const uint32_t v = in[(y * {in_w} + x) * {cb} + {n}];")
-        for c in chans:
-            b = c - 8 * n
-            transpose.append(f"        a{c} = (a{c} << 1) | {'(v & 1u)' if b == 0 else f'((v >> {b}) & 1u)'};")
-        transpose.append("    }")
-        for c in chans:
-            transpose.append(f"    rw[y + {ph}][{c}] = {'(uint16_t)' if rows == 2 else ''}a{c};")
-        transpose.append("}")
+    transpose = _transpose(in_w, c_in, cb, ph, "(uint16_t)" if rows == 2 else "")
 
     # Planes of group g: r = rw + rows * g; the lower half's row is conv row rows * g.
     planes = []

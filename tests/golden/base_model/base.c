@@ -599,23 +599,22 @@ static void base_block1(const uint8_t *in, uint8_t *out)
     uint32_t pl[36]; /* this group's planes: tap (i, j, c) at (i * 3 + j) * 4 + c */
     uint32_t sp[6]; /* the window's popcount, bit-sliced */
     uint32_t hw[1][8]; /* each filter's bits of the last groups, pooled along x */
-    int y, x, g, oy = 0;
+    int y, g, oy = 0;
     memset(rw, 0, sizeof rw);
-    for (y = 0; y < 4; y++) {
-        {
-            uint32_t a0 = 0; uint32_t a1 = 0; uint32_t a2 = 0; uint32_t a3 = 0;
-            for (x = 3; x >= 0; x--) {
-                const uint32_t v = in[(y * 4 + x) * 1 + 0];
-                a0 = (a0 << 1) | (v & 1u);
-                a1 = (a1 << 1) | ((v >> 1) & 1u);
-                a2 = (a2 << 1) | ((v >> 2) & 1u);
-                a3 = (a3 << 1) | ((v >> 3) & 1u);
-            }
-            rw[y + 1][0] = (uint16_t)a0;
-            rw[y + 1][1] = (uint16_t)a1;
-            rw[y + 1][2] = (uint16_t)a2;
-            rw[y + 1][3] = (uint16_t)a3;
-        }
+    for (y = 0; y < 4; y++) { /* the input transposed, 8 pixels of a channel byte at a time */
+        const uint8_t *px = in + y * 4;
+        uint32_t l0_0 = (uint32_t)px[0] | ((uint32_t)px[1] << 8) | ((uint32_t)px[2] << 16) | ((uint32_t)px[3] << 24), h0_0 = 0u, t0_0;
+        t0_0 = (l0_0 ^ (l0_0 >> 7)) & 0x00aa00aau;
+        l0_0 ^= t0_0 ^ (t0_0 << 7);
+        t0_0 = (l0_0 ^ (l0_0 >> 14)) & 0x0000ccccu;
+        l0_0 ^= t0_0 ^ (t0_0 << 14);
+        t0_0 = (l0_0 ^ (h0_0 << 4)) & 0xf0f0f0f0u;
+        l0_0 ^= t0_0;
+        h0_0 ^= t0_0 >> 4;
+        rw[y + 1][0] = (uint16_t)((l0_0 & 0xffu));
+        rw[y + 1][1] = (uint16_t)(((l0_0 >> 8) & 0xffu));
+        rw[y + 1][2] = (uint16_t)(((l0_0 >> 16) & 0xffu));
+        rw[y + 1][3] = (uint16_t)(((l0_0 >> 24) & 0xffu));
     }
     for (g = 0; g < 2; g++) {
         const uint16_t *r = &rw[2 * g][0];

@@ -2706,31 +2706,42 @@ static void mnist_uno_block1(const uint8_t *in, uint8_t *out)
     uint32_t pl[72]; /* this group's planes: tap (i, j, c) at (i * 3 + j) * 8 + c */
     uint32_t sp[7]; /* the window's popcount, bit-sliced */
     uint32_t hw[2][16]; /* each filter's bits of the last groups, pooled along x */
-    int y, x, g, oy = 0;
+    int y, g, oy = 0;
     memset(rw, 0, sizeof rw);
-    for (y = 0; y < 14; y++) {
-        {
-            uint32_t a0 = 0; uint32_t a1 = 0; uint32_t a2 = 0; uint32_t a3 = 0; uint32_t a4 = 0; uint32_t a5 = 0; uint32_t a6 = 0; uint32_t a7 = 0;
-            for (x = 13; x >= 0; x--) {
-                const uint32_t v = in[(y * 14 + x) * 1 + 0];
-                a0 = (a0 << 1) | (v & 1u);
-                a1 = (a1 << 1) | ((v >> 1) & 1u);
-                a2 = (a2 << 1) | ((v >> 2) & 1u);
-                a3 = (a3 << 1) | ((v >> 3) & 1u);
-                a4 = (a4 << 1) | ((v >> 4) & 1u);
-                a5 = (a5 << 1) | ((v >> 5) & 1u);
-                a6 = (a6 << 1) | ((v >> 6) & 1u);
-                a7 = (a7 << 1) | ((v >> 7) & 1u);
-            }
-            rw[y + 1][0] = (uint16_t)a0;
-            rw[y + 1][1] = (uint16_t)a1;
-            rw[y + 1][2] = (uint16_t)a2;
-            rw[y + 1][3] = (uint16_t)a3;
-            rw[y + 1][4] = (uint16_t)a4;
-            rw[y + 1][5] = (uint16_t)a5;
-            rw[y + 1][6] = (uint16_t)a6;
-            rw[y + 1][7] = (uint16_t)a7;
-        }
+    for (y = 0; y < 14; y++) { /* the input transposed, 8 pixels of a channel byte at a time */
+        const uint8_t *px = in + y * 14;
+        uint32_t l0_0 = (uint32_t)px[0] | ((uint32_t)px[1] << 8) | ((uint32_t)px[2] << 16) | ((uint32_t)px[3] << 24), h0_0 = (uint32_t)px[4] | ((uint32_t)px[5] << 8) | ((uint32_t)px[6] << 16) | ((uint32_t)px[7] << 24), t0_0;
+        t0_0 = (l0_0 ^ (l0_0 >> 7)) & 0x00aa00aau;
+        l0_0 ^= t0_0 ^ (t0_0 << 7);
+        t0_0 = (l0_0 ^ (l0_0 >> 14)) & 0x0000ccccu;
+        l0_0 ^= t0_0 ^ (t0_0 << 14);
+        t0_0 = (h0_0 ^ (h0_0 >> 7)) & 0x00aa00aau;
+        h0_0 ^= t0_0 ^ (t0_0 << 7);
+        t0_0 = (h0_0 ^ (h0_0 >> 14)) & 0x0000ccccu;
+        h0_0 ^= t0_0 ^ (t0_0 << 14);
+        t0_0 = (l0_0 ^ (h0_0 << 4)) & 0xf0f0f0f0u;
+        l0_0 ^= t0_0;
+        h0_0 ^= t0_0 >> 4;
+        uint32_t l0_8 = (uint32_t)px[8] | ((uint32_t)px[9] << 8) | ((uint32_t)px[10] << 16) | ((uint32_t)px[11] << 24), h0_8 = (uint32_t)px[12] | ((uint32_t)px[13] << 8), t0_8;
+        t0_8 = (l0_8 ^ (l0_8 >> 7)) & 0x00aa00aau;
+        l0_8 ^= t0_8 ^ (t0_8 << 7);
+        t0_8 = (l0_8 ^ (l0_8 >> 14)) & 0x0000ccccu;
+        l0_8 ^= t0_8 ^ (t0_8 << 14);
+        t0_8 = (h0_8 ^ (h0_8 >> 7)) & 0x00aa00aau;
+        h0_8 ^= t0_8 ^ (t0_8 << 7);
+        t0_8 = (h0_8 ^ (h0_8 >> 14)) & 0x0000ccccu;
+        h0_8 ^= t0_8 ^ (t0_8 << 14);
+        t0_8 = (l0_8 ^ (h0_8 << 4)) & 0xf0f0f0f0u;
+        l0_8 ^= t0_8;
+        h0_8 ^= t0_8 >> 4;
+        rw[y + 1][0] = (uint16_t)((l0_0 & 0xffu) | ((l0_8 & 0xffu) << 8));
+        rw[y + 1][1] = (uint16_t)(((l0_0 >> 8) & 0xffu) | (((l0_8 >> 8) & 0xffu) << 8));
+        rw[y + 1][2] = (uint16_t)(((l0_0 >> 16) & 0xffu) | (((l0_8 >> 16) & 0xffu) << 8));
+        rw[y + 1][3] = (uint16_t)(((l0_0 >> 24) & 0xffu) | (((l0_8 >> 24) & 0xffu) << 8));
+        rw[y + 1][4] = (uint16_t)((h0_0 & 0xffu) | ((h0_8 & 0xffu) << 8));
+        rw[y + 1][5] = (uint16_t)(((h0_0 >> 8) & 0xffu) | (((h0_8 >> 8) & 0xffu) << 8));
+        rw[y + 1][6] = (uint16_t)(((h0_0 >> 16) & 0xffu) | (((h0_8 >> 16) & 0xffu) << 8));
+        rw[y + 1][7] = (uint16_t)(((h0_0 >> 24) & 0xffu) | (((h0_8 >> 24) & 0xffu) << 8));
     }
     for (g = 0; g < 7; g++) {
         const uint16_t *r = &rw[2 * g][0];
