@@ -17,7 +17,7 @@ from conftest import random_config, random_model
 import ebnn_codegen as E
 from ebnn_codegen import api, reference
 from ebnn_codegen.codegen import render_model
-from ebnn_codegen.codegen.sliced import _compare, _count, _Emitter
+from ebnn_codegen.codegen.carry_save import Emitter, compare, count
 from ebnn_codegen.targets import host
 
 MASK = 0xFFFFFFFF
@@ -47,8 +47,8 @@ def test_carry_save_sums_are_exact(seed: int) -> None:
     levels = rng.integers(0, 3, n)
     pols = rng.random(n) < 0.5
     words = [int(w) for w in rng.integers(0, 1 << 32, n, dtype=np.uint64)]
-    em = _Emitter("t")
-    out = _count(em, [(int(lv), f"p_{i}", bool(p)) for i, (lv, p) in enumerate(zip(levels, pols))])
+    em = Emitter("t")
+    out = count(em, [(int(lv), f"p_{i}", bool(p)) for i, (lv, p) in enumerate(zip(levels, pols))])
     env = _evaluate([s for _, s in em.stmts], {f"p_{i}": w for i, w in enumerate(words)})
     want = sum((1 - _lane_bits(w) if p else _lane_bits(w)) << int(lv) for w, lv, p in zip(words, levels, pols))
     got = sum((1 - _lane_bits(env[v]) if p else _lane_bits(env[v])) << k for k, (v, p) in out.items())
@@ -73,9 +73,9 @@ def test_bound_compare_is_exact(seed: int) -> None:
     for k in range(nbits):
         planes[:, k] = ((b_vals >> k) & 1) @ (np.int64(1) << np.arange(32, dtype=np.int64))
     care = int(rng.integers(1, 1 << 32))
-    em = _Emitter("t")
+    em = Emitter("t")
     table: list[list[int]] = []
-    lt = _compare(em, {k: (f"v_{k}", pols[k]) for k in v_words}, planes, care, table)
+    lt = compare(em, {k: (f"v_{k}", pols[k]) for k in v_words}, planes, care, table)
     value = sum(_lane_bits(w) << k for k, w in v_words.items())
     for gc in range(2):
         env = {f"v_{k}": (w ^ MASK if pols[k] else w) for k, w in v_words.items()}

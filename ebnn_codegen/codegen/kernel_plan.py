@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .sliced import SlicedPlan
-
 
 @dataclass(frozen=True)
 class PoolRange:
@@ -207,6 +205,39 @@ class U8KernelPlan(KernelPlan):
     avr_hpool: tuple[HPool, ...] = ()
     avr_ring: tuple[RingPhase, ...] = ()
     avr_channels: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class SlicedPlan:
+    """The bit-sliced binary conv kernel of the 32-bit targets (:mod:`.sliced`): C statements are
+    carried ready-made, the template lays them out (``templates/_sliced.j2``)."""
+
+    lanes: int  # 16: two conv rows a word; 32: one
+    layout: str  # for the comment: "2 conv rows of 16 lanes"
+    rw_type: str  # the transposed rows: uint16_t (16 lanes) or uint32_t
+    rows_per_word: int
+    groups: int
+    channels: int
+    rw_rows: int
+    transpose: tuple[str, ...]  # statements of the per-row transposition loop body
+    planes: tuple[str, ...]  # statements filling pl[] for group g (``r`` points at rw[rows_per_word * g])
+    n_planes: int
+    window_sum: tuple[str, ...]  # the S counter: statements storing sp[]
+    n_sum: int
+    filters: tuple[tuple[str, ...], ...]  # per filter: statements ending in hw[slot][f] = ...
+    bound_rows: tuple[str, ...]  # the bound planes table, one row per group class (may be empty)
+    n_bound_words: int
+    group_class: tuple[int, ...]
+    n_group_classes: int
+    out_rows: tuple[tuple[int, int, int], ...]  # conv rows [lo, hi) of each output row, its last group
+    ring: int  # groups kept in hw (a power of 2)
+    ring_mask: int
+    gather_out: tuple[tuple[str, ...], ...]  # per output byte n: the statements of one output row
+    out_h: int
+    out_w: int
+    cbo: int
+    stack_bytes: int  # the kernel's arrays (the frame adds the spills)
+    terms: int  # plane terms over all filters (the straight-line code's size)
 
 
 @dataclass(frozen=True)

@@ -30,179 +30,15 @@ most :data:`MAX_TERMS` plane terms over all filters (the code is straight-line p
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 import numpy as np
 
 from .. import bits
 from ..ir import Block, pool_ranges
+from .carry_save import Emitter, Value, compare, count
+from .kernel_plan import SlicedPlan
 
 MAX_TERMS = 4096
 MAX_STACK_BYTES = 8192
-
-
-@dataclass(frozen=True)
-class SlicedPlan:
-    """Everything the template lays out; C statements are carried ready-made."""
-
-    lanes: int  # 16: two conv rows a word; 32: one
-    layout: str  # for the comment: "2 conv rows of 16 lanes"
-    rw_type: str  # the transposed rows: uint16_t (16 lanes) or uint32_t
-    rows_per_word: int
-    groups: int
-    channels: int
-    rw_rows: int
-    transpose: tuple[str, ...]  # statements of the per-row transposition loop body
-    planes: tuple[str, ...]  # statements filling pl[] for group g (``r`` points at rw[rows_per_word * g])
-    n_planes: int
-    window_sum: tuple[str, ...]  # the S counter: statements storing sp[]
-    n_sum: int
-    filters: tuple[tuple[str, ...], ...]  # per filter: statements ending in hw[slot][f] = ...
-    bound_rows: tuple[str, ...]  # the bound planes table, one row per group class (may be empty)
-    n_bound_words: int
-    group_class: tuple[int, ...]
-    n_group_classes: int
-    out_rows: tuple[tuple[int, int, int], ...]  # conv rows [lo, hi) of each output row, its last group
-    ring: int  # groups kept in hw (a power of 2)
-    ring_mask: int
-    gather_out: tuple[tuple[str, ...], ...]  # per output byte n: the statements of one output row
-    out_h: int
-    out_w: int
-    cbo: int
-    stack_bytes: int  # the kernel's arrays (the frame adds the spills)
-    terms: int  # plane terms over all filters (the straight-line code's size)
-
-
-class _Emitter:
-    """Straight-line C over uint32_t values with a polarity (True: the variable holds ~value)."""
-
-    def __init__(self, prefix: str) -> None:
-        self.stmts: list[tuple[str | None, str]] = []  # (defined name or None, statement)
-        self.n = 0
-        self.prefix = prefix
-
-    def new(self, expr: str, order: bool = False) -> str:
-        name = f"{self.prefix}{self.n}"
-        self.n += 1
-        self.stmts.append((name, f"const uint32_t {name} = {expr};"))
-        if order:  # a scheduling barrier: the adders stay in the order written (few live values)
-            self.stmts.append((name, "EBNN_ORDER();"))
-        return name
-
-    def emit(self, stmt: str) -> None:
-        self.stmts.append((None, stmt))
-
-    def lines(self) -> list[str]:
-        """The statements, less the values nothing uses (e.g. bits the compare never reads)."""
-        used: set[str] = set()
-        keep = []
-        for name, stmt in reversed(self.stmts):
-            if name is not None and name not in used:
-                continue
-            if name is None or not stmt.startswith("EBNN_ORDER"):
-                used.update(re.findall(rf"\b{self.prefix}\d+\b", stmt.split("=", 1)[-1]))
-            keep.append(stmt)
-        return keep[::-1]
-
-    def full_add(
-        self, x: tuple[str, bool], y: tuple[str, bool], z: tuple[str, bool]
-    ) -> tuple[tuple[str, bool], tuple[str, bool]]:
-        """A 3-to-2 carry-save step: (sum, carry) of three planes, 5 operations whatever the
-        polarities (maj and xor of complements are complements; one complemented input x gives
-        maj(~x, y, z) = x ^ ((x ^ y) | (x ^ z)))."""
-        vals = [x, y, z]
-        flip = sum(p for _, p in vals) >= 2
-        if flip:
-            vals = [(v, not p) for v, p in vals]
-        vals.sort(key=lambda t: not t[1])  # a complemented one first
-        (a, pa), (b, _), (c, _) = vals
-        u = self.new(f"{a} ^ {b}")
-        s = self.new(f"{u} ^ {c}", order=True)
-        if pa:
-            v = self.new(f"{a} ^ {c}")
-            carry = self.new(f"{a} ^ ({u} | {v})")
-        else:
-            carry = self.new(f"({a} & {b}) | ({u} & {c})")
-        return (s, pa != flip), (carry, flip)
-
-    def half_add(self, x: tuple[str, bool], y: tuple[str, bool]) -> tuple[tuple[str, bool], tuple[str, bool]]:
-        (a, pa), (b, pb) = x, y
-        s = self.new(f"{a} ^ {b}")
-        if pa and pb:
-            return (s, False), (self.new(f"{a} | {b}"), True)
-        if pa:
-            return (s, True), (self.new(f"{b} & ~{a}"), False)
-        if pb:
-            return (s, True), (self.new(f"{a} & ~{b}"), False)
-        return (s, False), (self.new(f"{a} & {b}"), False)
-
-
-def _count(em: _Emitter, inputs: list[tuple[int, str, bool]]) -> dict[int, tuple[str, bool]]:
-    """Sum of weighted planes ``(level, expr, polarity)`` (weight ``2**level``) as one plane a
-    level.  Streaming carry-save: a level holding three values is reduced at once, so at most
-    two values a level are live."""
-    levels: dict[int, list[tuple[str, bool]]] = {}
-
-    def push(level: int, val: tuple[str, bool]) -> None:
-        lst = levels.setdefault(level, [])
-        lst.append(val)
-        if len(lst) == 3:
-            s, c = em.full_add(*lst)
-            levels[level] = [s]
-            push(level + 1, c)
-
-    for level, expr, pol in inputs:
-        push(level, (em.new(expr), pol))
-    level = 0
-    while level <= max(levels, default=-1):
-        lst = levels.get(level, [])
-        if len(lst) == 2:
-            s, c = em.half_add(*lst)
-            levels[level] = [s]
-            push(level + 1, c)
-        level += 1
-    return {k: v[0] for k, v in levels.items() if v}
-
-
-def _compare(
-    em: _Emitter, v: dict[int, tuple[str, bool]], planes: np.ndarray, care: int, bound_words: list[list[int]]
-) -> str:
-    """``lt = V < B'`` LSB first: ``lt = maj(~v_k, b_k, lt)``.  ``planes``: (group classes, K)
-    words of ``B'``; a word equal in every class (on the ``care`` lanes) is an immediate, else it
-    is read from the table row of the group (``bq[n]``, appended to ``bound_words``)."""
-    lt = ""
-    for k in range(planes.shape[1]):
-        col = [int(w) & care for w in planes[:, k]]
-        if k in v:
-            name, pol = v[k]
-            nv = name if pol else f"~{name}"
-        else:
-            nv = ""  # all ones
-        if all(w == 0 for w in col):
-            if not lt:
-                continue
-            lt = em.new(f"{nv} & {lt}") if nv else lt
-        elif all(w == care for w in col):
-            lt = em.new(f"{nv} | {lt}" if lt and nv else "0xffffffffu" if not nv else nv)
-        else:
-            if len(set(col)) == 1:
-                b = f"0x{col[0]:08x}u"
-            else:
-                b = f"bq[{len(bound_words)}]"
-                bound_words.append(col)
-            if not lt:
-                lt = em.new(f"{nv} & {b}" if nv else b)
-            elif not nv:
-                lt = em.new(f"{b} | {lt}")
-            else:
-                lt = em.new(f"({nv} & {b}) | (({nv} | {b}) & {lt})")
-    higher = [k for k in v if k >= planes.shape[1]]
-    for k in sorted(higher):  # V has bits above B': they must be 0
-        name, pol = v[k]
-        if lt:
-            lt = em.new(f"{lt} & {name}" if pol else f"{lt} & ~{name}")
-    return lt or "0u"
 
 
 def _pool_shifts(pool: tuple[int, int, int] | None) -> tuple[int, int, int]:
@@ -225,6 +61,20 @@ def _lane_check(conv_w: int, out_w: int, pool: tuple[int, int, int] | None, lane
             if got != want:
                 return False
     return True
+
+
+def _layout(block: Block) -> tuple[int, int] | None:
+    """(lanes, rows a word): two rows of 16 lanes, else one row of 32, else None."""
+    _, _, in_w = block.in_shape
+    _, _, conv_w = block.conv_shape
+    _, kw = block.kernel
+    pw = block.padding[1]
+    pool_x = None if block.pool is None else block.pool.axis(1)
+    for lanes, rows in ((16, 2), (32, 1)):
+        reach = max(conv_w + kw - 1 - pw, in_w + pw)  # bits of the plane words a half may touch
+        if reach <= lanes and _lane_check(conv_w, block.out_shape[2], pool_x, lanes, rows):
+            return lanes, rows
+    return None
 
 
 def _word(pixels: list[int], cb: int, n: int) -> str:
@@ -264,138 +114,104 @@ def _transpose(in_w: int, c_in: int, cb: int, ph: int, cast: str) -> list[str]:
     return lines
 
 
-def sliced_kernel(
-    block: Block, table: np.ndarray, row_cls: list[int], col_cls: list[int], n_col_classes: int, flips: list[int]
-) -> SlicedPlan | None:
-    """The bit-sliced plan of a binary conv block, or None when it does not apply (limits above).
-
-    ``table``: ``bound + 1`` per (border class, filter) (class = row kind * n_col_classes + col kind).
-    """
-    if block.is_first or block.kind != "bconv" or block.stride != (1, 1):
-        return None
-    c_in, in_h, in_w = block.in_shape
-    f_out, conv_h, conv_w = block.conv_shape
-    _, out_h, out_w = block.out_shape
-    (kh, kw), (ph, pw) = block.kernel, block.padding
-    pool = block.pool
-    pool_y = None if pool is None else pool.axis(0)
-    pool_x = None if pool is None else pool.axis(1)
-    cb = bits.bytes_per_pixel(c_in)
-    cbo = bits.bytes_per_pixel(f_out)
-    # Lane layout: two rows of 16 lanes, else one row of 32.
-    for lanes, rows in ((16, 2), (32, 1)):
-        reach = max(conv_w + kw - 1 - pw, in_w + pw)  # bits of the plane words a half may touch
-        if reach <= lanes and _lane_check(conv_w, out_w, pool_x, lanes, rows):
-            break
-    else:
-        return None
-    packed = block.packed_weights
-    assert packed is not None
-    wb = np.unpackbits(packed.reshape(f_out, kh, kw, cb), axis=3, bitorder="little")  # (F, kh, kw, 8cb)
-    if wb[..., c_in:].any():  # pragma: no cover - pad bits are 0 by the layout (bits.py)
-        return None
-    wb = wb[..., :c_in].reshape(f_out, -1).astype(bool)  # tap t = (i * kw + j) * C + c
-    n_taps = kh * kw * c_in
-    n1 = wb.sum(axis=1)
-    terms = int(np.minimum(n1, n_taps - n1).sum())
-    groups = -(-conv_h // rows)
-    rw_rows = rows * groups + kh - 1
-    if terms > MAX_TERMS or f_out > 64:
-        return None
-
-    transpose = _transpose(in_w, c_in, cb, ph, "(uint16_t)" if rows == 2 else "")
-
-    # Planes of group g: r = rw + rows * g; the lower half's row is conv row rows * g.
-    planes = []
+def _planes(block: Block, rows: int) -> list[str]:
+    """Statements filling ``pl[]`` for group ``g`` (``r``: the group's first row of ``rw``; its
+    lower half is conv row ``rows * g``): tap ``(i, j, c)`` at ``(i * kw + j) * C + c``."""
+    c_in = block.in_shape[0]
+    kh, kw = block.kernel
+    pw = block.padding[1]
+    lines = []
     for i in range(kh):
         for c in range(c_in):
             q = f"q{i}_{c}"
             if rows == 2:
-                planes.append(f"const uint32_t {q} = r[{i * c_in + c}] | ((uint32_t)r[{(i + 1) * c_in + c}] << 16);")
+                lines.append(f"const uint32_t {q} = r[{i * c_in + c}] | ((uint32_t)r[{(i + 1) * c_in + c}] << 16);")
             else:
-                planes.append(f"const uint32_t {q} = r[{i * c_in + c}];")
+                lines.append(f"const uint32_t {q} = r[{i * c_in + c}];")
             for j in range(kw):
                 d = j - pw
                 expr = q if d == 0 else f"{q} >> {d}" if d > 0 else f"{q} << {-d}"
-                planes.append(f"pl[{(i * kw + j) * c_in + c}] = {expr};")
+                lines.append(f"pl[{(i * kw + j) * c_in + c}] = {expr};")
+    return lines
 
-    em = _Emitter("s")
-    s_levels = _count(em, [(0, f"pl[{t}]", False) for t in range(n_taps)])
-    sb = max(s_levels) + 1
-    assert all(not p for _, p in s_levels.values())
+
+def _window_sum(n_taps: int) -> tuple[list[str], int]:
+    """The statements storing ``S`` (every plane summed) in ``sp[]``, and its number of bits."""
+    em = Emitter("s")
+    levels = count(em, [(0, f"pl[{t}]", False) for t in range(n_taps)])
+    sb = max(levels) + 1
+    assert all(not p for _, p in levels.values())  # no complemented input, none out
     for k in range(sb):
-        em.emit(f"sp[{k}] = {s_levels[k][0]};" if k in s_levels else f"sp[{k}] = 0u;")
-    window_sum = em.lines()
+        em.emit(f"sp[{k}] = {levels[k][0]};" if k in levels else f"sp[{k}] = 0u;")
+    return em.lines(), sb
 
-    # Group classes: the border kinds of the group's rows (-1: no such conv row).
-    gkinds = [tuple(row_cls[rows * g + h] if rows * g + h < conv_h else -1 for h in range(rows)) for g in range(groups)]
-    kinds = sorted(set(gkinds), key=gkinds.index)
-    group_class = tuple(kinds.index(k) for k in gkinds)
-    lane_mask = 0
+
+def _bound_planes(bounds: np.ndarray, offset: int, vmax: int, lanes: int) -> np.ndarray:
+    """(group classes, K) words of ``B' = bound + offset`` per lane (0 for lanes without a conv
+    position; clamped to ``[0, vmax + 1]``, which keeps ``V < B'`` exact).  ``bounds``: (group
+    classes, rows, conv_w), -1 where the group has no such row."""
+    n_gc, rows, conv_w = bounds.shape
+    vals = np.zeros((n_gc, 32), np.int64)
     for h in range(rows):
-        lane_mask |= ((1 << conv_w) - 1) << (lanes * h)
+        b = np.clip(bounds[:, h] + offset, 0, vmax + 1)
+        vals[:, lanes * h : lanes * h + conv_w] = np.where(bounds[:, h] < 0, 0, b)
+    nbits = max(int(vals.max()).bit_length(), 1)
+    weights = np.int64(1) << np.arange(32, dtype=np.int64)
+    return np.stack([((vals >> k) & 1) @ weights for k in range(nbits)], axis=1)
 
-    filters = []
-    bound_cols: list[list[int]] = []
-    for f in range(f_out):
-        em = _Emitter("t")
-        em.emit(f"/* filter {f} */")
-        use_ones = n1[f] <= n_taps - n1[f]
-        taps = np.flatnonzero(wb[f] if use_ones else ~wb[f])
-        inputs = [(1, f"pl[{int(t)}]", bool(use_ones)) for t in taps]
-        inputs += [(k, f"sp[{k}]", not use_ones) for k in range(sb)]
-        if use_ones:
-            offset, vmax = int(n1[f]), n_taps + 2 * int(n1[f])
-        else:
-            offset, vmax = (1 << sb) - 1 - int(n1[f]), 2 * (n_taps - int(n1[f])) + (1 << sb) - 1
-        v = _count(em, inputs)
-        # B' per lane and group class.
-        bvals = np.zeros((len(kinds), 32), np.int64)
-        for gc, gk in enumerate(kinds):
-            for h, rk in enumerate(gk):
-                if rk < 0:
-                    continue
-                for x in range(conv_w):
-                    b = int(table[rk * n_col_classes + col_cls[x], f]) + offset
-                    bvals[gc, lanes * h + x] = min(max(b, 0), vmax + 1)
-        nbits = max(int(bvals.max()).bit_length(), 1)
-        bplanes = np.zeros((len(kinds), nbits), np.int64)
-        for k in range(nbits):
-            bplanes[:, k] = ((bvals >> k) & 1) @ (np.int64(1) << np.arange(32, dtype=np.int64))
-        care_words: list[list[int]] = []
-        lt = _compare(em, v, bplanes, lane_mask, care_words)
-        k, s, p = _pool_shifts(pool_x)
-        r = f"({lt} & 0x{lane_mask:08x}u)"
-        if k == 1:
-            h_expr = r
-        else:
-            g = em.new(f"{r} << {p}" if p else r)
-            h_expr = " | ".join([g] + [f"({g} >> {d})" for d in range(1, k)])
-        em.emit(f"hw[slot][{f}] = {h_expr};")
-        base = len(bound_cols)
-        filters.append(tuple(ln.replace("bq[", f"bq[{base} + ") for ln in em.lines()))
-        bound_cols += care_words
 
-    bound_rows = (
-        tuple(", ".join(f"0x{col[gc]:08x}u" for col in bound_cols) + "," for gc in range(len(kinds)))
-        if bound_cols
-        else ()
-    )
+def _filter(
+    f: int, w: np.ndarray, sb: int, bounds: np.ndarray, lanes: int, lane_mask: int, pool_x: tuple[int, int, int] | None
+) -> tuple[list[str], list[list[int]]]:
+    """Filter ``f`` (weights ``w``, one bool a tap): the count ``V`` of its shorter tap list and
+    ``S``, the compare, the x pooling, the store into ``hw``; and its table words of ``B'``."""
+    em = Emitter("t")
+    em.emit(f"/* filter {f} */")
+    n_taps, n1 = len(w), int(w.sum())
+    use_ones = n1 <= n_taps - n1
+    taps = np.flatnonzero(w if use_ones else ~w)
+    inputs: list[tuple[int, str, bool]] = [(1, f"pl[{int(t)}]", use_ones) for t in taps]
+    inputs += [(k, f"sp[{k}]", not use_ones) for k in range(sb)]
+    if use_ones:  # V = S + 2 * sum(~p, w = 1) = m + n1
+        offset, vmax = n1, n_taps + 2 * n1
+    else:  # V = 2 * sum(p, w = 0) + ~S = m - n1 + 2**sb - 1
+        offset, vmax = (1 << sb) - 1 - n1, 2 * (n_taps - n1) + (1 << sb) - 1
+    v: dict[int, Value] = count(em, inputs)
+    table: list[list[int]] = []
+    lt = compare(em, v, _bound_planes(bounds, offset, vmax, lanes), lane_mask, table)
+    k, _, p = _pool_shifts(pool_x)
+    r = f"({lt} & 0x{lane_mask:08x}u)"
+    if k == 1:
+        h_expr = r
+    else:
+        g = em.new(f"{r} << {p}" if p else r)
+        h_expr = " | ".join([g] + [f"({g} >> {d})" for d in range(1, k)])
+    em.emit(f"hw[slot][{f}] = {h_expr};")
+    return em.lines(), table
 
-    # Output rows: the conv rows of each (contiguous), then the bits into the packed bytes.
-    yr = pool_ranges(conv_h, out_h, pool_y)
-    out_rows = []
+
+def _out_rows(block: Block, rows: int) -> list[tuple[int, int, int]] | None:
+    """Each output row's conv rows ``[lo, hi)`` (contiguous, else None) and its last group."""
+    _, conv_h, _ = block.conv_shape
+    out_h = block.out_shape[1]
+    yr = pool_ranges(conv_h, out_h, None if block.pool is None else block.pool.axis(0))
+    out = []
     for oy in range(out_h):
         cys = [cy for cy, (lo, hi) in enumerate(yr) if lo <= oy < hi]
         if not cys or cys != list(range(cys[0], cys[-1] + 1)):
             return None
-        out_rows.append((cys[0], cys[-1] + 1, cys[-1] // rows))
-    _, s_x, _ = _pool_shifts(pool_x)
-    # hw is a ring of the last groups: an output row is written after its last group, and no
-    # output row spans more groups than the ring holds.
-    span = max(hi // rows - lo // rows + 1 for lo, hi, _ in ((a, b - 1, c) for a, b, c in out_rows))
-    ring = 1 << (span - 1).bit_length()
-    gather_out = []
+        out.append((cys[0], cys[-1] + 1, cys[-1] // rows))
+    return out
+
+
+def _gather_out(block: Block, rows: int, ring: int, flips: list[int]) -> list[tuple[str, ...]]:
+    """Per output byte: the statements writing it for output row ``oy`` (the OR of the conv rows'
+    words from the ring, then bit ``s * ox`` of filter ``8n + b`` to bit ``b`` of pixel ``ox``)."""
+    f_out = block.out_channels
+    cbo = bits.bytes_per_pixel(f_out)
+    out_w = block.out_shape[2]
+    _, s_x, _ = _pool_shifts(None if block.pool is None else block.pool.axis(1))
+    out = []
     for n in range(cbo):
         fs = list(range(8 * n, min(8 * n + 8, f_out)))
         stmts = [
@@ -410,17 +226,84 @@ def sliced_kernel(
             stmts += [f"    const uint32_t *h = hw[cy & {ring - 1}];"] + [f"    v{f} |= h[{f}];" for f in fs]
         stmts.append("}")
         for ox in range(out_w):
-            e = s_x * ox
-            parts = [f"((v{f} >> {e}) & 1u)" + (f" << {b}" if b else "") for b, f in enumerate(fs)]
+            parts = [f"((v{f} >> {s_x * ox}) & 1u)" + (f" << {b}" if b else "") for b, f in enumerate(fs)]
             flip = f" ^ 0x{flips[n]:02x}u" if flips[n] else ""
             stmts.append(f"q[{ox * cbo}] = (uint8_t)(({' | '.join(parts)}){flip});")
-        gather_out.append(tuple(stmts))
-    stack = (4 // rows) * rw_rows * c_in + 4 * (n_taps + sb + ring * f_out)
-    if stack > MAX_STACK_BYTES:
+        out.append(tuple(stmts))
+    return out
+
+
+def _group_bounds(
+    block: Block, table: np.ndarray, row_cls: list[int], col_cls: list[int], n_col: int, rows: int
+) -> tuple[tuple[int, ...], np.ndarray]:
+    """Group classes (the border kinds of a group's rows) of every group, and per class, filter,
+    row and column the ``bound + 1`` of the word kernel (-1: the group has no such row)."""
+    _, conv_h, conv_w = block.conv_shape
+    groups = -(-conv_h // rows)
+    gkinds = [tuple(row_cls[rows * g + h] if rows * g + h < conv_h else -1 for h in range(rows)) for g in range(groups)]
+    kinds = sorted(set(gkinds), key=gkinds.index)
+    bounds = np.full((len(kinds), block.out_channels, rows, conv_w), -1, np.int64)
+    for gc, kind in enumerate(kinds):
+        for h, rk in enumerate(kind):
+            if rk >= 0:
+                bounds[gc, :, h] = table[[rk * n_col + c for c in col_cls]].T
+    return tuple(kinds.index(k) for k in gkinds), bounds
+
+
+def _weight_bits(block: Block) -> np.ndarray:
+    """(F, taps) bool, tap ``t = (i * kw + j) * C + c``; the pad bits are 0 (bits.py)."""
+    packed = block.packed_weights
+    assert packed is not None
+    (kh, kw), c_in = block.kernel, block.in_shape[0]
+    wb = np.unpackbits(packed.reshape(block.out_channels, kh, kw, -1), axis=3, bitorder="little")[..., :c_in]
+    return wb.reshape(block.out_channels, -1).astype(bool)
+
+
+def _filters(
+    block: Block, wb: np.ndarray, sb: int, bounds: np.ndarray, lanes: int, rows: int
+) -> tuple[list[tuple[str, ...]], list[list[int]]]:
+    """Every filter's statements (table reads numbered across filters) and the table's words."""
+    lane_mask = sum(((1 << block.conv_shape[2]) - 1) << (lanes * h) for h in range(rows))
+    pool_x = None if block.pool is None else block.pool.axis(1)
+    filters: list[tuple[str, ...]] = []
+    bound_cols: list[list[int]] = []
+    for f in range(wb.shape[0]):
+        lines, words = _filter(f, wb[f], sb, bounds[:, f], lanes, lane_mask, pool_x)
+        filters.append(tuple(ln.replace("bq[", f"bq[{len(bound_cols)} + ") for ln in lines))
+        bound_cols += words
+    return filters, bound_cols
+
+
+def sliced_kernel(
+    block: Block, table: np.ndarray, row_cls: list[int], col_cls: list[int], n_col_classes: int, flips: list[int]
+) -> SlicedPlan | None:
+    """The bit-sliced plan of a binary conv block, or None when it does not apply (limits above).
+
+    ``table``: ``bound + 1`` per (border class, filter) (class = row kind * n_col_classes + col
+    kind); ``flips``: the output flip bytes.
+    """
+    layout = _layout(block) if block.kind == "bconv" and block.stride == (1, 1) else None
+    out_rows = None if layout is None else _out_rows(block, layout[1])
+    if layout is None or out_rows is None:
         return None
+    lanes, rows = layout
+    c_in, _, in_w = block.in_shape
+    f_out, conv_h, _ = block.conv_shape
+    (kh, kw), cb = block.kernel, bits.bytes_per_pixel(c_in)
+    wb = _weight_bits(block)
+    n_taps = kh * kw * c_in
+    terms = int(np.minimum(wb.sum(axis=1), n_taps - wb.sum(axis=1)).sum())
+    span = max((hi - 1) // rows - lo // rows + 1 for lo, hi, _ in out_rows)
+    ring = 1 << (span - 1).bit_length()  # groups kept: no output row spans more
+    groups = -(-conv_h // rows)
+    rw_rows = rows * groups + kh - 1
+    stack = (4 // rows) * rw_rows * c_in + 4 * (n_taps + n_taps.bit_length() + ring * f_out)
+    if terms > MAX_TERMS or f_out > 64 or stack > MAX_STACK_BYTES:
+        return None
+    window_sum, sb = _window_sum(n_taps)
+    group_class, bounds = _group_bounds(block, table, row_cls, col_cls, n_col_classes, rows)
+    filters, bound_cols = _filters(block, wb, sb, bounds, lanes, rows)
     return SlicedPlan(
-        ring=ring,
-        ring_mask=ring - 1,
         lanes=lanes,
         layout=f"{rows} conv row{'s' if rows > 1 else ''} of {lanes} lanes",
         rw_type="uint16_t" if lanes == 16 else "uint32_t",
@@ -428,21 +311,25 @@ def sliced_kernel(
         groups=groups,
         channels=c_in,
         rw_rows=rw_rows,
-        transpose=tuple(transpose),
-        planes=tuple(planes),
+        transpose=tuple(_transpose(in_w, c_in, cb, block.padding[0], "(uint16_t)" if rows == 2 else "")),
+        planes=tuple(_planes(block, rows)),
         n_planes=n_taps,
         window_sum=tuple(window_sum),
         n_sum=sb,
         filters=tuple(filters),
-        bound_rows=bound_rows,
+        bound_rows=tuple(
+            ", ".join(f"0x{c[gc]:08x}u" for c in bound_cols) + "," for gc in range(len(bounds)) if bound_cols
+        ),
         n_bound_words=len(bound_cols),
         group_class=group_class,
-        n_group_classes=len(kinds),
+        n_group_classes=bounds.shape[0],
         out_rows=tuple(out_rows),
-        gather_out=tuple(gather_out),
-        out_h=out_h,
-        out_w=out_w,
-        cbo=cbo,
+        ring=ring,
+        ring_mask=ring - 1,
+        gather_out=tuple(_gather_out(block, rows, ring, flips)),
+        out_h=block.out_shape[1],
+        out_w=block.out_shape[2],
+        cbo=bits.bytes_per_pixel(f_out),
         stack_bytes=stack,
         terms=terms,
     )
