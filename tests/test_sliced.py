@@ -9,13 +9,15 @@ in the random-architecture parity tests (tests/test_targets_mcu.py).
 from __future__ import annotations
 
 import re
+import subprocess
 
 import numpy as np
 import pytest
-from conftest import random_config, random_model
+from conftest import random_config, random_model, require_tools
 
 import ebnn_codegen as E
 from ebnn_codegen import api, reference
+from ebnn_codegen.cflags import STRICT_CFLAGS
 from ebnn_codegen.codegen import render_model
 from ebnn_codegen.codegen.carry_save import Emitter, compare, count
 from ebnn_codegen.targets import host
@@ -181,3 +183,33 @@ def test_random_architectures_reach_the_sliced_kernel() -> None:
         sliced += n
         other += sum(1 for b in graph.hidden if b.kind == "bconv") - n
     assert sliced >= 10 and other >= 10, (sliced, other)
+
+
+def test_compact_build_keeps_the_bits_in_smaller_code(tmp_path) -> None:
+    """``-DEBNN_COMPACT``: the word kernel instead of the bit-sliced one, the same scores, less code."""
+    require_tools("gcc", "size", package="gcc binutils")
+    graph = E.compile(random_model(SHAPES[0][1], seed=4, extreme=True))
+    for name, text in render_model(graph, "fast").items():
+        (tmp_path / name).write_text(text)
+    x = api.random_inputs(graph.input_shape, 6, seed=4)
+    rows = ", ".join(str(int(v)) for v in x.reshape(-1))
+    (tmp_path / "main.c").write_text(
+        '#include <stdio.h>\n#include "sl.h"\n'
+        f"static const uint8_t xs[] = {{ {rows} }};\n"
+        "int main(void) { int32_t s[SL_NUM_CLASSES]; int i, k;\n"
+        "for (i = 0; i < 6; i++) { sl_infer(xs + i * SL_INPUT_BYTES, s);\n"
+        '  for (k = 0; k < SL_NUM_CLASSES; k++) printf("%ld\\n", (long)s[k]); }\n return 0; }\n'
+    )
+    want = reference.run(graph, x).scores.reshape(-1).tolist()
+    sizes = {}
+    for flags in ((), ("-DEBNN_COMPACT",)):
+        exe = tmp_path / f"m{len(flags)}"
+        srcs = [str(tmp_path / f) for f in ("sl.c", "ebnn_runtime.c", "main.c")]
+        subprocess.run(["gcc", *STRICT_CFLAGS, "-O2", *flags, "-I", str(tmp_path), *srcs, "-o", str(exe)], check=True)
+        out = subprocess.run([exe], capture_output=True, text=True, check=True).stdout.split()
+        assert [int(v) for v in out] == want, flags
+        obj = tmp_path / f"sl{len(flags)}.o"
+        subprocess.run(["gcc", *STRICT_CFLAGS, "-O2", *flags, "-c", str(tmp_path / "sl.c"), "-o", str(obj)], check=True)
+        size = subprocess.run(["size", str(obj)], capture_output=True, text=True, check=True).stdout.split("\n")[1]
+        sizes[flags] = int(size.split()[0])
+    assert sizes[("-DEBNN_COMPACT",)] < sizes[()]

@@ -287,7 +287,7 @@ static void rgb32_device_block0(const uint8_t *in, uint8_t *out)
     }
 }
 
-#if !defined(__AVR__)
+#if !defined(__AVR__) && !defined(EBNN_COMPACT)
 /* 32-bit targets, bit-sliced (docs/speed.md): the conv positions are the lanes of a word
  * (1 conv row of 32 lanes), each window tap a plane word; carry-save adders count the window's popcount
  * once and each filter's shorter list of taps, the bound is compared bit by bit, the bits are ORed
@@ -3659,7 +3659,7 @@ static void rgb32_device_block1(const uint8_t *in, uint8_t *out)
         }
     }
 }
-#else /* AVR: the kernel below */
+#else /* AVR, or EBNN_COMPACT defined (smaller code): the kernel below */
 
 /* block 1, generated kernel (docs/speed.md): each conv position once, its threshold
  * bits ORed into the outputs whose pool window holds it; window gathered once for all filters. */
