@@ -20,12 +20,17 @@ lane at once is then a sum of planes, computed with carry-save adders (5 logic o
   (one per bit of ``V``), compared LSB first (``lt = maj(~v, b, lt)``), from a table per *group
   class* (the border classes of the group's rows) where they differ between groups.
 * Max-pooling is the OR of the bits (as in the other kernels): along x, shifted ORs of the word;
-  along y, the OR of the rows of each output row; then the bits are moved to the packed output
-  bytes and the flips XORed in.
+  along y, each output row ORs its conv rows from a ring of the last groups' words (written as
+  soon as its last group is done); then the bits are moved to the packed output bytes and the
+  flips XORed in.
+* The planes stay in memory behind ``EBNN_FENCE`` (each filter loads them as it adds them) and
+  ``EBNN_ORDER`` keeps the adders in the order written (few live values); both are in
+  ``ebnn_runtime.h``.  ``-DEBNN_COMPACT`` at compile time selects the word kernel instead.
 
 Limits (else the word-wide kernel of :mod:`.kernels` is used): stride 1; the lanes and the pool's
 reach fit 16 (or 32) bits, checked lane by lane against :func:`~ebnn_codegen.ir.pool_ranges`; at
-most :data:`MAX_TERMS` plane terms over all filters (the code is straight-line per filter).
+most :data:`MAX_TERMS` plane terms over all filters (the code is straight-line per filter) and
+:data:`MAX_STACK_BYTES` of arrays; and the limits of the generated kernels (:mod:`.kernels`).
 """
 
 from __future__ import annotations
