@@ -238,6 +238,8 @@ class SlicedPlan:
     cbo: int
     stack_bytes: int  # the kernel's arrays (the frame adds the spills)
     terms: int  # plane terms over all filters (the straight-line code's size)
+    uses_planes: bool  # some filter reads a plane or S (else no filter's bit depends on the input)
+    uses_sum: bool  # some filter reads S
 
 
 @dataclass(frozen=True)

@@ -298,8 +298,7 @@ def sliced_kernel(
     wb = _weight_bits(block)
     n_taps = kh * kw * c_in
     terms = int(np.minimum(wb.sum(axis=1), n_taps - wb.sum(axis=1)).sum())
-    span = max((hi - 1) // rows - lo // rows + 1 for lo, hi, _ in out_rows)
-    ring = 1 << (span - 1).bit_length()  # groups kept: no output row spans more
+    ring = 1 << (max((hi - 1) // rows - lo // rows for lo, hi, _ in out_rows)).bit_length()  # >= any row's span
     groups = -(-conv_h // rows)
     rw_rows = rows * groups + kh - 1
     stack = (4 // rows) * rw_rows * c_in + 4 * (n_taps + n_taps.bit_length() + ring * f_out)
@@ -337,4 +336,6 @@ def sliced_kernel(
         cbo=bits.bytes_per_pixel(f_out),
         stack_bytes=stack,
         terms=terms,
+        uses_planes=any("pl[" in ln or "sp[" in ln for ln in sum(filters, ())),
+        uses_sum=any("sp[" in ln for ln in sum(filters, ())),
     )

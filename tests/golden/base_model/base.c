@@ -599,7 +599,8 @@ static void base_block1(const uint8_t *in, uint8_t *out)
     uint32_t pl[36]; /* this group's planes: tap (i, j, c) at (i * 3 + j) * 4 + c */
     uint32_t sp[6]; /* the window's popcount, bit-sliced */
     uint32_t hw[1][8]; /* each filter's bits of the last groups, pooled along x */
-    int y, g, oy = 0;
+    int g, oy = 0;
+    int y;
     memset(rw, 0, sizeof rw);
     for (y = 0; y < 4; y++) { /* the input transposed, 8 pixels of a channel byte at a time */
         const uint8_t *px = in + y * 4;
@@ -617,9 +618,9 @@ static void base_block1(const uint8_t *in, uint8_t *out)
         rw[y + 1][3] = (uint16_t)(((l0_0 >> 24) & 0xffu));
     }
     for (g = 0; g < 2; g++) {
-        const uint16_t *r = &rw[2 * g][0];
         const int slot = g & 0;
         const uint32_t *bq = base_bq1[base_gc1[g]];
+        const uint16_t *r = &rw[2 * g][0];
         {
             const uint32_t q0_0 = r[0] | ((uint32_t)r[4] << 16);
             pl[0] = q0_0 << 1;

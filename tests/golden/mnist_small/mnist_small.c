@@ -1421,7 +1421,8 @@ static void mnist_small_block1(const uint8_t *in, uint8_t *out)
     uint32_t pl[144]; /* this group's planes: tap (i, j, c) at (i * 3 + j) * 16 + c */
     uint32_t sp[8]; /* the window's popcount, bit-sliced */
     uint32_t hw[1][32]; /* each filter's bits of the last groups, pooled along x */
-    int y, g, oy = 0;
+    int g, oy = 0;
+    int y;
     memset(rw, 0, sizeof rw);
     for (y = 0; y < 14; y++) { /* the input transposed, 8 pixels of a channel byte at a time */
         const uint8_t *px = in + y * 28;
@@ -1491,9 +1492,9 @@ static void mnist_small_block1(const uint8_t *in, uint8_t *out)
         rw[y + 1][15] = (uint16_t)(((h1_0 >> 24) & 0xffu) | (((h1_8 >> 24) & 0xffu) << 8));
     }
     for (g = 0; g < 7; g++) {
-        const uint16_t *r = &rw[2 * g][0];
         const int slot = g & 0;
         const uint32_t *bq = mnist_small_bq1[mnist_small_gc1[g]];
+        const uint16_t *r = &rw[2 * g][0];
         {
             const uint32_t q0_0 = r[0] | ((uint32_t)r[16] << 16);
             pl[0] = q0_0 << 1;

@@ -307,7 +307,8 @@ static void rgb32_device_block1(const uint8_t *in, uint8_t *out)
     uint32_t pl[72]; /* this group's planes: tap (i, j, c) at (i * 3 + j) * 8 + c */
     uint32_t sp[7]; /* the window's popcount, bit-sliced */
     uint32_t hw[4][16]; /* each filter's bits of the last groups, pooled along x */
-    int y, g, oy = 0;
+    int g, oy = 0;
+    int y;
     memset(rw, 0, sizeof rw);
     for (y = 0; y < 16; y++) { /* the input transposed, 8 pixels of a channel byte at a time */
         const uint8_t *px = in + y * 16;
@@ -345,9 +346,9 @@ static void rgb32_device_block1(const uint8_t *in, uint8_t *out)
         rw[y + 1][7] = (((h0_0 >> 24) & 0xffu) | (((h0_8 >> 24) & 0xffu) << 8));
     }
     for (g = 0; g < 16; g++) {
-        const uint32_t *r = &rw[1 * g][0];
         const int slot = g & 3;
         const uint32_t *bq = rgb32_device_bq1[rgb32_device_gc1[g]];
+        const uint32_t *r = &rw[1 * g][0];
         {
             const uint32_t q0_0 = r[0];
             pl[0] = q0_0 << 1;
