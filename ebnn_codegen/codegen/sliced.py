@@ -42,7 +42,7 @@ from ..ir import Block, pool_ranges
 from .carry_save import Emitter, Value, compare, count
 from .kernel_plan import SlicedPlan
 
-MAX_TERMS = 4096
+MAX_TERMS = 1200  # plane terms over all filters: about 20 KB of straight-line code at the most
 MAX_STACK_BYTES = 8192
 
 
