@@ -212,7 +212,6 @@ class SlicedPlan:
     """The bit-sliced binary conv kernel of the 32-bit targets (:mod:`.sliced`): C statements are
     carried ready-made, the template lays them out (``templates/_sliced.j2``)."""
 
-    lanes: int  # 16: two conv rows a word; 32: one
     layout: str  # for the comment: "2 conv rows of 16 lanes"
     rw_type: str  # the transposed rows: uint16_t (16 lanes) or uint32_t
     rows_per_word: int
@@ -234,10 +233,6 @@ class SlicedPlan:
     ring_mask: int
     gather_out: tuple[tuple[str, ...], ...]  # per output byte n: the statements of one output row
     out_h: int
-    out_w: int
-    cbo: int
-    stack_bytes: int  # the kernel's arrays (the frame adds the spills)
-    terms: int  # plane terms over all filters (the straight-line code's size)
     uses_planes: bool  # some filter reads a plane or S (else no filter's bit depends on the input)
     uses_sum: bool  # some filter reads S
 

@@ -308,7 +308,6 @@ def sliced_kernel(
     group_class, bounds = _group_bounds(block, table, row_cls, col_cls, n_col_classes, rows)
     filters, bound_cols = _filters(block, wb, sb, bounds, lanes, rows)
     return SlicedPlan(
-        lanes=lanes,
         layout=f"{rows} conv row{'s' if rows > 1 else ''} of {lanes} lanes",
         rw_type="uint16_t" if lanes == 16 else "uint32_t",
         rows_per_word=rows,
@@ -332,10 +331,6 @@ def sliced_kernel(
         ring_mask=ring - 1,
         gather_out=tuple(_gather_out(block, rows, ring, flips)),
         out_h=block.out_shape[1],
-        out_w=block.out_shape[2],
-        cbo=bits.bytes_per_pixel(f_out),
-        stack_bytes=stack,
-        terms=terms,
         uses_planes=any("pl[" in ln or "sp[" in ln for ln in sum(filters, ())),
         uses_sum=any("sp[" in ln for ln in sum(filters, ())),
     )
